@@ -1,0 +1,225 @@
+"""The composition root: wires settings, identity, store, upstream, mesh and HTTP API, and
+owns the one nursery they all run in.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import trio
+
+from . import __version__, addresses, http_api, identity, policy
+from .cache import Cache
+from .config import Settings
+from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
+from .http_api import Reply, api_reply, json_reply, text_reply
+from .mesh import Mesh
+from .models import ApiRequest, ApiResponse
+from .stats import Counters, prometheus_text
+from .store import Store
+from .upstream import Upstream
+
+log = logging.getLogger("p2pcache")
+
+STORE_FILE = "cache.sqlite3"
+MULTIADDR_FILE = "multiaddr"
+
+_running: Node | None = None  # the node of this process, for get_global_cache()
+
+
+def running_node() -> Node | None:
+    return _running
+
+
+class StartupError(Exception):
+    """The node cannot start (port taken, store unusable); one line for the user."""
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self.key_pair = identity.load_or_create(settings.data_dir)
+        self.peer_id = str(identity.peer_id(self.key_pair))
+        self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
+        self.upstream = Upstream(settings.upstream, settings.token)
+        self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl)
+        self.mesh: Mesh | None = None
+        self.http_base = settings.http_base
+        self.started_at = time.time()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        global _running
+        s = self.settings
+        log.info("p2pcache %s starting: data dir %s, upstream %s, freshness %.0f s",
+                 __version__, s.data_dir, s.upstream, s.ttl)
+        for rejected in s.bootstrap_rejected:
+            log.warning("⚠️  Ignoring bootstrap peer %s", rejected)
+        try:
+            async with trio.open_nursery() as nursery:
+                sealer = await self._sealer()
+                if sealer is not None:
+                    await self._start_mesh(nursery, sealer)
+                await self._start_http(nursery)
+                self._publish()
+                _running = self
+                task_status.started(self)
+                nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
+        finally:
+            _running = None
+            await self._close()
+
+    async def _sealer(self) -> Sealer | None:
+        s = self.settings
+        if not s.secret:
+            log.warning("⚠️  No fleet secret (set P2P_CACHE_SECRET, GH_TOKEN or GITHUB_TOKEN): "
+                        "P2P sharing is off, this node caches for itself only")
+            return None
+        log.info("Deriving the fleet key (PBKDF2-HMAC-SHA256, %s iterations)...",
+                 f"{PBKDF2_ITERATIONS:,}")
+        key = await trio.to_thread.run_sync(derive_key, s.secret, s.namespace)
+        sealer = Sealer(key)
+        log.info("Fleet key fingerprint %s, namespace %r (must match on every node)",
+                 sealer.fingerprint, s.namespace)
+        return sealer
+
+    async def _start_mesh(self, nursery: trio.Nursery, sealer: Sealer) -> None:
+        s = self.settings
+        family = "ip6" if ":" in s.listen_host else "ip4"
+        listen = multiaddr.Multiaddr(f"/{family}/{s.listen_host}/tcp/{s.port}")
+        mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
+                    self._serve_peer, s.peer_timeout, s.namespace)
+        ready = trio.Event()
+
+        async def run_mesh() -> None:
+            try:
+                async with mesh.running():
+                    ready.set()
+                    await trio.sleep_forever()
+            except OSError as exc:
+                raise StartupError(f"cannot listen for peers on {listen}: {exc.strerror or exc}")
+
+        nursery.start_soon(run_mesh)
+        await ready.wait()
+        self.mesh = mesh
+        self.cache.peers = mesh
+
+    async def _start_http(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        try:
+            await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http)
+        except OSError as exc:
+            raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
+                               f"{exc.strerror or exc}") from None
+        log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", self.http_base)
+
+    def _publish(self) -> None:
+        address = self.bootstrap_multiaddr()
+        if address is None:
+            log.warning("⚠️  No address to publish: set --announce / P2P_CACHE_ANNOUNCE")
+            return
+        log.info("Bootstrap Multiaddr:\n%s", address)
+        path = self.settings.data_dir / MULTIADDR_FILE
+        try:
+            _write_atomic(path, address + "\n")
+        except OSError as exc:
+            log.warning("⚠️  Could not write %s: %s", path, exc.strerror)
+
+    async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("Received %s, shutting down", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    async def _close(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await self.upstream.aclose()
+        self.store.close()
+        log.info("Stopped; cache store closed")
+
+    # -- answering ----------------------------------------------------------------------
+
+    async def _serve_peer(self, request: ApiRequest, etag: str | None) -> ApiResponse:
+        return await self.cache.get(request, from_peer=True, peer_etag=etag)
+
+    async def handle_http(self, request: ApiRequest) -> Reply:
+        path = request.target.split("?", 1)[0]
+        if path.startswith("/-/"):
+            return self._own_endpoint(path, request.method)
+        if policy.is_cacheable_request(request):
+            response = await self.cache.get(request)
+        else:
+            response = await self.cache.passthrough(request)
+        return api_reply(response, self.settings.upstream, self.http_base)
+
+    def _own_endpoint(self, path: str, method: str) -> Reply:
+        if method not in ("GET", "HEAD"):
+            return json_reply(405, {"message": "the node's own endpoints are read-only"})
+        if path == "/-/healthz":
+            return json_reply(200, {"status": "ok", "peer_id": self.peer_id})
+        if path == "/-/stats":
+            return json_reply(200, self.stats())
+        if path == "/-/multiaddr":
+            lines = [self.bootstrap_multiaddr() or ""] + self.listen_addrs()
+            return text_reply(200, "\n".join(lines) + "\n")
+        if path == "/-/peers":
+            return json_reply(200, self.peers())
+        if path == "/-/metrics":
+            return text_reply(200, prometheus_text(self.stats).decode(),
+                              "text/plain; version=0.0.4; charset=utf-8")
+        return json_reply(404, {"message": f"no such node endpoint {path}",
+                                "endpoints": ["/-/healthz", "/-/stats", "/-/multiaddr",
+                                              "/-/peers", "/-/metrics"]})
+
+    # -- what the node knows about itself ----------------------------------------------
+
+    def listen_addrs(self) -> list[str]:
+        return self.mesh.listen_addrs() if self.mesh else []
+
+    def bootstrap_multiaddr(self) -> str | None:
+        if self.mesh is None:
+            return None
+        s = self.settings
+        return addresses.bootstrap_multiaddr(self.peer_id, s.port, s.announce, s.listen_host,
+                                             addresses.interface_ips())
+
+    def peers(self) -> list[dict[str, Any]]:
+        if self.mesh is None:
+            return []
+        bootstrap = {p.peer_id for p in self.settings.bootstrap}
+        return [{"peer_id": str(p), "bootstrap": str(p) in bootstrap}
+                for p in self.mesh.connected_peers()]
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.counters.as_dict()
+        stats.update({
+            "peer_id": self.peer_id,
+            "p2p_enabled": self.mesh is not None,
+            "connected_peers": len(self.mesh.connected_peers()) if self.mesh else 0,
+            "entries": self.store.count,
+            "bytes": self.store.bytes,
+            "rate_limit_remaining": self.cache.rate_limit.remaining,
+            "rate_limit_reset": self.cache.rate_limit.reset,
+            "listen_addrs": self.listen_addrs(),
+            "bootstrap_multiaddr": self.bootstrap_multiaddr(),
+            "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],
+            "namespace": self.settings.namespace,
+            "ttl": self.settings.ttl,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "version": __version__,
+        })
+        return stats
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
