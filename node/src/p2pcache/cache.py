@@ -116,6 +116,13 @@ class Cache:
 
     async def _fill(self, request: ApiRequest, key: str, entry: Entry | None,
                     from_peer: bool) -> _Outcome:
+        # A flight that landed between our store read and our taking the lead has
+        # already stored the answer: look again before asking anyone.
+        latest = await trio.to_thread.run_sync(self.store.get, key)
+        if policy.decide(latest, self.clock(), self.ttl) is Action.SERVE:
+            assert latest is not None
+            return _Outcome(self._from_entry(latest, "hit"), "local_hits")
+        entry = latest or entry
         if not from_peer and self.peers is not None and self.peers.available():
             answer = await self.peers.ask(request, key, entry.etag if entry else None)
             if answer is not None:

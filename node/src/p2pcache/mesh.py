@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 OPEN_STREAM_TIMEOUT = 5.0
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 30.0
 READ_CHUNK = 64 * 1024
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
@@ -270,6 +270,11 @@ class Mesh:
                 log.warning("⚠️  Lost connection to bootstrap peer %s; reconnecting",
                             peer.multiaddr)
                 was_connected = False
+            # py-libp2p refuses to redial a peer that failed recently; our own backoff
+            # decides when a bootstrap peer is worth another try.
+            network = self.host.get_network()
+            if hasattr(network, "unblock_peer"):
+                network.unblock_peer(info.peer_id)
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
                     await self.host.connect(info)

@@ -1,0 +1,234 @@
+"""A fleet on loopback: one server node, runner nodes, and the fake GitHub API, each node a
+real `p2pcache serve` process talking libp2p (TCP + Noise + Yamux) to the others."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+PATHS = [f"/repos/fleet/repo{i}" for i in range(12)] + [
+    "/users/octocat", "/repos/fleet/repo0/issues?per_page=30&page=2",
+    "/repos/fleet/repo1/pulls", "/orgs/fleet"]
+
+
+def start_fleet(nodes, runners: int = 3, ttl: float = 60, **runner_kw):
+    server = nodes("server", ttl=ttl)
+    addr = server.multiaddr()
+    fleet = [nodes(f"runner{i}", start=False, bootstrap=addr, ttl=ttl, **runner_kw)
+             for i in range(runners)]
+    for runner in fleet:
+        runner.start(wait=False)
+    for runner in fleet:
+        runner.wait_ready()
+        runner.wait_for_peers(1)
+    return server, fleet
+
+
+def get_all_at_once(runners, paths, rounds: int = 1) -> list[httpx.Response]:
+    """Every runner asks every path at the same moment, from its own client threads."""
+    barrier = threading.Barrier(len(runners) * len(paths) * rounds)
+
+    def fetch(job):
+        runner, path = job
+        barrier.wait()
+        return path, runner.get(path)
+
+    jobs = [(r, p) for r in runners for p in paths] * rounds
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(fetch, jobs))
+
+
+def direct(fake, path: str) -> httpx.Response:
+    """What GitHub itself answers (for comparing bodies); not counted by the tests."""
+    from conftest import FLEET_TOKEN
+
+    return httpx.get(fake.url + path, headers={"authorization": f"token {FLEET_TOKEN}"})
+
+
+def test_simultaneous_misses_reach_github_once_each(nodes, fake):
+    server, runners = start_fleet(nodes, runners=3)
+    fake.reset()
+    results = get_all_at_once(runners, PATHS, rounds=2)
+
+    assert all(r.status_code == 200 for _, r in results)
+    by_path = fake.stats()["by_path"]
+    assert by_path == {p: 1 for p in PATHS}, "each unique request must reach GitHub once"
+    for path, response in results:
+        assert response.content == direct(fake, path).content
+        assert response.headers["x-p2p-cache"] in ("peer", "coalesced", "hit")
+        assert response.headers["etag"] == direct(fake, path).headers["etag"]
+    fake_now = fake.stats()
+
+    runner_stats = [r.stats() for r in runners]
+    answered = sum(s["peer_hits"] + s["coalesced"] + s["local_hits"] for s in runner_stats)
+    assert answered == len(results)
+    assert sum(s["misses"] for s in runner_stats) == 0
+    assert sum(s["upstream_requests"] for s in runner_stats) == 0
+    assert all(s["peer_hits"] >= 1 for s in runner_stats)
+    server_stats = server.stats()
+    assert server_stats["upstream_requests"] == len(PATHS)
+    assert server_stats["connected_peers"] == 3
+
+    # A second wave is answered from each runner's own store: nothing new reaches GitHub.
+    again = get_all_at_once(runners, PATHS)
+    assert {r.headers["x-p2p-cache"] for _, r in again} == {"hit"}
+    assert fake.stats()["requests"] == fake_now["requests"]
+    assert "✓ Connected to peer: " in server.log()
+    for runner in runners:
+        log = runner.log()
+        assert "Connecting to 1 bootstrap peer(s)..." in log
+        assert "✓ Connected to bootstrap peer" in log
+        assert "✓ P2P host started, listening on port" in log
+
+
+def test_stale_entries_are_revalidated_with_free_304s(nodes, fake):
+    server, runners = start_fleet(nodes, runners=2, ttl=1)
+    paths = PATHS[:6]
+    get_all_at_once(runners, paths)
+    units_after_fill = fake.stats()["units"]
+    assert units_after_fill == len(paths)
+
+    time.sleep(1.3)  # past the freshness window
+    fake.mutate(paths[0])  # one resource changed meanwhile: it must come back new
+    results = get_all_at_once(runners, paths)
+    stats = fake.stats()
+    assert stats["not_modified"] == len(paths) - 1, "one revalidation per unchanged path"
+    assert stats["units"] == units_after_fill + 1, "304s are free; only the change costs"
+    revalidations = [e for e in fake.request_log()[-len(paths):] if e["if_none_match"]]
+    assert len(revalidations) == len(paths), "every stale entry was asked with its ETag"
+    for path, response in results:
+        assert response.status_code == 200
+        assert response.content == direct(fake, path).content
+    assert server.stats()["not_modified"] == len(paths) - 1
+
+
+def test_wrong_secret_gets_github_answers_but_no_peer_hits(nodes, fake):
+    server = nodes("server")
+    intruder = nodes("intruder", bootstrap=server.multiaddr(),
+                     env={"P2P_CACHE_SECRET": "not-the-fleet-secret"})
+    intruder.wait_for_peers(1)  # libp2p connects: only the cache protocol is sealed
+    server.get(PATHS[0])  # the server holds an entry the intruder would like
+
+    for path in PATHS[:4]:
+        response = intruder.get(path)
+        assert response.status_code == 200
+        assert response.content == direct(fake, path).content
+        assert response.headers["x-p2p-cache"] == "miss"
+    stats = intruder.stats()
+    assert stats["peer_hits"] == 0
+    assert stats["upstream_requests"] == 4
+    server_stats = server.stats()
+    assert server_stats["auth_failures"] >= 1
+    assert server_stats["peer_requests_served"] == 0
+    server.wait_for_log("failed authentication")
+    assert server.log().count("failed authentication") == 1, "logged once per peer"
+    assert "closed our cache stream without answering" in intruder.log()
+
+
+def test_killing_the_server_mid_run_loses_no_client_request(nodes, fake):
+    server, (runner,) = start_fleet(nodes, runners=1)
+    fake.set_latency(5)
+    errors: list[str] = []
+    statuses: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        with httpx.Client(base_url=runner.url, timeout=30) as http:
+            while not stop.is_set():
+                path = f"/repos/churn/r{n}-{i}"  # always new: every answer needs a peer or GitHub
+                i += 1
+                try:
+                    response = http.get(path)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{path}: {exc!r}")
+                    continue
+                if response.status_code != 200:
+                    errors.append(f"{path}: {response.status_code}")
+                statuses.append(response.headers["x-p2p-cache"])
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    server.kill()  # SIGKILL: no goodbye on the wire
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+    assert "peer" in statuses and "miss" in statuses
+    assert runner.stats()["misses"] > 0  # answered by GitHub directly once the server died
+    runner.wait_for_log("Lost connection to bootstrap peer")
+
+    # The server comes back with its identity: the runner redials and peer hits resume.
+    server.start()
+    runner.wait_for_log("✓ Connected to bootstrap peer", count=2, timeout=40)
+    before = runner.stats()["peer_hits"]
+    assert runner.get("/repos/after/restart").headers["x-p2p-cache"] == "peer"
+    assert runner.stats()["peer_hits"] == before + 1
+
+
+def test_restart_keeps_peer_id_and_cache(nodes, fake):
+    node = nodes("solo")
+    peer_id = node.stats()["peer_id"]
+    addr = node.multiaddr()
+    assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "miss"
+    assert node.stop() == 0
+    assert "Stopped; cache store closed" in node.log()
+
+    node.start()
+    assert node.stats()["peer_id"] == peer_id
+    assert node.multiaddr() == addr
+    assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "hit"
+
+    node.get("/repos/keep/after-kill")
+    node.kill()  # kill -9 right after a write: WAL keeps every committed entry
+    node.start()
+    assert node.get("/repos/keep/after-kill").headers["x-p2p-cache"] == "hit"
+    assert fake.stats()["by_path"]["/repos/keep/after-kill"] == 1
+    key = node.data_dir / "identity.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_dead_bootstrap_peer_does_not_stop_a_runner(nodes, fake, tmp_path):
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from conftest import free_port
+
+    ghost = ID.from_pubkey(create_new_key_pair().public_key)
+    dead = f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{ghost}"
+    runner = nodes("runner", bootstrap=f"not-a-multiaddr, {dead}",
+                   env={"P2P_CACHE_PEER_TIMEOUT": "1"})
+    log = runner.log()
+    assert "⚠️  Ignoring bootstrap peer 'not-a-multiaddr'" in log
+    runner.wait_for_log("Could not connect to bootstrap peer")
+    response = runner.get("/repos/o/r")
+    assert response.status_code == 200
+    assert response.headers["x-p2p-cache"] == "miss"
+    assert runner.stats()["bootstrap_peers"] == [dead]
+
+
+def test_get_global_cache_reports_the_running_node(nodes):
+    import subprocess
+    import sys
+
+    node = nodes("server")
+    code = ("import json; from p2pcache import get_global_cache; "
+            "print(json.dumps(get_global_cache().get_stats()))")
+    out = subprocess.run([sys.executable, "-c", code], env=node.env, capture_output=True,
+                         text=True, check=True).stdout
+    stats = json.loads(out)
+    for key in ("peer_id", "p2p_enabled", "connected_peers", "hit_rate", "api_calls_saved",
+                "peer_hits", "local_hits", "misses", "upstream_requests", "not_modified",
+                "coalesced", "entries", "bytes", "rate_limit_remaining", "listen_addrs",
+                "bootstrap_multiaddr"):
+        assert key in stats, key
+    assert stats["peer_id"] == node.stats()["peer_id"]
+    assert stats["p2p_enabled"] is True
+    assert stats["bootstrap_multiaddr"].endswith("/p2p/" + stats["peer_id"])

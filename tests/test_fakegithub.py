@@ -1,0 +1,436 @@
+"""Tests of the fake GitHub API itself.
+
+The node's tests and the benchmarks trust this fake to behave like GitHub, so
+the behaviours they rely on (ETag/304 accounting, rate limits, paging, fault
+injection, write invalidation) are pinned down here.  Everything runs
+in-process on a free port with zero latency, so the module stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+HERE = Path(__file__).resolve().parent
+# Import by file location so this works whether or not tests/ is a package.
+sys.path.insert(0, str(HERE))
+from fakegithub import FakeGitHub  # noqa: E402
+
+TOKEN = "ghp_good_token"
+AUTH = {"Authorization": f"token {TOKEN}"}
+LINK_RE = re.compile(r'<([^>]+)>; rel="(\w+)"')
+
+
+@pytest.fixture
+def fake():
+    with FakeGitHub("127.0.0.1", 0, latency_ms=0, tokens=[TOKEN], rate_limit=5000) as f:
+        yield f
+
+
+@pytest.fixture
+def client(fake):
+    with httpx.Client(base_url=fake.url, timeout=5) as c:
+        yield c
+
+
+def stats(client: httpx.Client) -> dict:
+    return client.get("/_fake/stats").json()
+
+
+def links(response: httpx.Response) -> dict[str, str]:
+    return {rel: url for url, rel in LINK_RE.findall(response.headers.get("Link", ""))}
+
+
+# --------------------------------------------------------------------------- #
+# Shapes and headers
+# --------------------------------------------------------------------------- #
+
+def test_repo_shape_and_github_headers(client):
+    r = client.get("/repos/octo/widget")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["name"] == "widget"
+    assert body["full_name"] == "octo/widget"
+    assert body["owner"]["login"] == "octo"
+    assert isinstance(body["id"], int) and isinstance(body["stargazers_count"], int)
+    assert "updated_at" in body
+
+    h = r.headers
+    assert h["Content-Type"] == "application/json; charset=utf-8"
+    assert h["ETag"] == 'W/"%s"' % hashlib.sha256(r.content).hexdigest()
+    assert h["Last-Modified"].endswith("GMT")
+    assert h["X-GitHub-Request-Id"]
+    assert h["X-RateLimit-Limit"] == "60"
+    assert h["X-RateLimit-Remaining"] == "59"
+    assert h["X-RateLimit-Used"] == "1"
+    assert int(h["X-RateLimit-Reset"]) > time.time()
+    assert h["X-RateLimit-Resource"] == "core"
+    assert h["Cache-Control"].endswith("max-age=60, s-maxage=60")
+    assert h["Vary"] == "Accept, Authorization, Cookie, X-GitHub-OTP"
+    assert int(h["Content-Length"]) == len(r.content)
+
+    # Deterministic: same body (and ETag) on a second read.
+    assert client.get("/repos/octo/widget").content == r.content
+
+
+def test_authenticated_answers_are_private_anonymous_public(client):
+    assert client.get("/repos/o/r").headers["Cache-Control"].startswith("public")
+    assert client.get("/repos/o/r", headers=AUTH).headers["Cache-Control"].startswith("private")
+
+
+def test_user_generic_and_head(client):
+    assert client.get("/users/alice").json()["login"] == "alice"
+    assert client.get("/orgs/acme/teams").json() == {"path": "/orgs/acme/teams", "n": 0}
+    get = client.get("/repos/o/r/branches/main")
+    head = client.head("/repos/o/r/branches/main")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["ETag"] == get.headers["ETag"]
+    assert head.headers["Content-Length"] == str(len(get.content))
+
+
+def test_not_found_spends_a_unit(client):
+    for path in ("/notfound/x", "/repos/o/missing-thing", "/repos/o/missing-x/issues"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert r.json()["message"] == "Not Found"
+        assert r.json()["documentation_url"].startswith("https://docs.github.com/")
+        assert "ETag" not in r.headers  # errors carry no validators on GitHub
+    assert stats(client)["units"] == 3
+
+
+# --------------------------------------------------------------------------- #
+# Conditional requests
+# --------------------------------------------------------------------------- #
+
+def test_etag_304_spends_nothing(client):
+    first = client.get("/repos/o/r", headers=AUTH)
+    etag = first.headers["ETag"]
+    assert first.headers["X-RateLimit-Remaining"] == "4999"
+
+    for inm in (etag, etag[2:], f'"nope", {etag}', "*"):
+        r = client.get("/repos/o/r", headers={**AUTH, "If-None-Match": inm})
+        assert r.status_code == 304, inm
+        assert r.content == b""
+        assert r.headers["ETag"] == etag
+        assert r.headers["X-RateLimit-Remaining"] == "4999"
+        assert r.headers["X-RateLimit-Limit"] == "5000"
+
+    miss = client.get("/repos/o/r", headers={**AUTH, "If-None-Match": 'W/"stale"'})
+    assert miss.status_code == 200
+    assert miss.headers["X-RateLimit-Remaining"] == "4998"
+
+    s = stats(client)
+    assert s["requests"] == 6 and s["not_modified"] == 4 and s["units"] == 2
+
+
+def test_if_modified_since(client):
+    r = client.get("/repos/o/r")
+    lm = r.headers["Last-Modified"]
+    assert client.get("/repos/o/r", headers={"If-Modified-Since": lm}).status_code == 304
+    client.post("/_fake/mutate", params={"path": "/repos/o/r"})
+    assert client.get("/repos/o/r", headers={"If-Modified-Since": lm}).status_code == 200
+
+
+def test_mutate_changes_etag(client):
+    before = client.get("/repos/o/r")
+    m = client.post("/_fake/mutate", params={"path": "/repos/o/r"})
+    assert m.status_code == 200 and m.json()["n"] == 1
+    after = client.get("/repos/o/r", headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status_code == 200
+    assert after.headers["ETag"] != before.headers["ETag"]
+    assert after.json()["updated_at"] != before.json()["updated_at"]
+    # Other resources are untouched.
+    assert client.post("/_fake/mutate", params={"path": "/x/y"}).json()["n"] == 1
+    assert client.get("/repos/o/r", headers={"If-None-Match": after.headers["ETag"]}).status_code == 304
+
+
+# --------------------------------------------------------------------------- #
+# Auth and rate limits
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("auth", ["token bad", "Bearer bad", "Basic Zm9vOmJhcg=="])
+def test_bad_token_is_401_and_free(client, auth):
+    r = client.get("/repos/o/r", headers={"Authorization": auth})
+    assert r.status_code == 401
+    assert r.json()["message"] == "Bad credentials"
+    assert "documentation_url" in r.json()
+    assert stats(client)["units"] == 0
+
+
+def test_bearer_token_accepted(client):
+    r = client.get("/repos/o/r", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.headers["X-RateLimit-Limit"] == "5000"
+
+
+def test_anonymous_limit_60_then_403(client):
+    for i in range(60):
+        r = client.get(f"/repos/o/r{i}")
+        assert r.status_code == 200
+        assert r.headers["X-RateLimit-Remaining"] == str(59 - i)
+    r = client.get("/repos/o/r")
+    assert r.status_code == 403
+    assert r.json()["message"].startswith("API rate limit exceeded for 127.0.0.1")
+    assert r.headers["X-RateLimit-Remaining"] == "0"
+    assert "Retry-After" not in r.headers  # primary limits have no Retry-After
+    # The exhausted request spent nothing; a token's budget is separate.
+    assert stats(client)["units"] == 60
+    ok = client.get("/repos/o/r", headers=AUTH)
+    assert ok.status_code == 200 and ok.headers["X-RateLimit-Remaining"] == "4999"
+    # /rate_limit stays free and reports the state.
+    rl = client.get("/rate_limit").json()
+    assert rl["resources"]["core"] == {
+        "limit": 60, "used": 60, "remaining": 0, "reset": rl["rate"]["reset"]}
+
+
+def test_token_budget_from_rate_limit():
+    with FakeGitHub("127.0.0.1", 0, 0, [TOKEN], rate_limit=3) as fake:
+        with httpx.Client(base_url=fake.url, headers=AUTH) as c:
+            assert [c.get("/repos/o/r").status_code for _ in range(4)] == [200, 200, 200, 403]
+            assert "user ID" in c.get("/repos/o/r").json()["message"]
+
+
+def test_rate_limit_endpoint_costs_nothing(client):
+    for _ in range(3):
+        r = client.get("/rate_limit", headers=AUTH)
+        assert r.status_code == 200
+    core = r.json()["resources"]["core"]
+    assert core["limit"] == 5000 and core["remaining"] == 5000 and core["used"] == 0
+    s = stats(client)
+    assert s["requests"] == 3 and s["units"] == 0
+
+
+# --------------------------------------------------------------------------- #
+# Paging
+# --------------------------------------------------------------------------- #
+
+def test_issue_paging_link_header(fake, client):
+    host = fake.url.removeprefix("http://")
+    base = f"http://{host}/repos/o/r/issues?per_page=30&page="
+
+    p1 = client.get("/repos/o/r/issues", params={"per_page": 30})
+    assert len(p1.json()) == 30
+    assert links(p1) == {"next": base + "2", "last": base + "4"}
+    # GitHub's exact formatting.
+    assert p1.headers["Link"] == f'<{base}2>; rel="next", <{base}4>; rel="last"'
+
+    p2 = client.get("/repos/o/r/issues", params={"per_page": 30, "page": 2})
+    assert links(p2) == {"prev": base + "1", "next": base + "3",
+                         "last": base + "4", "first": base + "1"}
+
+    p4 = client.get("/repos/o/r/issues", params={"per_page": 30, "page": 4})
+    assert len(p4.json()) == 5
+    assert links(p4) == {"prev": base + "3", "first": base + "1"}
+
+    # Following rel="next" visits all 95 issues exactly once.
+    seen, url = [], "/repos/o/r/issues?per_page=30"
+    while url:
+        r = client.get(url)
+        seen += [i["number"] for i in r.json()]
+        url = links(r).get("next")
+    assert sorted(seen) == list(range(1, 96))
+    assert p1.headers["ETag"] != p2.headers["ETag"]  # each page is its own representation
+
+
+def test_paging_defaults_and_caps(client):
+    r = client.get("/repos/o/r/pulls")
+    assert len(r.json()) == 30
+    assert links(r)["last"].endswith("/repos/o/r/pulls?page=4")
+    big = client.get("/repos/o/r/commits", params={"per_page": 500})
+    assert len(big.json()) == 95 and "Link" not in big.headers
+    assert client.get("/repos/o/r/issues", params={"page": 9}).json() == []
+
+
+# --------------------------------------------------------------------------- #
+# Fault injection and latency
+# --------------------------------------------------------------------------- #
+
+def test_fail_503_then_normal(client):
+    assert client.post("/_fake/fail", params={"status": 503, "count": 2}).status_code == 200
+    for _ in range(2):
+        r = client.get("/repos/o/r")
+        assert r.status_code == 503
+        assert r.json() == {"message": "Server Error"}
+    assert client.get("/repos/o/r").status_code == 200
+    s = stats(client)
+    assert s["requests"] == 3 and s["units"] == 1
+
+
+def test_fail_429_secondary_limit_with_retry_after(client):
+    client.post("/_fake/fail", params={"status": 429, "retry_after": 7})
+    r = client.get("/repos/o/r", headers=AUTH)
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] == "7"
+    assert "secondary rate limit" in r.json()["message"]
+    assert int(r.headers["X-RateLimit-Remaining"]) > 0  # not the primary limit
+    client.post("/_fake/fail", params={"status": 403})
+    r = client.get("/repos/o/r")
+    assert r.status_code == 403 and r.headers["Retry-After"] == "60"
+    assert client.get("/repos/o/r").status_code == 200
+
+
+def test_latency_overlaps_across_threads(fake, client):
+    assert client.post("/_fake/latency", params={"ms": 150}).json()["latency_ms"] == 150
+    codes: list[int] = []
+
+    def one() -> None:
+        codes.append(httpx.get(fake.url + "/repos/o/r", headers=AUTH).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(5)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert codes == [200] * 5
+    assert 0.15 <= elapsed < 0.6  # concurrent, not 5 x 150 ms
+    t0 = time.monotonic()
+    client.get("/_fake/stats")  # control API is never delayed
+    assert time.monotonic() - t0 < 0.1
+
+
+# --------------------------------------------------------------------------- #
+# Writes
+# --------------------------------------------------------------------------- #
+
+def test_writes_need_a_token(client):
+    r = client.post("/repos/o/r/issues", json={"title": "x"})
+    assert r.status_code == 401 and r.json()["message"] == "Requires authentication"
+    assert client.post("/graphql", json={"query": "{viewer{login}}"}).status_code == 401
+    assert stats(client)["units"] == 0
+
+
+def test_writes_status_codes_and_version_bumps(client):
+    item, parent = "/repos/o/r/issues/5", "/repos/o/r/issues"
+    etag_item = client.get(item, headers=AUTH).headers["ETag"]
+    etag_list = client.get(parent, headers=AUTH).headers["ETag"]
+
+    created = client.post(parent, json={"title": "hi"}, headers=AUTH)
+    assert created.status_code == 201
+    assert created.json()["received"] == {"title": "hi"}
+    assert created.json()["method"] == "POST"
+
+    patched = client.patch(item, json={"state": "closed"}, headers=AUTH)
+    assert patched.status_code == 200
+    # The item and the collection it is listed in both became stale.
+    for path, old in ((item, etag_item), (parent, etag_list)):
+        r = client.get(path, headers={**AUTH, "If-None-Match": old})
+        assert r.status_code == 200 and r.headers["ETag"] != old
+
+    assert client.put("/repos/o/r/contents/a.txt", json={"c": 1}, headers=AUTH).status_code == 201
+    assert client.put("/repos/o/r/contents/a.txt", json={"c": 2}, headers=AUTH).status_code == 200
+    deleted = client.delete("/repos/o/r/contents/a.txt", headers=AUTH)
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert client.get("/repos/o/r/contents/a.txt", headers=AUTH).json()["n"] == 3
+
+    bad = client.post(parent, content=b"{not json", headers=AUTH)
+    assert bad.status_code == 400 and bad.json()["message"] == "Problems parsing JSON"
+
+    s = stats(client)
+    assert s["methods"] == {"GET": 5, "POST": 2, "PATCH": 1, "PUT": 2, "DELETE": 1}
+    assert s["units"] == 11  # every write and read above spent one
+
+
+def test_graphql(client):
+    query = "query { viewer { login } }"
+    r = client.post("/graphql", json={"query": query}, headers=AUTH)
+    assert r.status_code == 200
+    assert r.json() == {"data": {"queryLength": len(query)}}
+    assert r.headers["X-RateLimit-Resource"] == "graphql"
+
+
+# --------------------------------------------------------------------------- #
+# Control API
+# --------------------------------------------------------------------------- #
+
+def test_stats_requests_log_and_reset(client):
+    client.get("/repos/o/r", headers=AUTH)
+    etag = client.get("/repos/o/r", headers=AUTH).headers["ETag"]
+    client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})
+    client.get("/repos/o/r/issues?page=2")
+    client.get("/notfound")
+    client.get("/repos/o/r", headers={"Authorization": "token nope"})
+    client.delete("/repos/o/r/labels/bug", headers=AUTH)
+
+    s = stats(client)
+    assert s["requests"] == 7           # /_fake calls are not counted
+    assert s["units"] == 5              # not the 304, not the 401
+    assert s["not_modified"] == 1
+    assert s["by_path"] == {"/repos/o/r": 4, "/repos/o/r/issues?page=2": 1,
+                            "/notfound": 1, "/repos/o/r/labels/bug": 1}
+    assert s["methods"] == {"GET": 6, "DELETE": 1}
+
+    log = client.get("/_fake/requests").json()
+    assert [e["status"] for e in log] == [200, 200, 304, 200, 404, 401, 204]
+    assert log[2]["if_none_match"] == etag
+    assert log[0]["authorization_present"] is True
+    assert log[3]["authorization_present"] is False
+    assert set(log[0]) == {"method", "path", "if_none_match", "authorization_present", "status"}
+    assert TOKEN not in json.dumps(log) and "nope" not in json.dumps(log)
+
+    client.post("/_fake/mutate", params={"path": "/repos/o/r"})
+    assert client.post("/_fake/reset").status_code == 200
+    assert stats(client) == {"requests": 0, "units": 0, "not_modified": 0,
+                             "by_path": {}, "methods": {}, "by_status": {}}
+    assert client.get("/_fake/requests").json() == []
+    again = client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})
+    assert again.status_code == 304      # version back to 0
+    assert again.headers["X-RateLimit-Remaining"] == "5000"  # budget refilled
+
+
+def test_control_api_errors(client):
+    assert client.post("/_fake/mutate").status_code == 400
+    assert client.post("/_fake/fail", params={"status": 200}).status_code == 400
+    assert client.get("/_fake/reset").status_code == 405
+    assert client.get("/_fake/nope").status_code == 404
+
+
+def test_keep_alive_reuses_one_connection(fake):
+    # Raw HTTP/1.1: two requests (one with a body) on one socket.
+    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
+        f = sock.makefile("rb")
+        for req in (
+            b"POST /repos/o/r/issues HTTP/1.1\r\nHost: x\r\nAuthorization: token "
+            + TOKEN.encode() + b"\r\nContent-Length: 2\r\n\r\n{}",
+            b"GET /repos/o/r HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            sock.sendall(req)
+            status = f.readline()
+            headers = {}
+            while (line := f.readline()) not in (b"\r\n", b""):
+                k, _, v = line.decode().partition(":")
+                headers[k.lower()] = v.strip()
+            body = f.read(int(headers["content-length"]))
+            assert status.startswith(b"HTTP/1.1 20"), status
+            assert json.loads(body)
+
+
+def test_command_line(tmp_path):
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "fakegithub.py"), "--host", "127.0.0.1", "--port", "0",
+         "--latency-ms", "0", "--token", TOKEN, "--rate-limit", "7",
+         "--port-file", str(port_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        m = re.fullmatch(r"fakegithub listening on http://127\.0\.0\.1:(\d+)\n", line)
+        assert m, line
+        assert port_file.read_text().strip() == m.group(1)
+        r = httpx.get(f"http://127.0.0.1:{m.group(1)}/repos/o/r", headers=AUTH)
+        assert r.status_code == 200 and r.headers["X-RateLimit-Limit"] == "7"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=5)
+    assert out == "" and err == ""  # quiet: nothing per request
