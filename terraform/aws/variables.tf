@@ -1,0 +1,60 @@
+# The module under ../modules/aws validates every value passed on; these are typed and described.
+
+variable "region" {
+  description = "AWS region of the node's VPC, such as \"eu-central-1\"."
+  type        = string
+  nullable    = false
+}
+
+variable "vpc_id" {
+  description = "VPC the node runs in; null uses the region's default VPC."
+  type        = string
+  default     = null
+}
+
+variable "name" {
+  description = "Name of the security group."
+  type        = string
+  default     = "p2pcache"
+  nullable    = false
+}
+
+variable "port" {
+  description = "TCP port the node listens on for libp2p peers."
+  type        = number
+  default     = 9100
+  nullable    = false
+}
+
+variable "allowed_ipv4_cidrs" {
+  description = "IPv4 CIDR blocks allowed to reach the port (GitHub-hosted runners come from anywhere)."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+  nullable    = false
+}
+
+variable "allowed_ipv6_cidrs" {
+  description = "IPv6 CIDR blocks allowed to reach the port; [] for IPv4 only."
+  type        = list(string)
+  default     = ["::/0"]
+  nullable    = false
+}
+
+variable "node_public_ip" {
+  description = "Public IPv4 or IPv6 address of the node (an Elastic IP, say); null until known."
+  type        = string
+  default     = null
+}
+
+variable "peer_id" {
+  description = "libp2p peer ID the node printed at its first start; null until known."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags for the security group and its rules."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}

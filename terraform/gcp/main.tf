@@ -1,0 +1,18 @@
+provider "google" {
+  project = var.project
+}
+
+module "p2pcache_node" {
+  source = "../modules/gcp"
+
+  project            = var.project
+  network            = var.network
+  target_tags        = var.target_tags
+  name               = var.name
+  priority           = var.priority
+  port               = var.port
+  allowed_ipv4_cidrs = var.allowed_ipv4_cidrs
+  allowed_ipv6_cidrs = var.allowed_ipv6_cidrs
+  node_public_ip     = var.node_public_ip
+  peer_id            = var.peer_id
+}

@@ -1,0 +1,68 @@
+# The module under ../modules/gcp validates every value passed on; these are typed and described.
+
+variable "project" {
+  description = "ID of the project holding the node's VPC network."
+  type        = string
+  nullable    = false
+}
+
+variable "network" {
+  description = "Name or self link of the node's VPC network."
+  type        = string
+  default     = "default"
+  nullable    = false
+}
+
+variable "target_tags" {
+  description = "Network tags selecting the node's instances; give the instance one of them."
+  type        = list(string)
+  default     = ["p2pcache"]
+  nullable    = false
+}
+
+variable "name" {
+  description = "Base name of the firewall rules (<name>-ipv4, <name>-ipv6)."
+  type        = string
+  default     = "p2pcache"
+  nullable    = false
+}
+
+variable "priority" {
+  description = "Priority of the firewall rules, 0 (first) to 65535."
+  type        = number
+  default     = 1000
+  nullable    = false
+}
+
+variable "port" {
+  description = "TCP port the node listens on for libp2p peers."
+  type        = number
+  default     = 9100
+  nullable    = false
+}
+
+variable "allowed_ipv4_cidrs" {
+  description = "IPv4 CIDR blocks allowed to reach the port (GitHub-hosted runners come from anywhere)."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+  nullable    = false
+}
+
+variable "allowed_ipv6_cidrs" {
+  description = "IPv6 CIDR blocks allowed to reach the port; [] for IPv4 only."
+  type        = list(string)
+  default     = ["::/0"]
+  nullable    = false
+}
+
+variable "node_public_ip" {
+  description = "Public IPv4 or IPv6 address of the node (a static external address, say); null until known."
+  type        = string
+  default     = null
+}
+
+variable "peer_id" {
+  description = "libp2p peer ID the node printed at its first start; null until known."
+  type        = string
+  default     = null
+}

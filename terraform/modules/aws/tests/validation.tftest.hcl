@@ -1,0 +1,107 @@
+# Bad inputs stop at plan, on the variable that holds them.
+
+mock_provider "aws" {}
+
+variables {
+  vpc_id = "vpc-0123456789abcdef0"
+}
+
+run "port_above_65535" {
+  command = plan
+  variables { port = 70000 }
+  expect_failures = [var.port]
+}
+
+run "port_zero" {
+  command = plan
+  variables { port = 0 }
+  expect_failures = [var.port]
+}
+
+run "port_not_whole" {
+  command = plan
+  variables { port = 9100.5 }
+  expect_failures = [var.port]
+}
+
+run "ipv4_prefix_too_long" {
+  command = plan
+  variables { allowed_ipv4_cidrs = ["10.0.0.0/33"] }
+  expect_failures = [var.allowed_ipv4_cidrs]
+}
+
+run "ipv4_host_bits_set" {
+  command = plan
+  variables { allowed_ipv4_cidrs = ["0.0.0.0/0", "10.0.0.1/8"] }
+  expect_failures = [var.allowed_ipv4_cidrs]
+}
+
+run "ipv4_list_with_ipv6_cidr" {
+  command = plan
+  variables { allowed_ipv4_cidrs = ["::/0"] }
+  expect_failures = [var.allowed_ipv4_cidrs]
+}
+
+run "ipv4_bare_address" {
+  command = plan
+  variables { allowed_ipv4_cidrs = ["203.0.113.7"] }
+  expect_failures = [var.allowed_ipv4_cidrs]
+}
+
+run "ipv6_list_with_ipv4_cidr" {
+  command = plan
+  variables { allowed_ipv6_cidrs = ["10.0.0.0/8"] }
+  expect_failures = [var.allowed_ipv6_cidrs]
+}
+
+run "ipv6_prefix_too_long" {
+  command = plan
+  variables { allowed_ipv6_cidrs = ["2001:db8::/129"] }
+  expect_failures = [var.allowed_ipv6_cidrs]
+}
+
+run "no_cidr_at_all" {
+  command = plan
+  variables {
+    allowed_ipv4_cidrs = []
+    allowed_ipv6_cidrs = []
+  }
+  expect_failures = [var.allowed_ipv6_cidrs]
+}
+
+run "node_ip_with_prefix" {
+  command = plan
+  variables { node_public_ip = "203.0.113.10/32" }
+  expect_failures = [var.node_public_ip]
+}
+
+run "node_ip_not_an_address" {
+  command = plan
+  variables { node_public_ip = "node.example.com" }
+  expect_failures = [var.node_public_ip]
+}
+
+run "peer_id_truncated" {
+  command = plan
+  variables { peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4" }
+  expect_failures = [var.peer_id]
+}
+
+run "peer_id_not_base58" {
+  # 0, O, I and l are not in the base58btc alphabet.
+  command = plan
+  variables { peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg40" }
+  expect_failures = [var.peer_id]
+}
+
+run "vpc_id_malformed" {
+  command = plan
+  variables { vpc_id = "default" }
+  expect_failures = [var.vpc_id]
+}
+
+run "name_reserved_prefix" {
+  command = plan
+  variables { name = "sg-p2pcache" }
+  expect_failures = [var.name]
+}

@@ -1,0 +1,102 @@
+# Shared with the gcp and azure modules: tests/test_terraform.py holds the blocks from `port` to
+# `peer_id` identical in all three.
+
+variable "port" {
+  description = "TCP port the p2pcache node listens on for libp2p peers."
+  type        = number
+  default     = 9100
+  nullable    = false
+
+  validation {
+    condition     = var.port >= 1 && var.port <= 65535 && floor(var.port) == var.port
+    error_message = "port must be a whole number from 1 to 65535 (got ${var.port})."
+  }
+}
+
+variable "allowed_ipv4_cidrs" {
+  description = "IPv4 CIDR blocks allowed to reach the node's port. The default opens it to everyone, because GitHub-hosted runners connect from addresses all over the cloud."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for cidr in var.allowed_ipv4_cidrs : try(!strcontains(cidr, ":") && cidrsubnet(cidr, 0, 0) == cidr, false)])
+    error_message = "allowed_ipv4_cidrs must hold IPv4 CIDR blocks in canonical form, such as \"203.0.113.0/24\" (no host bits set, prefix length 0 to 32); got ${jsonencode(var.allowed_ipv4_cidrs)}."
+  }
+}
+
+variable "allowed_ipv6_cidrs" {
+  description = "IPv6 CIDR blocks allowed to reach the node's port. Set to [] to open the port over IPv4 only."
+  type        = list(string)
+  default     = ["::/0"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for cidr in var.allowed_ipv6_cidrs : try(strcontains(cidr, ":") && cidrsubnet(cidr, 0, 0) == cidr, false)])
+    error_message = "allowed_ipv6_cidrs must hold IPv6 CIDR blocks in canonical form, such as \"2001:db8::/32\" (lowercase, no host bits set, prefix length 0 to 128); got ${jsonencode(var.allowed_ipv6_cidrs)}."
+  }
+
+  validation {
+    condition     = length(var.allowed_ipv4_cidrs) + length(var.allowed_ipv6_cidrs) > 0
+    error_message = "allowed_ipv4_cidrs and allowed_ipv6_cidrs are both empty: the rules would let no peer in."
+  }
+}
+
+variable "node_public_ip" {
+  description = "Public IPv4 or IPv6 address where peers reach the node; null (or \"\") until it is known. Only used to build bootstrap_multiaddr."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.node_public_ip == null || var.node_public_ip == "" || can(cidrhost("${var.node_public_ip}/${strcontains(var.node_public_ip, ":") ? 128 : 32}", 0))
+    error_message = "node_public_ip must be a single IPv4 or IPv6 address without a prefix length, such as \"203.0.113.10\" or \"2001:db8::10\"."
+  }
+}
+
+variable "peer_id" {
+  description = "libp2p peer ID the node prints at start (base58btc: 12D3KooW... for Ed25519 keys); null (or \"\") until it is known. Only used to build bootstrap_multiaddr."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.peer_id == null || var.peer_id == "" || can(regex("^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45}|Qm[1-9A-HJ-NP-Za-km-z]{44})$", var.peer_id))
+    error_message = "peer_id must be a base58btc libp2p peer ID: 12D3KooW... (52 characters, Ed25519), 16Uiu2HA... (53, secp256k1) or Qm... (46, RSA/ECDSA)."
+  }
+}
+
+variable "name" {
+  description = "Name of the security group; also its Name tag and the prefix of its rules' Name tags."
+  type        = string
+  default     = "p2pcache"
+  nullable    = false
+
+  validation {
+    condition     = length(var.name) >= 1 && length(var.name) <= 255 && !startswith(var.name, "sg-") && can(regex("^[a-zA-Z0-9 ._\\-:/()#,@\\[\\]+=&;{}!$*]+$", var.name))
+    error_message = "name must be 1 to 255 of the characters AWS allows in a security group name (a-z A-Z 0-9 space ._-:/()#,@[]+=&;{}!$*) and must not start with \"sg-\"."
+  }
+}
+
+variable "tags" {
+  description = "Tags for the security group and each of its rules."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}
+
+variable "vpc_id" {
+  description = "ID of the VPC the node's instance runs in (vpc-...)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
+    error_message = "vpc_id must be a VPC ID such as \"vpc-0123456789abcdef0\"."
+  }
+}
+
+variable "allow_all_egress" {
+  description = "Add rules allowing all outbound traffic (IPv4 and IPv6). Terraform strips the default egress rule of a security group it creates, and the node must reach api.github.com and other peers."
+  type        = bool
+  default     = true
+  nullable    = false
+}

@@ -1,0 +1,34 @@
+locals {
+  # A GCP firewall rule cannot mix IPv4 and IPv6 source ranges: one rule per address family.
+  source_ranges = {
+    for family, ranges in { ipv4 = var.allowed_ipv4_cidrs, ipv6 = var.allowed_ipv6_cidrs } :
+    family => ranges if length(ranges) > 0
+  }
+}
+
+resource "google_compute_firewall" "this" {
+  for_each = local.source_ranges
+
+  name        = "${var.name}-${each.key}"
+  project     = var.project
+  network     = var.network
+  description = "p2pcache node: libp2p peers on TCP ${var.port} (${each.key})"
+  direction   = "INGRESS"
+  priority    = var.priority
+
+  source_ranges = each.value
+  target_tags   = var.target_tags
+
+  allow {
+    protocol = "tcp"
+    ports    = [tostring(var.port)]
+  }
+}
+
+module "multiaddr" {
+  source = "../multiaddr"
+
+  ip      = var.node_public_ip
+  port    = var.port
+  peer_id = var.peer_id
+}

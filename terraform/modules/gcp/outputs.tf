@@ -1,0 +1,24 @@
+output "firewall_ids" {
+  description = "IDs of the firewall rules (projects/<project>/global/firewalls/<name>), keyed by address family (ipv4, ipv6)."
+  value       = { for family, rule in google_compute_firewall.this : family => rule.id }
+}
+
+output "firewall_names" {
+  description = "Names of the firewall rules, keyed by address family."
+  value       = { for family, rule in google_compute_firewall.this : family => rule.name }
+}
+
+output "firewall_self_links" {
+  description = "Self links of the firewall rules, keyed by address family."
+  value       = { for family, rule in google_compute_firewall.this : family => rule.self_link }
+}
+
+output "target_tags" {
+  description = "Network tags the node's instance must carry for the rules to apply."
+  value       = var.target_tags
+}
+
+output "bootstrap_multiaddr" {
+  description = "Value for the MCP_P2P_BOOTSTRAP_PEERS secret: /ip4/<ip>/tcp/<port>/p2p/<peer_id> (or /ip6/...), null until node_public_ip and peer_id are both set."
+  value       = module.multiaddr.value
+}

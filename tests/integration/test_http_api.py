@@ -1,0 +1,140 @@
+"""The local HTTP API answers as GitHub would, through the cache, and explains each answer."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import FLEET_TOKEN
+
+
+def test_answers_as_github_does_and_says_where_from(nodes, fake):
+    node = nodes("solo")
+    first = node.get("/repos/octo/hello")
+    second = node.get("/repos/octo/hello")
+    github = httpx.get(fake.url + "/repos/octo/hello",
+                       headers={"authorization": f"token {FLEET_TOKEN}"})
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content == github.content
+    assert first.headers["etag"] == second.headers["etag"] == github.headers["etag"]
+    assert first.headers["content-type"] == github.headers["content-type"]
+    assert first.headers["x-p2p-cache"] == "miss"
+    assert second.headers["x-p2p-cache"] == "hit"
+    # A hit still tells the client how much rate limit is left (as last seen).
+    assert int(second.headers["x-ratelimit-remaining"]) <= 5000
+    assert second.headers["x-ratelimit-limit"] == "5000"
+
+    head = node.http.head("/repos/octo/hello")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == first.headers["etag"]
+    assert head.headers["content-length"] == str(len(first.content))
+
+    # Query order does not split entries.
+    node.get("/repos/octo/hello/issues?per_page=10&page=2")
+    swapped = node.get("/repos/octo/hello/issues?page=2&per_page=10")
+    assert swapped.headers["x-p2p-cache"] == "hit"
+
+
+def test_link_headers_point_back_at_the_node_so_paging_stays_cached(nodes, fake):
+    node = nodes("solo")
+    url = "/repos/octo/hello/issues?per_page=30"
+    pages = []
+    while url:
+        response = node.get(url)
+        assert response.status_code == 200
+        pages.append(response.json())
+        links = response.links
+        assert all(link["url"].startswith(node.url) for link in links.values())
+        url = links.get("next", {}).get("url", "").removeprefix(node.url) or None
+    assert [len(p) for p in pages] == [30, 30, 30, 5]
+    upstream = fake.stats()["requests"]
+    assert node.get("/repos/octo/hello/issues?per_page=30&page=3").headers["x-p2p-cache"] == "hit"
+    assert fake.stats()["requests"] == upstream
+
+
+def test_writes_pass_through_and_drop_what_they_change(nodes, fake):
+    node = nodes("solo")
+    before = node.get("/repos/octo/hello/issues/1").json()
+    assert node.get("/repos/octo/hello/issues/1").headers["x-p2p-cache"] == "hit"
+    node.get("/repos/octo/hello/issues")
+
+    patch = node.http.patch("/repos/octo/hello/issues/1", json={"title": "new"})
+    assert patch.status_code == 200
+    assert patch.headers["x-p2p-cache"] == "miss"
+    after = node.get("/repos/octo/hello/issues/1")
+    assert after.headers["x-p2p-cache"] == "miss", "the write dropped the cached issue"
+    assert after.json() != before
+    assert node.get("/repos/octo/hello/issues").headers["x-p2p-cache"] == "miss"
+    assert node.stats()["invalidated"] >= 2
+
+    graphql = node.http.post("/graphql", json={"query": "{ viewer { login } }"})
+    assert graphql.status_code == 200 and "data" in graphql.json()
+    assert fake.stats()["methods"]["POST"] == 1
+    assert node.stats()["passthrough"] == 2
+
+
+def test_github_errors_are_passed_on_and_never_cached(nodes, fake):
+    node = nodes("solo", env={"GH_TOKEN": "ghp_revoked"})
+    for _ in range(2):
+        response = node.get("/repos/octo/private")
+        assert response.status_code == 401
+        assert response.json()["message"] == "Bad credentials"
+    assert fake.stats()["by_path"]["/repos/octo/private"] == 2, "401s are not cached"
+
+    healthy = nodes("healthy")
+    fake.fail(503, count=1)
+    assert healthy.get("/repos/octo/flaky").status_code == 503
+    assert healthy.get("/repos/octo/flaky").status_code == 200, "5xx was not cached"
+    assert healthy.get("/repos/octo/missing-repo").status_code == 404
+
+
+def test_stale_entry_answers_when_github_fails_or_limits(nodes, fake):
+    node = nodes("solo", ttl=0.5)
+    fresh = node.get("/repos/octo/stale")
+    time.sleep(0.7)
+    fake.fail(502, count=1)
+    stale = node.get("/repos/octo/stale")
+    assert stale.status_code == 200 and stale.content == fresh.content
+    assert stale.headers["x-p2p-cache-stale"] == "true"
+
+    # A secondary rate limit with Retry-After: the client sees GitHub's answer once, then
+    # the node holds further upstream requests until the time is up.
+    time.sleep(0.7)
+    fake.fail(429, count=1, retry_after=30)
+    limited = node.get("/repos/octo/new-one")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "30"
+    sent = fake.stats()["requests"]
+    held = node.get("/repos/octo/another")
+    assert held.status_code == 429, "GitHub's answer, repeated without asking again"
+    assert node.get("/repos/octo/stale").headers["x-p2p-cache-stale"] == "true"
+    assert fake.stats()["requests"] == sent
+    assert node.stats()["stale_served"] == 2
+
+
+def test_own_endpoints(nodes, fake):
+    node = nodes("solo")
+    node.get("/users/octocat")
+    assert node.get("/-/healthz").json()["status"] == "ok"
+    text = node.get("/-/multiaddr").text
+    first = text.splitlines()[0]
+    assert first.startswith("/ip4/127.0.0.1/tcp/") and first.endswith(node.stats()["peer_id"])
+    assert (node.data_dir / "multiaddr").read_text().strip() == first
+    assert node.get("/-/peers").json() == []
+    metrics = {m.name: m for m in text_string_to_metric_families(node.get("/-/metrics").text)}
+    assert metrics["p2pcache_misses"].samples[0].value == 1
+    assert metrics["p2pcache_p2p_enabled"].samples[0].value == 1
+    assert node.get("/-/nope").status_code == 404
+    assert node.http.post("/-/stats").status_code == 405
+
+
+def test_malformed_http_gets_400_and_the_node_serves_on(nodes):
+    import socket
+
+    node = nodes("solo")
+    with socket.create_connection(("127.0.0.1", node.http_port)) as sock:
+        sock.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert node.get("/-/healthz").status_code == 200

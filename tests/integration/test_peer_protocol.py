@@ -1,0 +1,136 @@
+"""Hostile and broken peers: a real libp2p host in the test process speaks to a node.
+
+Garbage, oversized, wrongly sealed, stale and replayed frames each get the stream reset
+and are counted; the node goes on serving everyone else.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from conftest import FLEET_TOKEN, NAMESPACE
+from p2pcache.crypto import Sealer, derive_key
+from p2pcache.protocol import (PROTOCOL_ID, REQUEST, FrameDecoder, Message, ReplayGuard,
+                               now_ms, open_frame, seal)
+
+FLEET_KEY = derive_key(FLEET_TOKEN, NAMESPACE)
+
+
+def request_frame(path: str, sealer: Sealer, request_id: int = 1, ts: int | None = None):
+    key = f"GET {path} accept=application/vnd.github+json"
+    meta = {"key": key, "method": "GET", "path": path, "headers": {}}
+    return key, seal(sealer, REQUEST, request_id, Message(meta), timestamp_ms=ts)
+
+
+async def exchange(addr: str, payloads: list[bytes], wait: float = 3.0) -> tuple[bytes, bool]:
+    """Send payloads on one cache stream; return (bytes received, whether it was reset)."""
+    pair = create_new_key_pair()
+    noise = NoiseTransport(pair, noise_privkey=x25519_key_pair().private_key)
+    host = new_host(key_pair=pair, sec_opt={NOISE: noise}, muxer_preference="YAMUX")
+    received = b""
+    ended = False
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [PROTOCOL_ID])
+        for payload in payloads:
+            await stream.write(payload)
+        with trio.move_on_after(wait):
+            while True:
+                try:
+                    data = await stream.read(65536)
+                except Exception:
+                    ended = True
+                    break
+                if not data:
+                    ended = True
+                    break
+                received += data
+                if len(payloads) == 1 and FrameDecoder().feed(received):
+                    break
+        await host.close()
+    return received, ended
+
+
+def answers(received: bytes, keys: list[str]) -> list[Message]:
+    sealer, guard = Sealer(FLEET_KEY), ReplayGuard()
+    frames = FrameDecoder().feed(received)
+    return [open_frame(sealer, f, guard, keys[f.request_id - 1]) for f in frames]
+
+
+@pytest.fixture
+def server(nodes):
+    return nodes("server")
+
+
+def test_a_sealed_request_is_answered(server, fake):
+    key, frame = request_frame("/repos/wire/ok", Sealer(FLEET_KEY))
+    received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    (message,) = answers(received, [key])
+    assert message.meta["status"] == 200
+    assert b'"full_name":"wire/ok"' in message.body
+    assert server.stats()["peer_requests_served"] == 1
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"\xff" * 64, "exceeds the bound"),  # length 4 GiB: refused before any buffering
+    (struct.pack(">I", 64 * 1024 * 1024) + b"x" * 1000, "exceeds the bound"),
+    (struct.pack(">I", 3) + b"abc", "shorter than the header"),
+    (struct.pack(">IBBQQ", 18, 9, 1, 1, now_ms()), "unsupported protocol version"),
+])
+def test_garbage_frames_reset_the_stream(server, payload, reason):
+    received, ended = trio.run(exchange, server.multiaddr(), [payload])
+    assert received == b"" and ended
+    assert server.stats()["bad_frames"] == 1
+    server.wait_for_log(reason)
+    assert server.get("/repos/after/garbage").status_code == 200
+
+
+def test_wrong_secret_is_refused_and_counted(server):
+    wrong = Sealer(derive_key("some-other-secret", NAMESPACE))
+    _, frame = request_frame("/repos/wire/secret", wrong)
+    received, ended = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    assert received == b"" and ended
+    assert server.stats()["auth_failures"] == 1
+    assert server.stats()["peer_requests_served"] == 0
+    # Same secret, other namespace: also another key.
+    other_ns = Sealer(derive_key(FLEET_TOKEN, "someone/else"))
+    _, frame = request_frame("/repos/wire/secret", other_ns)
+    trio.run(exchange, server.multiaddr(), [frame.encode()])
+    assert server.stats()["auth_failures"] == 2
+
+
+def test_stale_and_replayed_frames_are_refused(server):
+    sealer = Sealer(FLEET_KEY)
+    _, old = request_frame("/repos/wire/old", sealer, ts=now_ms() - 10 * 60 * 1000)
+    received, ended = trio.run(exchange, server.multiaddr(), [old.encode()])
+    assert received == b"" and ended
+    server.wait_for_log("from our clock")
+
+    key, frame = request_frame("/repos/wire/replay", sealer)
+    first, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    assert answers(first, [key])[0].meta["status"] == 200
+    replayed, ended = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    assert replayed == b"" and ended
+    assert server.stats()["bad_frames"] == 2
+    assert server.stats()["peer_requests_served"] == 1
+
+
+def test_a_peer_may_only_read_api_paths(server, fake):
+    sealer = Sealer(FLEET_KEY)
+    meta = {"key": "k", "method": "GET", "path": "http://evil.example/x", "headers": {}}
+    frame = seal(sealer, REQUEST, 1, Message(meta))
+    received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    (message,) = answers(received, ["k"])
+    assert message.meta["error"].startswith("bad request")
+    assert fake.stats()["requests"] == 0
