@@ -7,6 +7,7 @@ ones is reported and skipped.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -101,7 +102,10 @@ def _http(name: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host:
         raise ConfigError(name, value, "expected host:port, e.g. 127.0.0.1:9180")
-    return host.strip("[]"), _port(name, port)
+    try:
+        return host.strip("[]"), _port(name, port)
+    except ConfigError:
+        raise ConfigError(name, value, "the port must be a number from 1 to 65535") from None
 
 
 def _positive(name: str, value: object) -> float:
@@ -109,8 +113,8 @@ def _positive(name: str, value: object) -> float:
         number = float(str(value))
     except ValueError:
         raise ConfigError(name, value, "not a number") from None
-    if number <= 0:
-        raise ConfigError(name, value, "must be greater than 0")
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(name, value, "must be a finite number greater than 0")
     return number
 
 

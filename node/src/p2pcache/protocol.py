@@ -114,8 +114,8 @@ class Message:
             raise FrameError("meta length runs past the plaintext")
         try:
             meta = json.loads(plaintext[LENGTH.size:end].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FrameError(f"meta is not UTF-8 JSON: {exc}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise FrameError(f"meta is not UTF-8 JSON: {type(exc).__name__}") from None
         if not isinstance(meta, dict):
             raise FrameError("meta is not a JSON object")
         return cls(meta, plaintext[end:])

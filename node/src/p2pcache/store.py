@@ -48,20 +48,31 @@ class Store:
             "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
 
     @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
+    def _connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            db.close()
+        return db
+
+    @classmethod
+    def _open(cls, path: Path) -> sqlite3.Connection:
+        try:
+            db = cls._connect(path)
+            healthy = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:  # "file is not a database", "malformed" ...
+            db, healthy = None, False
+        if not healthy:
+            # A cache is worth less than a node that starts: keep the evidence, begin empty.
+            if db is not None:
+                db.close()
             broken = path.with_name(path.name + f".corrupt-{int(time.time())}")
             path.rename(broken)
+            for suffix in ("-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
             log.warning("Cache store %s failed its integrity check; moved it to %s and "
                         "started empty", path, broken)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = cls._connect(path)
         db.executescript(SCHEMA)
         return db
 

@@ -1,0 +1,366 @@
+"""Unit tests for p2pcache.policy: pure cache decisions, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pcache.models import ApiRequest, ApiResponse, Entry
+from p2pcache.policy import (
+    DEFAULT_ACCEPT,
+    SECONDARY_LIMIT_WAIT_S,
+    Action,
+    RateLimit,
+    blocked_until,
+    cache_key,
+    conditional_headers,
+    decide,
+    entry_from,
+    invalidated_paths,
+    is_cacheable_request,
+    is_cacheable_response,
+    is_rate_limited,
+    normalize_target,
+    refreshed,
+    rewrite_links,
+    serve_stale_instead,
+    split_target,
+    stored_headers,
+)
+
+NOW = 1_700_000_000.0
+
+
+def req(target: str, method: str = "GET", **headers: str) -> ApiRequest:
+    return ApiRequest(method, target, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def resp(status: int = 200, body: bytes = b"{}", **headers: str) -> ApiResponse:
+    return ApiResponse(status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
+
+
+def entry(fetched_at: float = NOW, **headers: str) -> Entry:
+    return Entry(key="GET /x accept=a", path="/x", status=200,
+                 headers={k.replace("_", "-"): v for k, v in headers.items()},
+                 body=b'{"a":1}', fetched_at=fetched_at)
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+class TestCacheKey:
+    def test_exact_format(self):
+        assert cache_key(req("/repos/o/r")) == f"GET /repos/o/r accept={DEFAULT_ACCEPT}"
+
+    def test_query_order_does_not_matter(self):
+        a = cache_key(req("/repos/o/r/issues?state=open&page=2&per_page=100"))
+        b = cache_key(req("/repos/o/r/issues?per_page=100&page=2&state=open"))
+        assert a == b
+        assert a == f"GET /repos/o/r/issues?page=2&per_page=100&state=open accept={DEFAULT_ACCEPT}"
+
+    def test_different_query_values_differ(self):
+        assert cache_key(req("/r?page=1")) != cache_key(req("/r?page=2"))
+        assert cache_key(req("/r?page=1")) != cache_key(req("/r"))
+
+    def test_query_encoding_is_preserved_without_collisions(self):
+        # "a&b" as one value must not collide with two parameters.
+        one = cache_key(req("/search?q=a%26b"))
+        two = cache_key(req("/search?q=a&b="))
+        assert one != two
+        assert "q=a%26b" in one
+
+    def test_head_shares_get_entry(self):
+        assert cache_key(req("/repos/o/r", "HEAD")) == cache_key(req("/repos/o/r", "GET"))
+        assert cache_key(req("/repos/o/r", "HEAD")).startswith("GET ")
+
+    def test_accept_selects_a_different_key(self):
+        raw = cache_key(req("/repos/o/r/readme", accept="application/vnd.github.raw+json"))
+        default = cache_key(req("/repos/o/r/readme"))
+        assert raw != default
+        assert raw.endswith("accept=application/vnd.github.raw+json")
+
+    @pytest.mark.parametrize("accept", ["", "*/*", "application/json", "  */*  ",
+                                        "Application/Vnd.GitHub+JSON"])
+    def test_equivalent_accepts_share_the_default(self, accept):
+        assert cache_key(req("/r", accept=accept)) == cache_key(req("/r"))
+
+    def test_api_version_selects_a_different_key(self):
+        v1 = cache_key(req("/r", x_github_api_version="2022-11-28"))
+        v2 = cache_key(req("/r", x_github_api_version="2026-03-10"))
+        none = cache_key(req("/r"))
+        assert len({v1, v2, none}) == 3
+        assert v1 == f"GET /r accept={DEFAULT_ACCEPT} version=2022-11-28"
+
+    def test_other_headers_do_not_change_the_key(self):
+        assert cache_key(req("/r", authorization="token x", user_agent="ua")) == \
+            cache_key(req("/r"))
+
+    def test_normalize_and_split(self):
+        assert normalize_target("/a?b=2&a=1") == "/a?a=1&b=2"
+        assert normalize_target("/a?") == "/a"
+        assert normalize_target("/a?x=") == "/a?x="
+        assert split_target("/a/b?c=1") == ("/a/b", "c=1")
+        assert split_target("?c=1") == ("/", "c=1")
+
+
+# -- freshness ----------------------------------------------------------------------------
+
+class TestDecide:
+    def test_no_entry_fetches(self):
+        assert decide(None, NOW, 60) is Action.FETCH
+
+    def test_fresh_entry_is_served(self):
+        assert decide(entry(NOW, etag='"a"'), NOW, 60) is Action.SERVE
+        assert decide(entry(NOW, etag='"a"'), NOW + 59.999, 60) is Action.SERVE
+
+    def test_at_exactly_ttl_it_is_stale(self):
+        assert decide(entry(NOW, etag='"a"'), NOW + 60, 60) is Action.REVALIDATE
+
+    def test_stale_with_etag_revalidates(self):
+        assert decide(entry(NOW, etag='"a"'), NOW + 3600, 60) is Action.REVALIDATE
+
+    def test_stale_with_last_modified_revalidates(self):
+        e = entry(NOW, last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
+        assert decide(e, NOW + 61, 60) is Action.REVALIDATE
+
+    def test_stale_without_validator_fetches(self):
+        assert decide(entry(NOW, content_type="application/json"), NOW + 61, 60) is Action.FETCH
+        # but while fresh it is served even without a validator
+        assert decide(entry(NOW), NOW + 1, 60) is Action.SERVE
+
+
+class TestConditionalHeaders:
+    def test_none(self):
+        assert conditional_headers(None) == {}
+
+    def test_etag(self):
+        assert conditional_headers(entry(etag='W/"abc"')) == {"if-none-match": 'W/"abc"'}
+
+    def test_etag_preferred_over_last_modified(self):
+        e = entry(etag='"abc"', last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
+        assert conditional_headers(e) == {"if-none-match": '"abc"'}
+
+    def test_last_modified(self):
+        e = entry(last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
+        assert conditional_headers(e) == {"if-modified-since": "Wed, 21 Oct 2015 07:28:00 GMT"}
+
+    def test_no_validator(self):
+        assert conditional_headers(entry(content_type="x")) == {}
+
+
+# -- what to keep -------------------------------------------------------------------------
+
+class TestCacheable:
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    def test_reads_are_cacheable(self, method):
+        assert is_cacheable_request(req("/repos/o/r?x=1", method))
+
+    @pytest.mark.parametrize("method", ["POST", "PATCH", "PUT", "DELETE", "OPTIONS", "get"])
+    def test_writes_are_not(self, method):
+        assert not is_cacheable_request(req("/repos/o/r", method))
+
+    def test_graphql_is_not(self):
+        assert not is_cacheable_request(req("/graphql", "GET"))
+        assert not is_cacheable_request(req("/graphql?x=1", "POST"))
+        assert not is_cacheable_request(req("/graphql", "POST"))
+
+    def test_200_is_cacheable(self):
+        assert is_cacheable_response(resp(200, b"x" * 10), 10)
+
+    @pytest.mark.parametrize("status", [201, 203, 204, 301, 304, 404, 403, 500])
+    def test_only_200(self, status):
+        assert not is_cacheable_response(resp(status, b"x"), 1000)
+
+    @pytest.mark.parametrize("cc", ["no-store", "private, no-store", "No-Store"])
+    def test_no_store(self, cc):
+        assert not is_cacheable_response(resp(200, b"x", cache_control=cc), 1000)
+
+    def test_other_cache_control_is_fine(self):
+        assert is_cacheable_response(resp(200, b"x", cache_control="private, max-age=60"), 1000)
+
+    def test_size_bound(self):
+        assert is_cacheable_response(resp(200, b"x" * 100), 100)
+        assert not is_cacheable_response(resp(200, b"x" * 101), 100)
+
+
+class TestEntries:
+    def test_stored_headers_filters(self):
+        headers = {"content-type": "application/json", "etag": '"e"', "date": "today",
+                   "x-ratelimit-remaining": "5", "set-cookie": "a=b", "link": "<x>"}
+        assert stored_headers(headers) == {"content-type": "application/json", "etag": '"e"',
+                                           "link": "<x>"}
+
+    def test_entry_from(self):
+        r = req("/repos/o/r/issues?page=2")
+        e = entry_from("k", r, resp(200, b"body", etag='"e"', date="d"), NOW)
+        assert (e.key, e.path, e.status, e.body, e.fetched_at) == \
+            ("k", "/repos/o/r/issues", 200, b"body", NOW)
+        assert e.headers == {"etag": '"e"'}
+
+    def test_refreshed_keeps_body_updates_time_and_validators(self):
+        old = Entry("k", "/p", 200, {"etag": '"old"', "content-type": "application/json",
+                                     "last-modified": "Mon"}, b"the body", NOW)
+        not_modified = resp(304, b"", etag='"new"', last_modified="Tue",
+                            x_ratelimit_remaining="4999", date="x")
+        new = refreshed(old, not_modified, NOW + 500)
+        assert new.body == b"the body"
+        assert new.status == 200
+        assert (new.key, new.path) == ("k", "/p")
+        assert new.fetched_at == NOW + 500
+        assert new.headers == {"etag": '"new"', "content-type": "application/json",
+                               "last-modified": "Tue"}
+        # the original is untouched
+        assert old.headers["etag"] == '"old"' and old.fetched_at == NOW
+
+    def test_refreshed_without_new_validators_keeps_old(self):
+        old = Entry("k", "/p", 200, {"etag": '"old"'}, b"b", NOW)
+        new = refreshed(old, resp(304, b""), NOW + 1)
+        assert new.headers == {"etag": '"old"'}
+        assert decide(new, NOW + 2, 60) is Action.SERVE
+
+
+class TestInvalidatedPaths:
+    @pytest.mark.parametrize("target,expected", [
+        ("/repos/o/r/issues", ["/repos/o/r/issues", "/repos/o/r"]),
+        ("/repos/o/r/issues/1", ["/repos/o/r/issues/1", "/repos/o/r/issues"]),
+        ("/repos/o/r/issues/1?x=1", ["/repos/o/r/issues/1", "/repos/o/r/issues"]),
+        ("/repos/o/r/issues/", ["/repos/o/r/issues", "/repos/o/r"]),
+        ("/user", ["/user"]),
+        ("/", ["/"]),
+    ])
+    def test_paths(self, target, expected):
+        assert invalidated_paths(target) == expected
+
+
+# -- rate limits --------------------------------------------------------------------------
+
+class TestRateLimits:
+    def test_429_with_retry_after(self):
+        r = resp(429, b"", retry_after="30")
+        assert is_rate_limited(r)
+        assert blocked_until(r, NOW) == NOW + 30
+
+    def test_429_without_headers_waits_a_minute(self):
+        assert blocked_until(resp(429, b""), NOW) == NOW + SECONDARY_LIMIT_WAIT_S
+        assert SECONDARY_LIMIT_WAIT_S == 60.0
+
+    def test_403_primary_limit_waits_until_reset(self):
+        r = resp(403, b'{"message":"API rate limit exceeded"}', x_ratelimit_remaining="0",
+                 x_ratelimit_reset=str(int(NOW) + 1234))
+        assert is_rate_limited(r)
+        assert blocked_until(r, NOW) == NOW + 1234
+
+    def test_403_primary_limit_reset_in_the_past_waits_one_second(self):
+        r = resp(403, b"", x_ratelimit_remaining="0", x_ratelimit_reset=str(int(NOW) - 100))
+        assert blocked_until(r, NOW) == NOW + 1
+
+    def test_403_remaining_zero_without_reset_waits_a_minute(self):
+        r = resp(403, b"", x_ratelimit_remaining="0")
+        assert blocked_until(r, NOW) == NOW + 60
+
+    def test_retry_after_wins_over_reset(self):
+        r = resp(403, b"", retry_after="5", x_ratelimit_remaining="0",
+                 x_ratelimit_reset=str(int(NOW) + 1000))
+        assert blocked_until(r, NOW) == NOW + 5
+
+    def test_403_secondary_without_retry_after(self):
+        r = resp(403, b'{"message":"You have exceeded a secondary rate limit. Please wait"}',
+                 x_ratelimit_remaining="4000")
+        assert is_rate_limited(r)
+        assert blocked_until(r, NOW) == NOW + 60
+
+    def test_403_secondary_with_retry_after(self):
+        r = resp(403, b'{"message":"secondary rate limit"}', retry_after="120")
+        assert blocked_until(r, NOW) == NOW + 120
+
+    def test_403_permission_is_not_a_rate_limit(self):
+        r = resp(403, b'{"message":"Resource not accessible by integration"}',
+                 x_ratelimit_remaining="4999", x_ratelimit_reset=str(int(NOW) + 100))
+        assert not is_rate_limited(r)
+        assert blocked_until(r, NOW) is None
+        assert not serve_stale_instead(r)
+
+    @pytest.mark.parametrize("status", [200, 304, 404, 500, 401])
+    def test_other_statuses(self, status):
+        r = resp(status, b"rate limit", retry_after="10", x_ratelimit_remaining="0")
+        assert not is_rate_limited(r)
+        assert blocked_until(r, NOW) is None
+
+    @pytest.mark.parametrize("status,expected", [
+        (500, True), (502, True), (503, True), (504, True), (429, True),
+        (200, False), (304, False), (404, False), (422, False), (401, False),
+    ])
+    def test_serve_stale_instead(self, status, expected):
+        assert serve_stale_instead(resp(status, b"")) is expected
+
+    def test_serve_stale_for_403_rate_limit(self):
+        assert serve_stale_instead(resp(403, b"", x_ratelimit_remaining="0"))
+
+
+# -- links --------------------------------------------------------------------------------
+
+LINK = ('<https://api.github.com/repositories/1300192/issues?page=2>; rel="next", '
+        '<https://api.github.com/repositories/1300192/issues?page=515>; rel="last", '
+        '<https://api.github.com/repositories/1300192/issues?page=1>; rel="first", '
+        '<https://api.github.com/repositories/1300192/issues?page=1>; rel="prev"')
+
+
+class TestRewriteLinks:
+    @pytest.mark.parametrize("upstream", ["https://api.github.com", "https://api.github.com/"])
+    @pytest.mark.parametrize("local", ["http://127.0.0.1:9180", "http://127.0.0.1:9180/"])
+    def test_github_link_all_rels(self, upstream, local):
+        out = rewrite_links(LINK, upstream, local)
+        assert out == LINK.replace("https://api.github.com", "http://127.0.0.1:9180")
+        assert out.count("http://127.0.0.1:9180/repositories/1300192/issues?page=") == 4
+        assert "//repositories" not in out
+
+    def test_only_upstream_urls_are_rewritten(self):
+        link = ('<https://example.com/x?page=2>; rel="next", '
+                '<https://api.github.com.evil.example/y>; rel="prev", '
+                '<http://api.github.com/z>; rel="first", '
+                '<https://api.github.com/ok?page=3>; rel="last"')
+        out = rewrite_links(link, "https://api.github.com", "http://localhost:1")
+        assert out == ('<https://example.com/x?page=2>; rel="next", '
+                       '<https://api.github.com.evil.example/y>; rel="prev", '
+                       '<http://api.github.com/z>; rel="first", '
+                       '<http://localhost:1/ok?page=3>; rel="last"')
+
+    def test_upstream_with_path_prefix(self):
+        link = '<https://ghe.example/api/v3/repos/o/r/issues?page=2>; rel="next"'
+        out = rewrite_links(link, "https://ghe.example/api/v3/", "http://127.0.0.1:9180")
+        assert out == '<http://127.0.0.1:9180/repos/o/r/issues?page=2>; rel="next"'
+        # a sibling path that merely shares the prefix is not ours
+        other = '<https://ghe.example/api/v30/x>; rel="next"'
+        assert rewrite_links(other, "https://ghe.example/api/v3", "http://l") == other
+
+    def test_no_links(self):
+        assert rewrite_links("", "https://api.github.com", "http://l") == ""
+
+
+# -- rate-limit picture -------------------------------------------------------------------
+
+class TestRateLimit:
+    HEADERS = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4321",
+               "x-ratelimit-used": "679", "x-ratelimit-reset": "1700003600",
+               "x-ratelimit-resource": "core"}
+
+    def test_from_headers(self):
+        rl = RateLimit.from_headers(self.HEADERS, RateLimit())
+        assert rl == RateLimit(5000, 4321, 679, 1700003600, "core")
+
+    def test_headers_round_trip(self):
+        rl = RateLimit.from_headers(self.HEADERS, RateLimit())
+        assert rl.headers() == self.HEADERS
+        assert RateLimit.from_headers(rl.headers(), RateLimit()) == rl
+
+    def test_missing_remaining_keeps_previous(self):
+        previous = RateLimit(5000, 10, 4990, 1, "core")
+        got = RateLimit.from_headers({"x-ratelimit-limit": "60", "content-type": "x"}, previous)
+        assert got is previous
+
+    def test_non_numeric_values_become_none(self):
+        rl = RateLimit.from_headers({"x-ratelimit-remaining": "lots", "x-ratelimit-limit": "-1"},
+                                    RateLimit(1, 2, 3, 4, "core"))
+        assert rl == RateLimit(None, None, None, None, None)
+        assert rl.headers() == {}
+
+    def test_headers_skips_none(self):
+        assert RateLimit(remaining=0).headers() == {"x-ratelimit-remaining": "0"}
