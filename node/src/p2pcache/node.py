@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class Node:
         s = self.settings
         family = "ip6" if ":" in s.listen_host else "ip4"
         listen = multiaddr.Multiaddr(f"/{family}/{s.listen_host}/tcp/{s.port}")
+        _check_port_free(s.listen_host, s.port)
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
                     self._serve_peer, s.peer_timeout, s.namespace)
         ready = trio.Event()
@@ -217,6 +219,19 @@ class Node:
             "version": __version__,
         })
         return stats
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """py-libp2p listens with SO_REUSEPORT, so a second node on a taken port would start
+    and silently share the peers' connections with the first. Refuse that here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen for peers on {host}:{port}: "
+                               f"{exc.strerror or exc} (is another node running?)") from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
