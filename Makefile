@@ -3,7 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test unit venv bench clean
+.PHONY: test unit system venv bench clean
+
+## test: every test (README's test command; .ci/run calls it)
+test: system $(PY)
+	$(PY) -m pytest tests
+
+## unit: only the fast pure tests
+unit: $(PY)
+	$(PY) -m pytest tests/unit
+
+## system: the system packages and services the tests need
+system:
+	bash tests/setup.sh
 
 $(PY): node/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,15 +24,6 @@ $(PY): node/pyproject.toml
 	touch $(PY)
 
 venv: $(PY)
-
-## test: every test (README's test command; .ci/run calls it)
-test: $(PY)
-	bash tests/setup.sh
-	$(PY) -m pytest tests
-
-## unit: only the fast pure tests
-unit: $(PY)
-	$(PY) -m pytest tests/unit
 
 ## bench: the benchmarks; figures go to bench/results/
 bench: $(PY)

@@ -1,4 +1,15 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests need (fresh Debian, root). Idempotent.
+# System prerequisites of `make test` on a fresh Debian machine (run as root). Idempotent:
+# each step checks first, so a prepared machine spends no time here.
 set -euo pipefail
-echo "tests/setup.sh: nothing system-wide needed yet"
+
+need_apt=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v terraform >/dev/null || echo "tests/setup.sh: no terraform CLI on PATH (the Terraform tests will say so)" >&2
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "tests/setup.sh: installing ${need_apt[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+echo "tests/setup.sh: system prerequisites ready"
