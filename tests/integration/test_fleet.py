@@ -232,3 +232,17 @@ def test_get_global_cache_reports_the_running_node(nodes):
     assert stats["peer_id"] == node.stats()["peer_id"]
     assert stats["p2p_enabled"] is True
     assert stats["bootstrap_multiaddr"].endswith("/p2p/" + stats["peer_id"])
+
+
+def test_a_server_cut_off_from_github_lets_runners_ask_themselves(nodes, fake):
+    from conftest import free_port
+
+    server = nodes("server", upstream=f"http://127.0.0.1:{free_port()}")  # nothing there
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+    response = runner.get("/repos/cut/off")
+    assert response.status_code == 200
+    assert response.headers["x-p2p-cache"] == "miss"
+    assert response.content == direct(fake, "/repos/cut/off").content
+    assert runner.stats()["peer_failures"] == 1
+    assert server.get("/repos/cut/off").status_code == 502  # its own clients learn why

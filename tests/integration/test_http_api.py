@@ -138,3 +138,39 @@ def test_malformed_http_gets_400_and_the_node_serves_on(nodes):
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 400")
     assert node.get("/-/healthz").status_code == 200
+
+
+def test_a_full_disk_loses_no_answer(nodes, fake, tmp_path):
+    """The data dir on a 2 MiB tmpfs, then filled: answers keep coming, uncached."""
+    import os
+    import subprocess
+
+    from conftest import require
+
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)]).returncode == 0
+    require(mounted, "needs root and tmpfs mounts to make a small, fillable disk")
+    try:
+        node = nodes("cramped", start=False)
+        node.data_dir = mountpoint / "data"
+        node.env["P2P_CACHE_DATA_DIR"] = str(node.data_dir)
+        node.start()
+        assert node.get("/repos/disk/before").headers["x-p2p-cache"] == "miss"
+        with open(mountpoint / "filler", "wb") as filler:  # take every free byte
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError:
+                pass
+        big = [node.get(f"/repos/disk/r{i}/commits?per_page=100") for i in range(30)]
+        assert all(r.status_code == 200 for r in big)
+        assert node.stats()["store_errors"] > 0
+        node.wait_for_log("Cache store write failed, answering uncached")
+        assert node.get("/repos/disk/before").headers["x-p2p-cache"] == "hit"
+        assert node.get("/-/healthz").status_code == 200
+        node.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)])

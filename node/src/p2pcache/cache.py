@@ -225,4 +225,5 @@ class Cache:
 def _unreachable(exc: Exception) -> ApiResponse:
     body = json.dumps({"message": f"p2pcache: GitHub API unreachable ({exc})",
                        "documentation_url": "https://docs.github.com/rest"}).encode()
-    return ApiResponse(502, {"content-type": "application/json; charset=utf-8"}, body, "miss")
+    return ApiResponse(502, {"content-type": "application/json; charset=utf-8"}, body, "miss",
+                       generated=True)

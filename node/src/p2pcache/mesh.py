@@ -387,7 +387,9 @@ class Mesh:
             if meta.get("etag") and response.status == 200 \
                     and response.headers.get("etag") == meta["etag"]:
                 body_meta["status"], body = 304, b""  # the asker holds this body already
-            if len(body) > MAX_FRAME_BYTES - 64 * 1024:
+            if response.generated:  # we could not reach GitHub: the asker may do better
+                body_meta, body = {"error": "upstream unreachable from this peer"}, b""
+            elif len(body) > MAX_FRAME_BYTES - 64 * 1024:
                 body_meta, body = {"error": "response too large for the mesh"}, b""
         except ValueError as exc:
             body_meta, body = {"error": f"bad request: {exc}"}, b""

@@ -23,6 +23,7 @@ class ApiResponse:
     source: str = "miss"  # X-P2P-Cache: hit | peer | miss | revalidated | coalesced
     stale: bool = False  # served from an expired entry because upstream could not answer
     fetched_at: float | None = None  # when GitHub last vouched for this body, if cached
+    generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
 
 
 @dataclass
