@@ -296,6 +296,7 @@ class FakeGitHub:
         self._by_status: Counter[str] = Counter()
         self._log: deque[dict] = deque(maxlen=REQUEST_LOG_SIZE)
         self._seq = 0
+        self._secrets: dict[str, str] = {}  # "owner/repo/NAME" -> decrypted value
 
     def reset(self) -> None:
         """Zero counters, budgets, versions, pending failures and the log."""
@@ -510,6 +511,8 @@ class FakeGitHub:
         if _is_missing(parts):
             return _error(404, "Not Found")
         lm = self._last_modified(req.norm)
+        if parts[0] == "repos" and parts[3:] == ["actions", "secrets", "public-key"]:
+            return self._secrets_public_key()
         if parts[0] == "repos" and len(parts) == 3:
             payload = _repo(parts[1], parts[2], self._version(req.norm), lm)
         elif parts[0] == "repos" and len(parts) == 4 and parts[3] in LIST_KINDS:
@@ -581,6 +584,8 @@ class FakeGitHub:
             received = json.loads(req.body) if req.body.strip() else None
         except ValueError:
             return _error(400, "Problems parsing JSON")
+        if parts[0] == "repos" and parts[3:5] == ["actions", "secrets"] and len(parts) == 6:
+            return self._put_secret(req, "/".join(parts[1:3]), parts[5], received)
 
         # A write makes both the resource and the collection listing it stale,
         # so caches holding either must see a new ETag on revalidation.
@@ -608,6 +613,61 @@ class FakeGitHub:
             "received": received,
         }
         return _Reply(status, payload, self._last_modified(req.norm))
+
+    # -- Actions secrets (sealed boxes, as GitHub does) ----------------------- #
+
+    def _secrets_public_key(self) -> _Reply:
+        box = _secret_box()
+        if box is None:
+            return _error(501, "the fake needs PyNaCl for Actions secrets")
+        key_id, public, _ = box
+        return _Reply(200, {"key_id": key_id, "key": public})
+
+    def _put_secret(self, req: "_Request", repo: str, name: str, received: object) -> _Reply:
+        """Like GitHub: 201 when created, 204 when updated; 422 unless the value opens
+        with the repository's private key under the key_id given."""
+        box = _secret_box()
+        if box is None:
+            return _error(501, "the fake needs PyNaCl for Actions secrets")
+        key_id, _, opener = box
+        if req.method != "PUT":
+            return _error(404, "Not Found")
+        if not isinstance(received, dict) or received.get("key_id") != key_id:
+            return _error(422, "key_id does not match the repository public key")
+        try:
+            import base64
+
+            value = opener(base64.b64decode(str(received.get("encrypted_value", ""))))
+        except Exception:
+            return _error(422, "Bad request: encrypted_value does not open with the key")
+        key = f"{repo}/{name}"
+        created = key not in self._secrets
+        self._secrets[key] = value
+        return _Reply(201 if created else 204, {} if created else None)
+
+    def secrets(self) -> dict[str, str]:
+        """What was stored, decrypted (tests only: GitHub never shows a secret)."""
+        with self._lock:
+            return dict(self._secrets)
+
+
+_BOX: tuple[str, str, object] | None = None
+
+
+def _secret_box():  # -> (key_id, base64 public key, opener) or None without PyNaCl
+    global _BOX
+    if _BOX is None:
+        try:
+            import base64
+
+            from nacl.public import PrivateKey, SealedBox
+        except ImportError:
+            return None
+        private = PrivateKey.generate()
+        public = base64.b64encode(bytes(private.public_key)).decode()
+        _BOX = ("568250167242549743", public,
+                lambda data: SealedBox(private).decrypt(data).decode("utf-8"))
+    return _BOX
 
 
 # --------------------------------------------------------------------------- #

@@ -174,3 +174,17 @@ def test_a_full_disk_loses_no_answer(nodes, fake, tmp_path):
         node.stop()
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)])
+
+
+def test_web_pages_cannot_spend_the_token(nodes, fake):
+    node = nodes("solo")
+    cross_site = node.http.post("/repos/o/r/issues", json={"title": "x"},
+                                headers={"origin": "https://evil.example"})
+    assert cross_site.status_code == 403
+    rebound = node.get("/repos/o/r", headers={"host": f"evil.example:{node.http_port}"})
+    assert rebound.status_code == 403
+    assert node.http.request("OPTIONS", "/repos/o/r").status_code == 405
+    assert fake.stats()["requests"] == 0
+    assert node.get("/repos/o/r", headers={"host": f"localhost:{node.http_port}"}).status_code == 200
+    store = node.data_dir / "cache.sqlite3"
+    assert store.stat().st_mode & 0o777 == 0o600

@@ -63,8 +63,7 @@ class Cache:
 
     # -- entry points -------------------------------------------------------------------
 
-    async def get(self, request: ApiRequest, from_peer: bool = False,
-                  peer_etag: str | None = None) -> ApiResponse:
+    async def get(self, request: ApiRequest, from_peer: bool = False) -> ApiResponse:
         """Answer a GET/HEAD. Peer requests are resolved here, never forwarded on."""
         key = policy.cache_key(request)
         self.counters.requests += 1

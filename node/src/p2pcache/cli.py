@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="public IP or multiaddr to publish [env P2P_CACHE_ANNOUNCE, "
                             "default: discovered]")
     serve.add_argument("--upnp", action="store_true", default=None,
-                       help="map the port on the router by UPnP [env P2P_CACHE_UPNP=1]")
+                       help="map the port on the router by UPnP, renew it, remove it at exit "
+                            "[env P2P_CACHE_UPNP=1; lease P2P_CACHE_UPNP_LEASE, default 3600]")
+    serve.add_argument("--publish-secret", default=None, metavar="OWNER/REPO",
+                       help="keep the repository secret MCP_P2P_BOOTSTRAP_PEERS set to this "
+                            "node's multiaddr (needs a token that may write Actions secrets) "
+                            "[env P2P_CACHE_PUBLISH_SECRET]")
     serve.add_argument("--ttl", default=None, metavar="SECONDS",
                        help="freshness before an entry is revalidated with its ETag "
                             "[env P2P_CACHE_TTL, default 60]")

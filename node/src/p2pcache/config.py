@@ -55,6 +55,9 @@ class Settings:
     namespace: str = "default"
     peer_timeout: float = 5.0
     max_bytes: int = 512 * 1024 * 1024
+    upnp_lease: int = 3600
+    ip_echo_url: str | None = None  # e.g. https://api.ipify.org; off unless set
+    publish_secret: str | None = None  # OWNER/REPO whose MCP_P2P_BOOTSTRAP_PEERS we keep
 
     @property
     def http_base(self) -> str:
@@ -128,7 +131,7 @@ def default_data_dir() -> Path:
 
 def check_data_dir(name: str, path: Path) -> Path:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds the node key
     except OSError as exc:
         raise ConfigError(name, str(path), f"cannot create it ({exc.strerror})") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
@@ -203,6 +206,28 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
     value, name = _pick(flags.get("max_bytes"), env, "P2P_CACHE_MAX_BYTES", "--max-bytes")
     if value not in (None, ""):
         kw["max_bytes"] = int(_positive(name, value))
+
+    value = env.get("P2P_CACHE_UPNP_LEASE")
+    if value not in (None, ""):
+        try:
+            kw["upnp_lease"] = int(value)  # type: ignore[arg-type]
+        except ValueError:
+            raise ConfigError("P2P_CACHE_UPNP_LEASE", value, "not a whole number of seconds") \
+                from None
+        if kw["upnp_lease"] < 0:  # type: ignore[operator]
+            raise ConfigError("P2P_CACHE_UPNP_LEASE", value, "must be 0 (permanent) or more")
+    value = env.get("P2P_CACHE_IP_ECHO_URL")
+    if value:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ConfigError("P2P_CACHE_IP_ECHO_URL", value, "expected an http(s) URL")
+        kw["ip_echo_url"] = value
+    value, name = _pick(flags.get("publish_secret"), env, "P2P_CACHE_PUBLISH_SECRET",
+                        "--publish-secret")
+    if value:
+        repo = str(value)
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ConfigError(name, repo, "expected OWNER/REPO")
+        kw["publish_secret"] = repo
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token

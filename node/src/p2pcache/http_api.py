@@ -55,6 +55,36 @@ def api_reply(response: ApiResponse, upstream_base: str, local_base: str) -> Rep
     return Reply(response.status, headers, response.body)
 
 
+def refuse_browser(request: ApiRequest, bound_host: str) -> Reply | None:
+    """The API spends the node's token, so web pages must not reach it: a browser marks
+    cross-site requests with Origin, and DNS rebinding shows up as a foreign Host."""
+    if "origin" in request.headers:
+        return json_reply(403, {"message": "p2pcache: requests from web pages are refused"})
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.endswith("]") else host.strip("[]")
+    # Only a loopback-bound API is reachable by rebinding alone; one bound wider (in a
+    # container, say) was exposed on purpose and is addressed by service names.
+    if _loopback(bound_host) and name and not _local_name(name, bound_host):
+        return json_reply(403, {"message": f"p2pcache: unexpected Host {host!r}"})
+    return None
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _local_name(name: str, bound_host: str) -> bool:
+    import ipaddress
+
+    if name in ("localhost", bound_host) or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)  # any literal address: rebinding needs a DNS name
+        return True
+    except ValueError:
+        return False
+
+
 async def serve(host: str, port: int, handler: Handler,
                 task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
                 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import logging
 import random
 import time
@@ -26,6 +27,10 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .cache import PeerAnswer
 from .config import BootstrapPeer
@@ -41,10 +46,19 @@ CONNECT_TIMEOUT = 10.0
 OPEN_STREAM_TIMEOUT = 5.0
 MAX_BACKOFF = 30.0
 READ_CHUNK = 64 * 1024
+MAX_ANSWERS_PER_STREAM = 64
+DIALBACK_TIMEOUT = 10.0
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
 
-Serve = Callable[[ApiRequest, str | None], Awaitable[ApiResponse]]
+Serve = Callable[[ApiRequest], Awaitable[ApiResponse]]
+
+
+def _new_host(key_pair: KeyPair):  # -> IHost
+    """Noise only and Yamux only: py-libp2p would also offer plaintext, secio and mplex."""
+    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise},
+                    muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux})
 
 
 def short(peer: ID | str) -> str:
@@ -92,7 +106,7 @@ class _ConnectionLog(INotifee):
 class _Pending:
     key: str
     done: trio.Event = field(default_factory=trio.Event)
-    answer: PeerAnswer | None = None
+    answer: Message | None = None
 
 
 class PeerChannel:
@@ -108,14 +122,19 @@ class PeerChannel:
         self._write_lock = trio.Lock()
 
     async def request(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
+        meta: dict[str, object] = {
+            "key": key, "method": "GET", "path": request.target,
+            "headers": {k: v for k, v in request.headers.items() if k in PEER_REQUEST_HEADERS}}
+        if etag:
+            meta["etag"] = etag
+        message = await self.call(meta, key)
+        return None if message is None else _peer_answer(message)
+
+    async def call(self, meta: dict[str, object], key: str) -> Message | None:
+        """Send one sealed request and wait for its answer (None if the stream broke)."""
         request_id = next(self._ids)
         pending = _Pending(key)
         self._pending[request_id] = pending
-        meta = {"key": key, "method": "GET", "path": request.target,
-                "headers": {k: v for k, v in request.headers.items()
-                            if k in PEER_REQUEST_HEADERS}}
-        if etag:
-            meta["etag"] = etag
         frame = seal(self.mesh.sealer, REQUEST, request_id, Message(meta))
         try:
             async with self._write_lock:
@@ -146,8 +165,8 @@ class PeerChannel:
                         raise FrameError(f"unexpected message type {frame.type}")
                     if pending is None:
                         continue  # answered after we gave up waiting: drop it
-                    message = open_frame(self.mesh.sealer, frame, self.mesh.guard, pending.key)
-                    pending.answer = _peer_answer(message)
+                    pending.answer = open_frame(self.mesh.sealer, frame, self.mesh.guard,
+                                                pending.key)
                     pending.done.set()
                     answered = True
         except SealError:
@@ -156,7 +175,7 @@ class PeerChannel:
             self.mesh.bad_frame(self.peer, exc)
         finally:
             if not answered and self._pending and not self.mesh.closing:
-                self.mesh.warn_once(self.peer, f"⚠️  Peer {self.peer} closed our cache stream "
+                self.mesh.warn_once(self.peer, "silent", f"⚠️  Peer {self.peer} closed our cache stream "
                                     "without answering: does it use the same fleet secret "
                                     "(P2P_CACHE_SECRET or the token) and namespace?")
             await self.close()
@@ -184,8 +203,13 @@ def _peer_answer(message: Message) -> PeerAnswer | None:
         headers = {str(k).lower(): str(v) for k, v in dict(meta.get("headers", {})).items()}
         fetched_at = float(meta["fetched_at"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise FrameError(f"response meta lacks a valid field: {exc}") from None
-    return PeerAnswer(ApiResponse(status, headers, message.body, "peer"), fetched_at)
+        log.warning("⚠️  A peer answer lacks a valid field (%s); asking GitHub instead", exc)
+        return None
+    if not math.isfinite(fetched_at):
+        return None
+    # A clock ahead of ours (or a forged time) must not keep an entry fresh for longer.
+    return PeerAnswer(ApiResponse(status, headers, message.body, "peer"),
+                      min(fetched_at, time.time()))
 
 
 class Mesh:
@@ -194,9 +218,7 @@ class Mesh:
     def __init__(self, key_pair: KeyPair, listen: multiaddr.Multiaddr,
                  bootstrap: tuple[BootstrapPeer, ...], sealer: Sealer, counters: Counters,
                  serve: Serve, peer_timeout: float, namespace: str) -> None:
-        noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
-        self.host = new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise},
-                             muxer_preference="YAMUX")
+        self.host = _new_host(key_pair)
         self.host.set_stream_handler(PROTOCOL_ID, self._serve_stream)
         self._connection_log = _ConnectionLog()
         self.host.get_network().register_notifee(self._connection_log)
@@ -243,6 +265,23 @@ class Mesh:
 
     def listen_addrs(self) -> list[str]:
         return [str(a) for a in self.host.get_addrs()]
+
+    def observed_ips(self) -> list[str]:
+        """Our addresses as peers see them (identify), e.g. a NAT's public side."""
+        manager = getattr(self.host, "_observed_addr_manager", None)
+        if manager is None:
+            return []
+        ips = []
+        try:
+            for addr in manager.addrs(min_observers=2):
+                for proto in ("ip4", "ip6"):
+                    try:
+                        ips.append(addr.value_for_protocol(proto))
+                    except Exception:
+                        pass
+        except Exception:  # private API of py-libp2p: never let it break publishing
+            return []
+        return [ip for ip in ips if ip]
 
     def connected_peers(self) -> list[ID]:
         return list(self.host.get_connected_peers())
@@ -347,10 +386,16 @@ class Mesh:
                 await stream.close()
         except Exception as exc:
             log.debug("cache stream from %s ended: %s", short(peer), _reason(exc))
+            with trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
 
     async def _read_requests(self, stream: INetStream, peer: ID, nursery: trio.Nursery,
                              write_lock: trio.Lock) -> Exception | None:
         decoder = FrameDecoder()
+        slots = trio.Semaphore(MAX_ANSWERS_PER_STREAM)
         while True:
             try:
                 data = await stream.read(READ_CHUNK)
@@ -363,8 +408,9 @@ class Mesh:
                     if frame.type != REQUEST:
                         raise FrameError(f"unexpected message type {frame.type}")
                     message = open_frame(self.sealer, frame, self.guard)
+                    await slots.acquire()  # backpressure: stop reading when we are busy
                     nursery.start_soon(self._answer, stream, write_lock, frame.request_id,
-                                       message)
+                                       message, slots)
             except SealError as exc:
                 self.auth_failed(peer)
                 return exc
@@ -373,53 +419,119 @@ class Mesh:
                 return exc
 
     async def _answer(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
-                      message: Message) -> None:
-        meta = message.meta
-        key = str(meta.get("key", ""))
+                      message: Message, slots: trio.Semaphore) -> None:
         try:
-            request = _peer_request(meta)
-            response = await self.serve(request, meta.get("etag"))
-            body_meta: dict[str, object] = {
-                "status": response.status, "headers": response.headers,
-                "fetched_at": response.fetched_at or time.time(),
-                "source": response.source}
-            body = response.body
-            if meta.get("etag") and response.status == 200 \
-                    and response.headers.get("etag") == meta["etag"]:
-                body_meta["status"], body = 304, b""  # the asker holds this body already
-            if response.generated:  # we could not reach GitHub: the asker may do better
-                body_meta, body = {"error": "upstream unreachable from this peer"}, b""
-            elif len(body) > MAX_FRAME_BYTES - 64 * 1024:
-                body_meta, body = {"error": "response too large for the mesh"}, b""
-        except ValueError as exc:
-            body_meta, body = {"error": f"bad request: {exc}"}, b""
-        except Exception as exc:  # never let one request take down the stream
-            log.warning("answering a peer request failed: %s", _reason(exc))
-            body_meta, body = {"error": "internal error"}, b""
-        frame = seal(self.sealer, RESPONSE, request_id, Message(body_meta, body), key)
+            meta = message.meta
+            key = str(meta.get("key", ""))
+            op = meta.get("op", "get")
+            try:
+                if op == "get":
+                    body_meta, body = await self._answer_get(meta)
+                elif op == "ping":
+                    body_meta, body = {"pong": True}, b""
+                elif op == "dialback":
+                    body_meta, body = await self._dialback(stream.muxed_conn.peer_id, meta), b""
+                else:
+                    body_meta, body = {"error": f"unknown op {op!r}"}, b""
+            except ValueError as exc:
+                body_meta, body = {"error": f"bad request: {exc}"}, b""
+            except Exception as exc:  # never let one request take down the stream
+                log.warning("answering a peer request failed: %s", _reason(exc))
+                body_meta, body = {"error": "internal error"}, b""
+            try:
+                frame = seal(self.sealer, RESPONSE, request_id, Message(body_meta, body), key)
+                async with write_lock:
+                    await stream.write(frame.encode())
+            except Exception as exc:  # an unencodable key, or the stream went away
+                log.debug("could not answer peer: %s", _reason(exc))
+        finally:
+            slots.release()
+
+    async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
+        request = _peer_request(meta)
+        response = await self.serve(request)
+        if response.generated:  # we could not reach GitHub: the asker may do better
+            return {"error": "upstream unreachable from this peer"}, b""
+        if len(response.body) > MAX_FRAME_BYTES - 1024 * 1024:
+            return {"error": "response too large for the mesh"}, b""
+        body_meta: dict[str, object] = {
+            "status": response.status, "headers": response.headers,
+            "fetched_at": response.fetched_at or time.time(), "source": response.source}
+        body = response.body
+        if meta.get("etag") and response.status == 200 \
+                and response.headers.get("etag") == meta["etag"]:
+            body_meta["status"], body = 304, b""  # the asker holds this body already
+        return body_meta, body
+
+    async def _dialback(self, asker: ID, meta: dict[str, object]) -> dict[str, object]:
+        """Dial the asker at the address it gives, on a fresh connection from a throwaway
+        host: proves its port is open from outside. A peer may only ask us to dial itself."""
         try:
-            async with write_lock:
-                await stream.write(frame.encode())
+            info = info_from_p2p_addr(multiaddr.Multiaddr(str(meta.get("multiaddr", ""))))
         except Exception as exc:
-            log.debug("could not answer peer: %s", _reason(exc))
+            raise ValueError(f"not a dialable multiaddr ({exc})") from None
+        if info.peer_id != asker:
+            raise ValueError("a peer may only ask to be dialled back itself")
+        probe = _new_host(create_new_key_pair())
+        started = time.perf_counter()
+        try:
+            async with probe.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+                with trio.fail_after(DIALBACK_TIMEOUT):
+                    await probe.connect(info)
+                rtt = (time.perf_counter() - started) * 1000
+                await probe.disconnect(info.peer_id)
+        except Exception as exc:
+            reason = "timed out" if isinstance(exc, trio.TooSlowError) else _reason(exc)
+            return {"reachable": False, "error": reason}
+        return {"reachable": True, "connect_ms": round(rtt, 1)}
+
+    # -- asking peers for checks (doctor) -------------------------------------------------
+
+    async def ping(self, peer: ID) -> bool:
+        """A sealed round trip: true if the peer holds the same fleet key."""
+        with trio.move_on_after(self.peer_timeout):
+            channel = await self._channel(peer)
+            if channel is not None:
+                answer = await channel.call({"op": "ping", "key": "ping"}, "ping")
+                return bool(answer and answer.meta.get("pong"))
+        return False
+
+    async def check_reachability(self, address: str) -> dict[str, object]:
+        """Ask a connected peer to dial us back at `address` from outside."""
+        connected = self.connected_peers()
+        peers = [p for p in connected if p in self._bootstrap_ids] + \
+            [p for p in connected if p not in self._bootstrap_ids]
+        if not peers:
+            return {"reachable": None, "error": "no connected peer can dial us back"}
+        for peer in peers[:3]:
+            with trio.move_on_after(DIALBACK_TIMEOUT + 5):
+                channel = await self._channel(peer)
+                if channel is None:
+                    continue
+                answer = await channel.call({"op": "dialback", "key": "dialback",
+                                             "multiaddr": address}, "dialback")
+                if answer is not None and "reachable" in answer.meta:
+                    return {**answer.meta, "checked_by": str(peer), "address": address}
+        return {"reachable": None, "error": "no peer answered the dial-back request"}
 
     # -- reporting ----------------------------------------------------------------------
 
-    def warn_once(self, peer: ID | str, text: str) -> None:
-        if (str(peer), text) not in self._warned:
-            self._warned.add((str(peer), text))
+    def warn_once(self, peer: ID | str, kind: str, text: str) -> None:
+        """One line per peer and kind of trouble: a hostile peer cannot flood the log."""
+        if (str(peer), kind) not in self._warned and len(self._warned) < 10_000:
+            self._warned.add((str(peer), kind))
             log.warning("%s", text)
 
     def auth_failed(self, peer: ID) -> None:
         self.counters.auth_failures += 1
-        self.warn_once(peer, f"⚠️  Peer {peer} sent a cache message that failed authentication: "
+        self.warn_once(peer, "auth", f"⚠️  Peer {peer} sent a cache message that failed authentication: "
                        f"it holds a different fleet secret or namespace (ours: key "
                        f"{self.sealer.fingerprint}, namespace {self.namespace!r}). It gets "
                        "nothing from this node.")
 
     def bad_frame(self, peer: ID, exc: Exception) -> None:
         self.counters.bad_frames += 1
-        self.warn_once(peer, f"⚠️  Peer {peer} sent an invalid cache frame ({exc}); "
+        self.warn_once(peer, "frame", f"⚠️  Peer {peer} sent an invalid cache frame ({exc}); "
                        "stream reset")
 
 

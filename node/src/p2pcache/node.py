@@ -8,7 +8,6 @@ import logging
 import signal
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 import multiaddr
@@ -20,6 +19,8 @@ from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
 from .http_api import Reply, api_reply, json_reply, text_reply
 from .mesh import Mesh
+from .nat import Mapping, UpnpError, UpnpMapper
+from .publish import PublishError, publish_secret, write_file
 from .models import ApiRequest, ApiResponse
 from .stats import Counters, prometheus_text
 from .store import Store
@@ -29,6 +30,7 @@ log = logging.getLogger("p2pcache")
 
 STORE_FILE = "cache.sqlite3"
 MULTIADDR_FILE = "multiaddr"
+REPUBLISH_INTERVAL = 30.0
 
 _running: Node | None = None  # the node of this process, for get_global_cache()
 
@@ -53,6 +55,9 @@ class Node:
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
+        self.upnp: UpnpMapper | None = None
+        self.echo_ip: str | None = None
+        self.published: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -61,6 +66,9 @@ class Node:
         s = self.settings
         log.info("p2pcache %s starting: data dir %s, upstream %s, freshness %.0f s",
                  __version__, s.data_dir, s.upstream, s.ttl)
+        if s.token and _cleartext(s.upstream):
+            log.warning("⚠️  %s is plain http on a non-local host: the token travels "
+                        "unencrypted", s.upstream)
         for rejected in s.bootstrap_rejected:
             log.warning("⚠️  Ignoring bootstrap peer %s", rejected)
         try:
@@ -69,10 +77,13 @@ class Node:
                 if sealer is not None:
                     await self._start_mesh(nursery, sealer)
                 await self._start_http(nursery)
-                self._publish()
+                if self.mesh is not None:
+                    await self._discover_address(nursery)
+                await self._publish()
                 _running = self
                 task_status.started(self)
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
+                nursery.start_soon(self._republish_loop)
         finally:
             _running = None
             await self._close()
@@ -122,17 +133,66 @@ class Node:
                                f"{exc.strerror or exc}") from None
         log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", self.http_base)
 
-    def _publish(self) -> None:
+    async def _discover_address(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        if s.upnp:
+            self.upnp = UpnpMapper(s.port, lease=s.upnp_lease)
+            log.info("UPnP: looking for the router's Internet Gateway Device...")
+            try:
+                m = await self.upnp.map()
+            except (UpnpError, trio.TooSlowError) as exc:
+                log.warning("⚠️  UPnP: %s. The port is not mapped; forward TCP %d on the "
+                            "router by hand, or set --announce.", exc or "timed out", s.port)
+            else:
+                log.info("✓ UPnP: mapped %s:%d → %s:%d (lease %s)", m.external_ip,
+                         m.external_port, m.internal_ip, m.internal_port,
+                         f"{m.lease} s" if m.lease else "permanent")
+            nursery.start_soon(self.upnp.keep, self._mapping_changed)
+        if s.ip_echo_url and not s.announce:
+            self.echo_ip = await _ip_echo(s.ip_echo_url)
+
+    async def _mapping_changed(self, mapping: Mapping | None) -> None:
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """Say where this node is: log, file, and (if asked) the repository secret."""
         address = self.bootstrap_multiaddr()
         if address is None:
-            log.warning("⚠️  No address to publish: set --announce / P2P_CACHE_ANNOUNCE")
+            if self.mesh is not None and self.published is None:
+                log.warning("⚠️  No address to publish: set --announce / P2P_CACHE_ANNOUNCE")
             return
+        if address == self.published:
+            return
+        self.published = address
         log.info("Bootstrap Multiaddr:\n%s", address)
+        ip = addresses.multiaddr_ip(address)
+        if ip and not addresses.is_public(ip) and not (self.settings.announce or self.upnp):
+            log.warning("⚠️  That address is private or local: runners elsewhere cannot reach "
+                        "it. Set P2P_CACHE_ANNOUNCE to the address they reach, or use --upnp.")
         path = self.settings.data_dir / MULTIADDR_FILE
         try:
-            _write_atomic(path, address + "\n")
+            await trio.to_thread.run_sync(write_file, path, address)
         except OSError as exc:
             log.warning("⚠️  Could not write %s: %s", path, exc.strerror)
+        repo = self.settings.publish_secret
+        if repo:
+            try:
+                result = await trio.to_thread.run_sync(
+                    publish_secret, self.settings.upstream, self.settings.token, repo,
+                    self.settings.data_dir, address)
+            except PublishError as exc:
+                log.warning("⚠️  Could not publish the multiaddr to %s: %s", repo, exc)
+            else:
+                if result == "unchanged":
+                    log.info("Secret MCP_P2P_BOOTSTRAP_PEERS on %s already holds it", repo)
+                else:
+                    log.info("✓ Secret MCP_P2P_BOOTSTRAP_PEERS %s on %s", result, repo)
+
+    async def _republish_loop(self) -> None:
+        """Addresses peers observe arrive after start; publish again when ours changes."""
+        while True:
+            await trio.sleep(REPUBLISH_INTERVAL)
+            await self._publish()
 
     async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -142,6 +202,8 @@ class Node:
                 return
 
     async def _close(self) -> None:
+        if self.upnp is not None:
+            await self.upnp.unmap()
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await self.upstream.aclose()
         self.store.close()
@@ -149,17 +211,24 @@ class Node:
 
     # -- answering ----------------------------------------------------------------------
 
-    async def _serve_peer(self, request: ApiRequest, etag: str | None) -> ApiResponse:
-        return await self.cache.get(request, from_peer=True, peer_etag=etag)
+    async def _serve_peer(self, request: ApiRequest) -> ApiResponse:
+        return await self.cache.get(request, from_peer=True)
 
     async def handle_http(self, request: ApiRequest) -> Reply:
+        refusal = http_api.refuse_browser(request, self.settings.http_host)
+        if refusal is not None:
+            return refusal
         path = request.target.split("?", 1)[0]
+        if path == "/-/reachability" and request.method == "GET":
+            return json_reply(200, await self.reachability())
         if path.startswith("/-/"):
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
-        else:
+        elif request.method in policy.WRITE_METHODS:
             response = await self.cache.passthrough(request)
+        else:
+            return json_reply(405, {"message": f"p2pcache: {request.method} is not passed on"})
         return api_reply(response, self.settings.upstream, self.http_base)
 
     def _own_endpoint(self, path: str, method: str) -> Reply:
@@ -179,7 +248,7 @@ class Node:
                               "text/plain; version=0.0.4; charset=utf-8")
         return json_reply(404, {"message": f"no such node endpoint {path}",
                                 "endpoints": ["/-/healthz", "/-/stats", "/-/multiaddr",
-                                              "/-/peers", "/-/metrics"]})
+                                              "/-/peers", "/-/metrics", "/-/reachability"]})
 
     # -- what the node knows about itself ----------------------------------------------
 
@@ -190,8 +259,18 @@ class Node:
         if self.mesh is None:
             return None
         s = self.settings
-        return addresses.bootstrap_multiaddr(self.peer_id, s.port, s.announce, s.listen_host,
-                                             addresses.interface_ips())
+        mapping = self.upnp.mapping if self.upnp else None
+        return addresses.bootstrap_multiaddr(
+            self.peer_id, s.port, s.announce, s.listen_host, addresses.interface_ips(),
+            upnp=(mapping.external_ip, mapping.external_port) if mapping else None,
+            observed=self.mesh.observed_ips(), echo=self.echo_ip)
+
+    async def reachability(self) -> dict[str, Any]:
+        """Whether peers can dial our published address from outside (asks one to try)."""
+        address = self.bootstrap_multiaddr()
+        if self.mesh is None or address is None:
+            return {"reachable": None, "error": "P2P is off or there is no address to test"}
+        return await self.mesh.check_reachability(address)
 
     def peers(self) -> list[dict[str, Any]]:
         if self.mesh is None:
@@ -234,7 +313,25 @@ def _check_port_free(host: str, port: int) -> None:
                                f"{exc.strerror or exc} (is another node running?)") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _cleartext(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
+
+
+async def _ip_echo(url: str) -> str | None:
+    """The public IP as an echo service sees it (the setup guide's api.ipify.org step)."""
+    import ipaddress
+
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(url)).text.strip()
+        ipaddress.ip_address(text)
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("⚠️  IP echo %s gave no address: %s", url, exc)
+        return None
+    log.info("Public IP (from %s): %s", url, text)
+    return text

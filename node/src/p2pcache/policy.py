@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from .models import ApiRequest, ApiResponse, Entry
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CACHEABLE_STATUSES = frozenset({200})
 # Headers that describe the resource, so they are stored and replayed with it.
 STORED_HEADERS = ("content-type", "etag", "last-modified", "link", "x-github-media-type",

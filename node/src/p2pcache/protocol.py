@@ -75,7 +75,8 @@ class FrameDecoder:
             if length < HEADER.size:
                 raise FrameError(f"frame length {length} is shorter than the header")
             if length > self._max + HEADER.size:
-                raise FrameError(f"frame length {length} exceeds the bound {self._max}")
+                raise FrameError(f"frame length {length} exceeds the bound "
+                                 f"{self._max + HEADER.size}")
             if len(self._buf) < LENGTH.size + length:
                 break
             raw = bytes(self._buf[LENGTH.size:LENGTH.size + length])

@@ -8,6 +8,7 @@ every committed entry across `kill -9` (only an OS crash may lose the last few).
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sqlite3
 import threading
@@ -49,6 +50,9 @@ class Store:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
+        # Entries may hold private-repository data: owner-only, whatever the umask.
+        # (SQLite gives its -wal and -shm files the main file's mode.)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

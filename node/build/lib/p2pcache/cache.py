@@ -1,0 +1,229 @@
+"""The request chain: key → coalesce → store → peers → upstream (ghproxy's shape).
+
+Decisions come from policy.py; this module only sequences the I/O around them and
+counts what happened, once per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import trio
+
+from . import policy
+from .coalesce import Flights
+from .models import ApiRequest, ApiResponse, Entry
+from .policy import Action, RateLimit
+from .stats import Counters
+from .store import Store, StoreError
+from .upstream import Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PeerAnswer:
+    response: ApiResponse  # status 304 means "the entry you hold is still good"
+    fetched_at: float
+
+
+class Peers(Protocol):
+    def available(self) -> bool: ...
+
+    async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
+        """An answer from a peer, or None if no peer answered in time."""
+
+
+@dataclass
+class _Outcome:
+    response: ApiResponse
+    counted_as: str  # which one of the per-request buckets this answer falls in
+
+
+class Cache:
+    def __init__(self, store: Store, upstream: Upstream, counters: Counters, ttl: float,
+                 peers: Peers | None = None, max_entry_bytes: int = 16 * 1024 * 1024,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.counters = counters
+        self.ttl = ttl
+        self.peers = peers
+        self.max_entry_bytes = max_entry_bytes
+        self.clock = clock
+        self.rate_limit = RateLimit()
+        self._blocked_until = 0.0
+        self._limit_answer: ApiResponse | None = None
+        self._flights: Flights[_Outcome] = Flights()
+        self._store_warned_at = 0.0
+
+    # -- entry points -------------------------------------------------------------------
+
+    async def get(self, request: ApiRequest, from_peer: bool = False,
+                  peer_etag: str | None = None) -> ApiResponse:
+        """Answer a GET/HEAD. Peer requests are resolved here, never forwarded on."""
+        key = policy.cache_key(request)
+        self.counters.requests += 1
+        if from_peer:
+            self.counters.peer_requests_served += 1
+        entry = await trio.to_thread.run_sync(self.store.get, key)
+        if policy.decide(entry, self.clock(), self.ttl) is Action.SERVE:
+            assert entry is not None
+            self.counters.local_hits += 1
+            return self._from_entry(entry, "hit")
+        outcome, shared = await self._flights.run(
+            key, lambda: self._fill(request, key, entry, from_peer))
+        if shared:
+            self.counters.coalesced += 1
+            shared_response = outcome.response
+            response = ApiResponse(shared_response.status, shared_response.headers,
+                                   shared_response.body, "coalesced", shared_response.stale,
+                                   shared_response.fetched_at)
+        else:
+            setattr(self.counters, outcome.counted_as,
+                    getattr(self.counters, outcome.counted_as) + 1)
+            response = outcome.response
+        return response
+
+    async def passthrough(self, request: ApiRequest) -> ApiResponse:
+        """Writes and GraphQL go to GitHub as they are; a write drops what it changes."""
+        self.counters.passthrough += 1
+        try:
+            response = await self._upstream(request, {}, use_client_auth=True)
+        except UpstreamError as exc:
+            return _unreachable(exc)
+        if request.method not in policy.CACHEABLE_METHODS and response.status < 400:
+            paths = policy.invalidated_paths(request.target)
+            try:
+                self.counters.invalidated += await trio.to_thread.run_sync(
+                    self.store.invalidate, paths)
+            except StoreError as exc:
+                self._store_failed(exc)
+        response.source = "miss"
+        return response
+
+    def entry_answer(self, entry: Entry) -> ApiResponse:
+        return self._from_entry(entry, "hit")
+
+    async def lookup(self, key: str) -> Entry | None:
+        return await trio.to_thread.run_sync(self.store.get, key)
+
+    # -- the miss path ------------------------------------------------------------------
+
+    async def _fill(self, request: ApiRequest, key: str, entry: Entry | None,
+                    from_peer: bool) -> _Outcome:
+        # A flight that landed between our store read and our taking the lead has
+        # already stored the answer: look again before asking anyone.
+        latest = await trio.to_thread.run_sync(self.store.get, key)
+        if policy.decide(latest, self.clock(), self.ttl) is Action.SERVE:
+            assert latest is not None
+            return _Outcome(self._from_entry(latest, "hit"), "local_hits")
+        entry = latest or entry
+        if not from_peer and self.peers is not None and self.peers.available():
+            answer = await self.peers.ask(request, key, entry.etag if entry else None)
+            if answer is not None:
+                return _Outcome(await self._take_peer_answer(request, key, entry, answer),
+                                "peer_hits")
+            self.counters.peer_failures += 1
+        return _Outcome(await self._from_upstream(request, key, entry), "misses")
+
+    async def _take_peer_answer(self, request: ApiRequest, key: str, entry: Entry | None,
+                                answer: PeerAnswer) -> ApiResponse:
+        response = answer.response
+        # The server's budget is the fleet's budget: show it to our clients too.
+        self.rate_limit = RateLimit.from_headers(response.headers, self.rate_limit)
+        if response.status == 304 and entry is not None:
+            entry = Entry(entry.key, entry.path, entry.status, entry.headers, entry.body,
+                          answer.fetched_at)
+            await self._save(entry)
+            return self._from_entry(entry, "peer")
+        if policy.is_cacheable_response(response, self.max_entry_bytes):
+            fresh = policy.entry_from(key, request, response, answer.fetched_at)
+            await self._save(fresh)
+            return self._from_entry(fresh, "peer")
+        response.source = "peer"
+        return response
+
+    async def _from_upstream(self, request: ApiRequest, key: str,
+                             entry: Entry | None) -> ApiResponse:
+        now = self.clock()
+        if now < self._blocked_until:
+            # GitHub told us to wait: asking again would only extend the penalty.
+            if entry is not None:
+                return self._stale(entry)
+            assert self._limit_answer is not None
+            return ApiResponse(self._limit_answer.status, dict(self._limit_answer.headers),
+                               self._limit_answer.body, "miss")
+        conditional = policy.conditional_headers(entry) \
+            if policy.decide(entry, now, self.ttl) is Action.REVALIDATE else {}
+        get = ApiRequest("GET", request.target, request.headers)
+        try:
+            response = await self._upstream(get, conditional, use_client_auth=False)
+        except UpstreamError as exc:
+            if entry is not None:
+                log.warning("GitHub unreachable (%s); serving a stale entry", exc)
+                return self._stale(entry)
+            return _unreachable(exc)
+        now = self.clock()
+        if response.status == 304 and entry is not None:
+            self.counters.not_modified += 1
+            entry = policy.refreshed(entry, response, now)
+            await self._save(entry)
+            return self._from_entry(entry, "revalidated")
+        if policy.is_cacheable_response(response, self.max_entry_bytes):
+            fresh = policy.entry_from(key, request, response, now)
+            await self._save(fresh)
+            return self._from_entry(fresh, "miss")
+        until = policy.blocked_until(response, now)
+        if until is not None:
+            self._blocked_until, self._limit_answer = until, response
+            log.warning("GitHub rate limit: holding upstream requests for %.0f s",
+                        until - now)
+        if entry is not None and policy.serve_stale_instead(response):
+            return self._stale(entry)
+        response.source = "miss"
+        return response
+
+    async def _upstream(self, request: ApiRequest, conditional: dict[str, str],
+                        use_client_auth: bool) -> ApiResponse:
+        self.counters.upstream_requests += 1
+        response = await self.upstream.send(request, conditional, use_client_auth)
+        self.rate_limit = RateLimit.from_headers(response.headers, self.rate_limit)
+        return response
+
+    # -- answers ------------------------------------------------------------------------
+
+    def _from_entry(self, entry: Entry, source: str) -> ApiResponse:
+        headers = dict(entry.headers)
+        headers.update(self.rate_limit.headers())
+        return ApiResponse(entry.status, headers, entry.body, source, fetched_at=entry.fetched_at)
+
+    def _stale(self, entry: Entry) -> ApiResponse:
+        self.counters.stale_served += 1
+        response = self._from_entry(entry, "hit")
+        response.stale = True
+        return response
+
+    async def _save(self, entry: Entry) -> None:
+        try:
+            await trio.to_thread.run_sync(self.store.put, entry)
+        except StoreError as exc:
+            self._store_failed(exc)
+
+    def _store_failed(self, exc: StoreError) -> None:
+        self.counters.store_errors += 1
+        now = self.clock()
+        if now - self._store_warned_at > 60:  # a full disk must not flood the log
+            self._store_warned_at = now
+            log.warning("⚠️  Cache store write failed, answering uncached: %s", exc)
+
+
+def _unreachable(exc: Exception) -> ApiResponse:
+    body = json.dumps({"message": f"p2pcache: GitHub API unreachable ({exc})",
+                       "documentation_url": "https://docs.github.com/rest"}).encode()
+    return ApiResponse(502, {"content-type": "application/json; charset=utf-8"}, body, "miss",
+                       generated=True)

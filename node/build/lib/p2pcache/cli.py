@@ -1,0 +1,297 @@
+"""The `p2pcache` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+
+EXAMPLES = """\
+How a fleet is set up:
+  1. On the long-lived server (TCP 9100 reachable from the runners):
+       GH_TOKEN=... p2pcache serve
+     It prints 'Peer ID: ...' and 'Bootstrap Multiaddr:' followed by the address.
+  2. Put that address into the repository secret MCP_P2P_BOOTSTRAP_PEERS.
+  3. On each runner:
+       GH_TOKEN=... MCP_P2P_BOOTSTRAP_PEERS=/ip4/.../tcp/9100/p2p/... \\
+         p2pcache serve --port 9000
+     then send GitHub API GETs to http://127.0.0.1:9180 (or `p2pcache api PATH`).
+
+Every flag has an environment variable; flags win. See README.md for the table.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2pcache", formatter_class=_Formatter,
+        description="A libp2p cache of GitHub API responses shared by a CI fleet. Misses are "
+                    "fetched once for the whole fleet, stale entries are revalidated with "
+                    "ETags (free on GitHub), and peer traffic is sealed with AES-256-GCM "
+                    "under a key derived from the fleet secret.",
+        epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"p2pcache {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve", formatter_class=_Formatter, help="run a cache node (server or runner)",
+        description="Run a node: a libp2p host for peers, and a local HTTP API that answers "
+                    "GitHub REST paths through the cache. A node with bootstrap peers asks "
+                    "them before GitHub; a node without them (the server) asks GitHub.",
+        epilog="Secrets come only from the environment: GH_TOKEN (else GITHUB_TOKEN) for "
+               "GitHub, P2P_CACHE_SECRET (else the token) for the fleet key. The namespace "
+               "(IPFS_ACCELERATE_GITHUB_REPO, else GITHUB_REPOSITORY) must match on every node.")
+    serve.add_argument("--port", type=str, default=None,
+                       help="TCP port for libp2p peers [env P2P_CACHE_PORT, default 9100]")
+    serve.add_argument("--listen-host", default=None,
+                       help="address to listen on for peers [env P2P_CACHE_LISTEN_HOST, "
+                            "default 0.0.0.0]")
+    serve.add_argument("--http", default=None, metavar="HOST:PORT",
+                       help="local HTTP API [env P2P_CACHE_HTTP, default 127.0.0.1:9180]")
+    serve.add_argument("--bootstrap", action="append", default=None, metavar="MULTIADDR",
+                       help="server node to join, /ip4/IP/tcp/PORT/p2p/PEER_ID; repeatable "
+                            "[env MCP_P2P_BOOTSTRAP_PEERS, comma/space/newline separated]")
+    _data_dir(serve)
+    serve.add_argument("--upstream", default=None, metavar="URL",
+                       help="GitHub API base URL [env GITHUB_API_URL, "
+                            "default https://api.github.com]")
+    serve.add_argument("--announce", default=None, metavar="ADDR",
+                       help="public IP or multiaddr to publish [env P2P_CACHE_ANNOUNCE, "
+                            "default: discovered]")
+    serve.add_argument("--upnp", action="store_true", default=None,
+                       help="map the port on the router by UPnP, renew it, remove it at exit "
+                            "[env P2P_CACHE_UPNP=1; lease P2P_CACHE_UPNP_LEASE, default 3600]")
+    serve.add_argument("--publish-secret", default=None, metavar="OWNER/REPO",
+                       help="keep the repository secret MCP_P2P_BOOTSTRAP_PEERS set to this "
+                            "node's multiaddr (needs a token that may write Actions secrets) "
+                            "[env P2P_CACHE_PUBLISH_SECRET]")
+    serve.add_argument("--ttl", default=None, metavar="SECONDS",
+                       help="freshness before an entry is revalidated with its ETag "
+                            "[env P2P_CACHE_TTL, default 60]")
+    serve.add_argument("--peer-timeout", default=None, metavar="SECONDS",
+                       help="how long to wait for a peer before asking GitHub directly "
+                            "[env P2P_CACHE_PEER_TIMEOUT, default 5]")
+    serve.add_argument("--max-bytes", default=None, metavar="BYTES",
+                       help="store size bound, least recently used entries go first "
+                            "[env P2P_CACHE_MAX_BYTES, default 512 MiB]")
+    serve.add_argument("-v", "--verbose", action="store_true",
+                       help="debug logs, including libp2p's")
+
+    ident = sub.add_parser("id", help="print this machine's persistent peer ID",
+                           description="Print the peer ID kept in the data dir (created, mode "
+                                       "0600, on first use). It is stable across restarts.")
+    _data_dir(ident)
+
+    multi = sub.add_parser("multiaddr", help="print the running node's bootstrap multiaddr",
+                           description="Ask the running node for the multiaddr to put into "
+                                       "MCP_P2P_BOOTSTRAP_PEERS.")
+    _http(multi)
+
+    stats = sub.add_parser("stats", help="print the running node's counters",
+                           description="Hit rate, API calls saved, peers and more, from the "
+                                       "running node.")
+    stats.add_argument("--json", action="store_true", help="the full JSON object")
+    _http(stats)
+
+    api = sub.add_parser("api", help="GET a GitHub API path through the node (like gh api)",
+                         description="Like `gh api PATH` for GETs, answered through the running "
+                                     "node's cache. Example: p2pcache api repos/cli/cli")
+    api.add_argument("path", help="API path, e.g. repos/OWNER/REPO or /users/octocat")
+    api.add_argument("-i", "--include", action="store_true",
+                     help="print the status line and headers first")
+    api.add_argument("--paginate", action="store_true",
+                     help="follow Link rel=next and print every page")
+    api.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
+                     help="extra request header, e.g. 'Accept: application/vnd.github.raw'")
+    _http(api)
+    return parser
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="identity key, cache store and multiaddr file "
+                             "[env P2P_CACHE_DATA_DIR, default: per-user cache dir]")
+
+
+def _http(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http", default=None, metavar="HOST:PORT",
+                        help="the node's local API [env P2P_CACHE_HTTP, default 127.0.0.1:9180]")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 2
+
+
+def _settings(args: argparse.Namespace, need_data_dir: bool = True) -> Any:
+    from . import config
+
+    return config.load(vars(args), need_data_dir=need_data_dir)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from .identity import IdentityError
+    from .node import Node, StartupError
+
+    settings = _settings(args)
+    _setup_logging(args.verbose)
+    try:
+        node = Node(settings)
+        trio.run(node.run)
+    except IdentityError as exc:
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        startup = _find(exc, StartupError)
+        if startup is None:
+            raise
+        logging.getLogger("p2pcache").error("✗ %s", startup)
+        return 1
+    return 0
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose or os.environ.get("P2P_CACHE_LOG_LEVEL", "").lower() \
+        == "debug" else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)-7s %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S")
+    if not verbose:
+        # py-libp2p logs expected disconnects as errors; ours say what matters.
+        for noisy in ("libp2p", "multiaddr", "httpx", "httpcore", "async_service"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    from . import identity
+
+    settings = _settings(args)
+    try:
+        pair = identity.load_or_create(settings.data_dir)
+    except identity.IdentityError as exc:
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 2
+    print(identity.peer_id(pair))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import NodeClient
+
+    settings = _settings(args, need_data_dir=False)
+    return NodeClient(settings.http_base)
+
+
+def cmd_multiaddr(args: argparse.Namespace) -> int:
+    from .client import NodeUnavailable
+
+    try:
+        text = _client(args).get_text("/-/multiaddr")
+    except NodeUnavailable as exc:
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 1
+    first = text.splitlines()[0] if text.strip() else ""
+    if not first:
+        print("p2pcache: the node has no address to publish yet (set --announce)",
+              file=sys.stderr)
+        return 1
+    print(first)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .client import NodeUnavailable
+
+    try:
+        stats = _client(args).stats()
+    except NodeUnavailable as exc:
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    print(f"Peer ID:            {stats['peer_id']}")
+    print(f"P2P enabled:        {stats['p2p_enabled']}")
+    print(f"Connected peers:    {stats['connected_peers']}")
+    print(f"Hit rate:           {stats['hit_rate']:.1%}")
+    print(f"API calls saved:    {stats['api_calls_saved']}")
+    print(f"Peer hits:          {stats['peer_hits']}")
+    print(f"Local hits:         {stats['local_hits']}")
+    print(f"Misses:             {stats['misses']}")
+    print(f"Upstream requests:  {stats['upstream_requests']} "
+          f"({stats['not_modified']} were free 304s)")
+    print(f"Entries:            {stats['entries']} ({stats['bytes']:,} bytes)")
+    remaining = stats.get("rate_limit_remaining")
+    print(f"Rate limit left:    {'unknown' if remaining is None else remaining}")
+    print(f"Bootstrap Multiaddr: {stats.get('bootstrap_multiaddr') or '(none)'}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from .client import NodeUnavailable
+
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep:
+            print(f"p2pcache: invalid header {item!r}: expected 'Name: value'", file=sys.stderr)
+            return 2
+        headers[name.strip()] = value.strip()
+    client = _client(args)
+    target = "/" + args.path.lstrip("/")
+    status = 0
+    try:
+        while target:
+            response = client.get(target, headers)
+            if args.include:
+                print(f"HTTP/1.1 {response.status_code} {response.reason_phrase}")
+                for name, value in response.headers.items():
+                    print(f"{name}: {value}")
+                print()
+            sys.stdout.write(response.text)
+            if not response.text.endswith("\n"):
+                sys.stdout.write("\n")
+            if response.status_code >= 400:
+                status = 1
+                break
+            target = client.next_page(response) if args.paginate else None
+    except NodeUnavailable as exc:
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 1
+    return status
+
+
+COMMANDS = {"serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
+            "api": cmd_api}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Settings from flags and environment, validated once at start.
+
+Every flag has an environment variable (CONTRACT.md). A bad value is one clear line that
+names the variable and the value, and exit status 2; one bad bootstrap entry among good
+ones is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+import multiaddr
+import platformdirs
+
+DEFAULT_PORT = 9100
+DEFAULT_HTTP = "127.0.0.1:9180"
+DEFAULT_UPSTREAM = "https://api.github.com"
+DEFAULT_TTL = 60.0
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used. str() is the one line the user sees."""
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid {name}={value!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class BootstrapPeer:
+    multiaddr: str
+    peer_id: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = DEFAULT_PORT
+    listen_host: str = "0.0.0.0"
+    http_host: str = "127.0.0.1"
+    http_port: int = 9180
+    bootstrap: tuple[BootstrapPeer, ...] = ()
+    bootstrap_rejected: tuple[str, ...] = ()  # one line each: entry and why
+    data_dir: Path = Path(".")
+    upstream: str = DEFAULT_UPSTREAM
+    announce: str | None = None
+    upnp: bool = False
+    ttl: float = DEFAULT_TTL
+    token: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    namespace: str = "default"
+    peer_timeout: float = 5.0
+    max_bytes: int = 512 * 1024 * 1024
+    upnp_lease: int = 3600
+    ip_echo_url: str | None = None  # e.g. https://api.ipify.org; off unless set
+    publish_secret: str | None = None  # OWNER/REPO whose MCP_P2P_BOOTSTRAP_PEERS we keep
+
+    @property
+    def http_base(self) -> str:
+        host = self.http_host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+
+def split_peers(value: str) -> list[str]:
+    """MCP_P2P_BOOTSTRAP_PEERS is comma, space or newline separated."""
+    return [p for p in re.split(r"[\s,]+", value.strip()) if p]
+
+
+def parse_bootstrap(entry: str) -> BootstrapPeer:
+    """A dialable bootstrap multiaddr: a TCP address ending in /p2p/<peer id>."""
+    try:
+        addr = multiaddr.Multiaddr(entry)
+    except Exception as exc:  # the multiaddr package raises several unrelated types
+        raise ValueError(f"not a multiaddr ({exc})") from None
+    protocols = [p.name for p in addr.protocols()]
+    if "tcp" not in protocols:
+        raise ValueError("no /tcp/<port> part (p2pcache dials TCP)")
+    if "p2p" not in protocols and "ipfs" not in protocols:
+        raise ValueError("no /p2p/<peer id> part (the peer ID authenticates the node)")
+    if not any(p in protocols for p in ("ip4", "ip6", "dns", "dns4", "dns6")):
+        raise ValueError("no /ip4, /ip6 or /dns address")
+    peer_id = addr.value_for_protocol("p2p")
+    return BootstrapPeer(str(addr), str(peer_id))
+
+
+def _port(name: str, value: object) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise ConfigError(name, value, "not a number") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(name, value, "port must be between 1 and 65535")
+    return port
+
+
+def _http(name: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(name, value, "expected host:port, e.g. 127.0.0.1:9180")
+    try:
+        return host.strip("[]"), _port(name, port)
+    except ConfigError:
+        raise ConfigError(name, value, "the port must be a number from 1 to 65535") from None
+
+
+def _positive(name: str, value: object) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ConfigError(name, value, "not a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(name, value, "must be a finite number greater than 0")
+    return number
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("p2pcache"))
+
+
+def check_data_dir(name: str, path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(name, str(path), f"cannot create it ({exc.strerror})") from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(name, str(path), "not readable and writable by this user")
+    return path
+
+
+def _pick(flag: object, env: Mapping[str, str], var: str, label: str) -> tuple[object, str]:
+    """The flag wins over the environment; the label names where the value came from."""
+    if flag is not None:
+        return flag, label
+    return env.get(var), var
+
+
+def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
+         need_data_dir: bool = True) -> Settings:
+    """Build Settings from parsed flags (None = not given) and the environment."""
+    env = os.environ if env is None else env
+    kw: dict[str, object] = {}
+
+    value, name = _pick(flags.get("port"), env, "P2P_CACHE_PORT", "--port")
+    if value not in (None, ""):
+        kw["port"] = _port(name, value)
+    value, name = _pick(flags.get("listen_host"), env, "P2P_CACHE_LISTEN_HOST", "--listen-host")
+    if value:
+        kw["listen_host"] = str(value)
+    value, name = _pick(flags.get("http"), env, "P2P_CACHE_HTTP", "--http")
+    kw["http_host"], kw["http_port"] = _http(name, str(value or DEFAULT_HTTP))
+
+    entries: list[str] = []
+    flag_peers = flags.get("bootstrap") or []
+    if flag_peers:
+        for item in flag_peers:  # type: ignore[union-attr]
+            entries.extend(split_peers(str(item)))
+    else:
+        entries = split_peers(env.get("MCP_P2P_BOOTSTRAP_PEERS", ""))
+    good: list[BootstrapPeer] = []
+    rejected: list[str] = []
+    for entry in entries:
+        try:
+            peer = parse_bootstrap(entry)
+        except ValueError as exc:
+            rejected.append(f"{entry!r}: {exc}")
+            continue
+        if peer not in good:
+            good.append(peer)
+    kw["bootstrap"], kw["bootstrap_rejected"] = tuple(good), tuple(rejected)
+
+    value, name = _pick(flags.get("data_dir"), env, "P2P_CACHE_DATA_DIR", "--data-dir")
+    data_dir = Path(str(value)).expanduser() if value else default_data_dir()
+    kw["data_dir"] = check_data_dir(name, data_dir) if need_data_dir else data_dir
+
+    value, name = _pick(flags.get("upstream"), env, "GITHUB_API_URL", "--upstream")
+    upstream = str(value or DEFAULT_UPSTREAM).rstrip("/")
+    parts = urlsplit(upstream)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, upstream, "expected an http(s) URL like https://api.github.com")
+    kw["upstream"] = upstream
+
+    value, name = _pick(flags.get("announce"), env, "P2P_CACHE_ANNOUNCE", "--announce")
+    if value:
+        kw["announce"] = check_announce(name, str(value))
+    upnp = flags.get("upnp")
+    kw["upnp"] = bool(upnp) if upnp else _truthy(env.get("P2P_CACHE_UPNP", ""))
+    value, name = _pick(flags.get("ttl"), env, "P2P_CACHE_TTL", "--ttl")
+    if value not in (None, ""):
+        kw["ttl"] = _positive(name, value)
+    value, name = _pick(flags.get("peer_timeout"), env, "P2P_CACHE_PEER_TIMEOUT",
+                        "--peer-timeout")
+    if value not in (None, ""):
+        kw["peer_timeout"] = _positive(name, value)
+    value, name = _pick(flags.get("max_bytes"), env, "P2P_CACHE_MAX_BYTES", "--max-bytes")
+    if value not in (None, ""):
+        kw["max_bytes"] = int(_positive(name, value))
+
+    value = env.get("P2P_CACHE_UPNP_LEASE")
+    if value not in (None, ""):
+        try:
+            kw["upnp_lease"] = int(value)  # type: ignore[arg-type]
+        except ValueError:
+            raise ConfigError("P2P_CACHE_UPNP_LEASE", value, "not a whole number of seconds") \
+                from None
+        if kw["upnp_lease"] < 0:  # type: ignore[operator]
+            raise ConfigError("P2P_CACHE_UPNP_LEASE", value, "must be 0 (permanent) or more")
+    value = env.get("P2P_CACHE_IP_ECHO_URL")
+    if value:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ConfigError("P2P_CACHE_IP_ECHO_URL", value, "expected an http(s) URL")
+        kw["ip_echo_url"] = value
+    value, name = _pick(flags.get("publish_secret"), env, "P2P_CACHE_PUBLISH_SECRET",
+                        "--publish-secret")
+    if value:
+        repo = str(value)
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ConfigError(name, repo, "expected OWNER/REPO")
+        kw["publish_secret"] = repo
+
+    token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
+    kw["token"] = token
+    kw["secret"] = env.get("P2P_CACHE_SECRET") or token
+    kw["namespace"] = (env.get("IPFS_ACCELERATE_GITHUB_REPO") or env.get("GITHUB_REPOSITORY")
+                       or "default")
+    return Settings(**kw)  # type: ignore[arg-type]
+
+
+def check_announce(name: str, value: str) -> str:
+    """--announce takes a multiaddr (/ip4/1.2.3.4/tcp/9100) or a bare IP address."""
+    if value.startswith("/"):
+        try:
+            multiaddr.Multiaddr(value)
+        except Exception as exc:
+            raise ConfigError(name, value, f"not a multiaddr ({exc})") from None
+        return value
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(name, value, "expected an IP address or a multiaddr") from None
+    return value

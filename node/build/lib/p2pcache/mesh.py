@@ -1,0 +1,465 @@
+"""The libp2p side: host, bootstrap peers, and the sealed cache protocol in both directions.
+
+Asking: one long-lived stream per server peer carries many requests at once, matched by
+request id (a new stream per request costs ~2 ms of protocol negotiation; a reused one
+~0.4 ms). Answering: every request on an inbound stream is resolved in its own task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import random
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from .cache import PeerAnswer
+from .config import BootstrapPeer
+from .crypto import Sealer, SealError
+from .models import ApiRequest, ApiResponse
+from .protocol import (MAX_FRAME_BYTES, PROTOCOL_ID, REQUEST, RESPONSE, FrameDecoder,
+                       FrameError, Message, ReplayGuard, StaleMessage, open_frame, seal)
+from .stats import Counters
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+OPEN_STREAM_TIMEOUT = 5.0
+MAX_BACKOFF = 30.0
+READ_CHUNK = 64 * 1024
+# Request headers a peer may pass on: they select GitHub's representation, never identity.
+PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
+
+Serve = Callable[[ApiRequest, str | None], Awaitable[ApiResponse]]
+
+
+def short(peer: ID | str) -> str:
+    text = str(peer)
+    return text if len(text) <= 16 else f"{text[:8]}…{text[-6:]}"
+
+
+def rendezvous(key: str, peers: list[ID]) -> ID:
+    """Each key has one home peer, so a fleet with several servers still fetches it once."""
+    return max(peers, key=lambda p: hashlib.sha256(f"{p}|{key}".encode()).digest())
+
+
+class _ConnectionLog(INotifee):
+    """The setup guide's '✓ Connected to peer: <id>' once per peer, not per connection."""
+
+    def __init__(self) -> None:
+        self.peers: set[str] = set()
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        peer = str(conn.muxed_conn.peer_id)
+        if peer not in self.peers:
+            self.peers.add(peer)
+            log.info("✓ Connected to peer: %s", peer)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        peer_id = conn.muxed_conn.peer_id
+        if not network.get_connections(peer_id) and str(peer_id) in self.peers:
+            self.peers.discard(str(peer_id))
+            log.info("Disconnected from peer: %s", peer_id)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+@dataclass
+class _Pending:
+    key: str
+    done: trio.Event = field(default_factory=trio.Event)
+    answer: PeerAnswer | None = None
+
+
+class PeerChannel:
+    """Our long-lived request stream to one server peer."""
+
+    def __init__(self, mesh: Mesh, peer: ID, stream: INetStream) -> None:
+        self.mesh = mesh
+        self.peer = peer
+        self.stream = stream
+        self.closed = False
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._write_lock = trio.Lock()
+
+    async def request(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
+        request_id = next(self._ids)
+        pending = _Pending(key)
+        self._pending[request_id] = pending
+        meta = {"key": key, "method": "GET", "path": request.target,
+                "headers": {k: v for k, v in request.headers.items()
+                            if k in PEER_REQUEST_HEADERS}}
+        if etag:
+            meta["etag"] = etag
+        frame = seal(self.mesh.sealer, REQUEST, request_id, Message(meta))
+        try:
+            async with self._write_lock:
+                await self.stream.write(frame.encode())
+            await pending.done.wait()
+            return pending.answer
+        except Exception as exc:  # a broken stream: the caller asks GitHub instead
+            log.debug("request to %s failed: %s", short(self.peer), exc)
+            await self.close()
+            return None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def read_loop(self) -> None:
+        decoder = FrameDecoder()
+        answered = False
+        try:
+            while True:
+                try:
+                    data = await self.stream.read(READ_CHUNK)
+                except Exception:  # EOF or reset: the peer or its connection went away
+                    break
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    pending = self._pending.get(frame.request_id)
+                    if frame.type != RESPONSE:
+                        raise FrameError(f"unexpected message type {frame.type}")
+                    if pending is None:
+                        continue  # answered after we gave up waiting: drop it
+                    message = open_frame(self.mesh.sealer, frame, self.mesh.guard, pending.key)
+                    pending.answer = _peer_answer(message)
+                    pending.done.set()
+                    answered = True
+        except SealError:
+            self.mesh.auth_failed(self.peer)
+        except (FrameError, StaleMessage) as exc:
+            self.mesh.bad_frame(self.peer, exc)
+        finally:
+            if not answered and self._pending and not self.mesh.closing:
+                self.mesh.warn_once(self.peer, f"⚠️  Peer {self.peer} closed our cache stream "
+                                    "without answering: does it use the same fleet secret "
+                                    "(P2P_CACHE_SECRET or the token) and namespace?")
+            await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for pending in self._pending.values():
+            pending.done.set()  # answer None: the callers fall back to GitHub
+        self.mesh.channel_closed(self)
+        with trio.move_on_after(1):
+            try:
+                await self.stream.reset()
+            except Exception:
+                pass
+
+
+def _peer_answer(message: Message) -> PeerAnswer | None:
+    meta = message.meta
+    if "error" in meta:
+        return None  # the peer could not answer (too large, GitHub unreachable ...)
+    try:
+        status = int(meta["status"])
+        headers = {str(k).lower(): str(v) for k, v in dict(meta.get("headers", {})).items()}
+        fetched_at = float(meta["fetched_at"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FrameError(f"response meta lacks a valid field: {exc}") from None
+    return PeerAnswer(ApiResponse(status, headers, message.body, "peer"), fetched_at)
+
+
+class Mesh:
+    """The libp2p host of one node. `serve` answers peers' requests (cache, then GitHub)."""
+
+    def __init__(self, key_pair: KeyPair, listen: multiaddr.Multiaddr,
+                 bootstrap: tuple[BootstrapPeer, ...], sealer: Sealer, counters: Counters,
+                 serve: Serve, peer_timeout: float, namespace: str) -> None:
+        noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+        self.host = new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise},
+                             muxer_preference="YAMUX")
+        self.host.set_stream_handler(PROTOCOL_ID, self._serve_stream)
+        self._connection_log = _ConnectionLog()
+        self.host.get_network().register_notifee(self._connection_log)
+        self.peer_id = self.host.get_id()
+        self.listen = listen
+        self.bootstrap = bootstrap
+        self.sealer = sealer
+        self.counters = counters
+        self.serve = serve
+        self.peer_timeout = peer_timeout
+        self.namespace = namespace
+        self.guard = ReplayGuard()
+        self.closing = False
+        self._bootstrap_ids = {ID.from_base58(p.peer_id) for p in bootstrap}
+        self._channels: dict[ID, PeerChannel] = {}
+        self._opening: dict[ID, trio.Lock] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Mesh]:
+        async with self.host.run([self.listen]):
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                log.info("✓ P2P host started, listening on port %s",
+                         self.listen.value_for_protocol("tcp"))
+                log.info("Peer ID: %s", self.peer_id)
+                if self.bootstrap:
+                    log.info("✓ P2P bootstrap peers configured: %s",
+                             ", ".join(p.multiaddr for p in self.bootstrap))
+                    log.info("Connecting to %d bootstrap peer(s)...", len(self.bootstrap))
+                    for peer in self.bootstrap:
+                        nursery.start_soon(self._maintain, peer)
+                else:
+                    log.info("⚠️  No bootstrap peers configured (set MCP_P2P_BOOTSTRAP_PEERS "
+                             "secret)")
+                try:
+                    yield self
+                finally:
+                    self.closing = True
+                    nursery.cancel_scope.cancel()
+
+    def listen_addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def observed_ips(self) -> list[str]:
+        """Our addresses as peers see them (identify), e.g. a NAT's public side."""
+        manager = getattr(self.host, "_observed_addr_manager", None)
+        if manager is None:
+            return []
+        ips = []
+        try:
+            for addr in manager.addrs(min_observers=1):
+                for proto in ("ip4", "ip6"):
+                    try:
+                        ips.append(addr.value_for_protocol(proto))
+                    except Exception:
+                        pass
+        except Exception:  # private API of py-libp2p: never let it break publishing
+            return []
+        return [ip for ip in ips if ip]
+
+    def connected_peers(self) -> list[ID]:
+        return list(self.host.get_connected_peers())
+
+    def available(self) -> bool:
+        return bool(self._servers())
+
+    def _servers(self) -> list[ID]:
+        connected = set(self.host.get_connected_peers())
+        return [p for p in self._bootstrap_ids if p in connected]
+
+    # -- bootstrap ----------------------------------------------------------------------
+
+    async def _maintain(self, peer: BootstrapPeer) -> None:
+        """Keep one bootstrap peer connected: dial, watch, and redial with backoff."""
+        info = info_from_p2p_addr(multiaddr.Multiaddr(peer.multiaddr))
+        backoff = 1.0
+        was_connected = False
+        while True:
+            if info.peer_id in self.host.get_connected_peers():
+                was_connected = True
+                await trio.sleep(1)
+                continue
+            if was_connected:
+                log.warning("⚠️  Lost connection to bootstrap peer %s; reconnecting",
+                            peer.multiaddr)
+                was_connected = False
+            # py-libp2p refuses to redial a peer that failed recently; our own backoff
+            # decides when a bootstrap peer is worth another try.
+            network = self.host.get_network()
+            if hasattr(network, "unblock_peer"):
+                network.unblock_peer(info.peer_id)
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    await self.host.connect(info)
+            except trio.TooSlowError:
+                log.warning("⚠️  Timeout connecting to bootstrap peer %s (retrying in %.0f s)",
+                            peer.multiaddr, backoff)
+            except Exception as exc:  # libp2p raises many types (and groups) on dial failure
+                log.warning("⚠️  Could not connect to bootstrap peer %s: %s (retrying in %.0f s)",
+                            peer.multiaddr, _reason(exc), backoff)
+            else:
+                log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
+                was_connected = True
+                backoff = 1.0
+                continue
+            await trio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    # -- asking peers -------------------------------------------------------------------
+
+    async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
+        servers = self._servers()
+        if not servers:
+            return None
+        peer = rendezvous(key, servers)
+        with trio.move_on_after(self.peer_timeout):
+            channel = await self._channel(peer)
+            if channel is not None:
+                return await channel.request(request, key, etag)
+        return None
+
+    async def _channel(self, peer: ID) -> PeerChannel | None:
+        channel = self._channels.get(peer)
+        if channel is not None and not channel.closed:
+            return channel
+        lock = self._opening.setdefault(peer, trio.Lock())
+        async with lock:  # concurrent first requests share one new stream
+            channel = self._channels.get(peer)
+            if channel is not None and not channel.closed:
+                return channel
+            try:
+                with trio.fail_after(OPEN_STREAM_TIMEOUT):
+                    stream = await self.host.new_stream(peer, [PROTOCOL_ID])
+            except Exception as exc:
+                log.debug("could not open a cache stream to %s: %s", short(peer), _reason(exc))
+                return None
+            channel = PeerChannel(self, peer, stream)
+            self._channels[peer] = channel
+            assert self._nursery is not None
+            self._nursery.start_soon(channel.read_loop)
+            return channel
+
+    def channel_closed(self, channel: PeerChannel) -> None:
+        if self._channels.get(channel.peer) is channel:
+            del self._channels[channel.peer]
+
+    # -- answering peers ----------------------------------------------------------------
+
+    async def _serve_stream(self, stream: INetStream) -> None:
+        """libp2p runs this per inbound stream; an exception here would take down the
+        connection's stream acceptor, so nothing may escape."""
+        peer = stream.muxed_conn.peer_id
+        error: Exception | None = None
+        try:
+            write_lock = trio.Lock()
+            async with trio.open_nursery() as nursery:
+                error = await self._read_requests(stream, peer, nursery, write_lock)
+            if error is not None:
+                await stream.reset()
+            else:
+                await stream.close()
+        except Exception as exc:
+            log.debug("cache stream from %s ended: %s", short(peer), _reason(exc))
+
+    async def _read_requests(self, stream: INetStream, peer: ID, nursery: trio.Nursery,
+                             write_lock: trio.Lock) -> Exception | None:
+        decoder = FrameDecoder()
+        while True:
+            try:
+                data = await stream.read(READ_CHUNK)
+            except Exception:
+                return None  # EOF or reset: answers in flight still finish
+            if not data:
+                return None
+            try:
+                for frame in decoder.feed(data):
+                    if frame.type != REQUEST:
+                        raise FrameError(f"unexpected message type {frame.type}")
+                    message = open_frame(self.sealer, frame, self.guard)
+                    nursery.start_soon(self._answer, stream, write_lock, frame.request_id,
+                                       message)
+            except SealError as exc:
+                self.auth_failed(peer)
+                return exc
+            except (FrameError, StaleMessage) as exc:
+                self.bad_frame(peer, exc)
+                return exc
+
+    async def _answer(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
+                      message: Message) -> None:
+        meta = message.meta
+        key = str(meta.get("key", ""))
+        try:
+            request = _peer_request(meta)
+            response = await self.serve(request, meta.get("etag"))
+            body_meta: dict[str, object] = {
+                "status": response.status, "headers": response.headers,
+                "fetched_at": response.fetched_at or time.time(),
+                "source": response.source}
+            body = response.body
+            if meta.get("etag") and response.status == 200 \
+                    and response.headers.get("etag") == meta["etag"]:
+                body_meta["status"], body = 304, b""  # the asker holds this body already
+            if response.generated:  # we could not reach GitHub: the asker may do better
+                body_meta, body = {"error": "upstream unreachable from this peer"}, b""
+            elif len(body) > MAX_FRAME_BYTES - 64 * 1024:
+                body_meta, body = {"error": "response too large for the mesh"}, b""
+        except ValueError as exc:
+            body_meta, body = {"error": f"bad request: {exc}"}, b""
+        except Exception as exc:  # never let one request take down the stream
+            log.warning("answering a peer request failed: %s", _reason(exc))
+            body_meta, body = {"error": "internal error"}, b""
+        frame = seal(self.sealer, RESPONSE, request_id, Message(body_meta, body), key)
+        try:
+            async with write_lock:
+                await stream.write(frame.encode())
+        except Exception as exc:
+            log.debug("could not answer peer: %s", _reason(exc))
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def warn_once(self, peer: ID | str, text: str) -> None:
+        if (str(peer), text) not in self._warned:
+            self._warned.add((str(peer), text))
+            log.warning("%s", text)
+
+    def auth_failed(self, peer: ID) -> None:
+        self.counters.auth_failures += 1
+        self.warn_once(peer, f"⚠️  Peer {peer} sent a cache message that failed authentication: "
+                       f"it holds a different fleet secret or namespace (ours: key "
+                       f"{self.sealer.fingerprint}, namespace {self.namespace!r}). It gets "
+                       "nothing from this node.")
+
+    def bad_frame(self, peer: ID, exc: Exception) -> None:
+        self.counters.bad_frames += 1
+        self.warn_once(peer, f"⚠️  Peer {peer} sent an invalid cache frame ({exc}); "
+                       "stream reset")
+
+
+def _peer_request(meta: dict[str, object]) -> ApiRequest:
+    """Only a GET of an API path, with representation headers: nothing else is honoured."""
+    path = meta.get("path")
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//") \
+            or "://" in path or "\n" in path or len(path) > 8192:
+        raise ValueError("path must be an absolute API path")
+    if meta.get("method", "GET") not in ("GET", "HEAD"):
+        raise ValueError("only GET is answered for peers")
+    raw = meta.get("headers") or {}
+    if not isinstance(raw, dict):
+        raise ValueError("headers must be an object")
+    headers = {str(k).lower(): str(v) for k, v in raw.items()
+               if str(k).lower() in PEER_REQUEST_HEADERS}
+    return ApiRequest("GET", path, headers)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful message of a (possibly grouped) libp2p exception."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    while exc.__cause__ is not None and not str(exc):
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,46 @@
+"""Plain data passed between the layers: requests, responses, stored entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """A GitHub REST request as a client made it to this node."""
+
+    method: str
+    target: str  # path and query string, e.g. "/repos/o/r/issues?page=2"
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    source: str = "miss"  # X-P2P-Cache: hit | peer | miss | revalidated | coalesced
+    stale: bool = False  # served from an expired entry because upstream could not answer
+    fetched_at: float | None = None  # when GitHub last vouched for this body, if cached
+    generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
+
+
+@dataclass
+class Entry:
+    """A cached GitHub answer."""
+
+    key: str
+    path: str  # target path without the query, for invalidation by writes
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    fetched_at: float  # unix seconds when GitHub last vouched for it (200 or 304)
+
+    @property
+    def etag(self) -> str | None:
+        return self.headers.get("etag")
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers.items())

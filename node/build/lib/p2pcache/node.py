@@ -1,0 +1,313 @@
+"""The composition root: wires settings, identity, store, upstream, mesh and HTTP API, and
+owns the one nursery they all run in.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+import multiaddr
+import trio
+
+from . import __version__, addresses, http_api, identity, policy
+from .cache import Cache
+from .config import Settings
+from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
+from .http_api import Reply, api_reply, json_reply, text_reply
+from .mesh import Mesh
+from .nat import Mapping, UpnpError, UpnpMapper
+from .publish import PublishError, publish_secret, write_file
+from .models import ApiRequest, ApiResponse
+from .stats import Counters, prometheus_text
+from .store import Store
+from .upstream import Upstream
+
+log = logging.getLogger("p2pcache")
+
+STORE_FILE = "cache.sqlite3"
+MULTIADDR_FILE = "multiaddr"
+REPUBLISH_INTERVAL = 30.0
+
+_running: Node | None = None  # the node of this process, for get_global_cache()
+
+
+def running_node() -> Node | None:
+    return _running
+
+
+class StartupError(Exception):
+    """The node cannot start (port taken, store unusable); one line for the user."""
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self.key_pair = identity.load_or_create(settings.data_dir)
+        self.peer_id = str(identity.peer_id(self.key_pair))
+        self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
+        self.upstream = Upstream(settings.upstream, settings.token)
+        self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl)
+        self.mesh: Mesh | None = None
+        self.http_base = settings.http_base
+        self.started_at = time.time()
+        self.upnp: UpnpMapper | None = None
+        self.echo_ip: str | None = None
+        self.published: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        global _running
+        s = self.settings
+        log.info("p2pcache %s starting: data dir %s, upstream %s, freshness %.0f s",
+                 __version__, s.data_dir, s.upstream, s.ttl)
+        for rejected in s.bootstrap_rejected:
+            log.warning("⚠️  Ignoring bootstrap peer %s", rejected)
+        try:
+            async with trio.open_nursery() as nursery:
+                sealer = await self._sealer()
+                if sealer is not None:
+                    await self._start_mesh(nursery, sealer)
+                await self._start_http(nursery)
+                if self.mesh is not None:
+                    await self._discover_address(nursery)
+                await self._publish()
+                _running = self
+                task_status.started(self)
+                nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
+                nursery.start_soon(self._republish_loop)
+        finally:
+            _running = None
+            await self._close()
+
+    async def _sealer(self) -> Sealer | None:
+        s = self.settings
+        if not s.secret:
+            log.warning("⚠️  No fleet secret (set P2P_CACHE_SECRET, GH_TOKEN or GITHUB_TOKEN): "
+                        "P2P sharing is off, this node caches for itself only")
+            return None
+        log.info("Deriving the fleet key (PBKDF2-HMAC-SHA256, %s iterations)...",
+                 f"{PBKDF2_ITERATIONS:,}")
+        key = await trio.to_thread.run_sync(derive_key, s.secret, s.namespace)
+        sealer = Sealer(key)
+        log.info("Fleet key fingerprint %s, namespace %r (must match on every node)",
+                 sealer.fingerprint, s.namespace)
+        return sealer
+
+    async def _start_mesh(self, nursery: trio.Nursery, sealer: Sealer) -> None:
+        s = self.settings
+        family = "ip6" if ":" in s.listen_host else "ip4"
+        listen = multiaddr.Multiaddr(f"/{family}/{s.listen_host}/tcp/{s.port}")
+        _check_port_free(s.listen_host, s.port)
+        mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
+                    self._serve_peer, s.peer_timeout, s.namespace)
+        ready = trio.Event()
+
+        async def run_mesh() -> None:
+            try:
+                async with mesh.running():
+                    ready.set()
+                    await trio.sleep_forever()
+            except OSError as exc:
+                raise StartupError(f"cannot listen for peers on {listen}: {exc.strerror or exc}")
+
+        nursery.start_soon(run_mesh)
+        await ready.wait()
+        self.mesh = mesh
+        self.cache.peers = mesh
+
+    async def _start_http(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        try:
+            await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http)
+        except OSError as exc:
+            raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
+                               f"{exc.strerror or exc}") from None
+        log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", self.http_base)
+
+    async def _discover_address(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        if s.upnp:
+            self.upnp = UpnpMapper(s.port, lease=s.upnp_lease)
+            log.info("UPnP: looking for the router's Internet Gateway Device...")
+            try:
+                m = await self.upnp.map()
+            except (UpnpError, trio.TooSlowError) as exc:
+                log.warning("⚠️  UPnP: %s. The port is not mapped; forward TCP %d on the "
+                            "router by hand, or set --announce.", exc or "timed out", s.port)
+            else:
+                log.info("✓ UPnP: mapped %s:%d → %s:%d (lease %s)", m.external_ip,
+                         m.external_port, m.internal_ip, m.internal_port,
+                         f"{m.lease} s" if m.lease else "permanent")
+            nursery.start_soon(self.upnp.keep, self._mapping_changed)
+        if s.ip_echo_url and not s.announce:
+            self.echo_ip = await _ip_echo(s.ip_echo_url)
+
+    async def _mapping_changed(self, mapping: Mapping | None) -> None:
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """Say where this node is: log, file, and (if asked) the repository secret."""
+        address = self.bootstrap_multiaddr()
+        if address is None:
+            if self.mesh is not None and self.published is None:
+                log.warning("⚠️  No address to publish: set --announce / P2P_CACHE_ANNOUNCE")
+            return
+        if address == self.published:
+            return
+        self.published = address
+        log.info("Bootstrap Multiaddr:\n%s", address)
+        ip = addresses.multiaddr_ip(address)
+        if ip and not addresses.is_public(ip) and not (self.settings.announce or self.upnp):
+            log.warning("⚠️  That address is private or local: runners elsewhere cannot reach "
+                        "it. Set P2P_CACHE_ANNOUNCE to the address they reach, or use --upnp.")
+        path = self.settings.data_dir / MULTIADDR_FILE
+        try:
+            await trio.to_thread.run_sync(write_file, path, address)
+        except OSError as exc:
+            log.warning("⚠️  Could not write %s: %s", path, exc.strerror)
+        repo = self.settings.publish_secret
+        if repo:
+            try:
+                result = await trio.to_thread.run_sync(
+                    publish_secret, self.settings.upstream, self.settings.token, repo,
+                    self.settings.data_dir, address)
+            except PublishError as exc:
+                log.warning("⚠️  Could not publish the multiaddr to %s: %s", repo, exc)
+            else:
+                if result == "unchanged":
+                    log.info("Secret MCP_P2P_BOOTSTRAP_PEERS on %s already holds it", repo)
+                else:
+                    log.info("✓ Secret MCP_P2P_BOOTSTRAP_PEERS %s on %s", result, repo)
+
+    async def _republish_loop(self) -> None:
+        """Addresses peers observe arrive after start; publish again when ours changes."""
+        while True:
+            await trio.sleep(REPUBLISH_INTERVAL)
+            await self._publish()
+
+    async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("Received %s, shutting down", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    async def _close(self) -> None:
+        if self.upnp is not None:
+            await self.upnp.unmap()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await self.upstream.aclose()
+        self.store.close()
+        log.info("Stopped; cache store closed")
+
+    # -- answering ----------------------------------------------------------------------
+
+    async def _serve_peer(self, request: ApiRequest, etag: str | None) -> ApiResponse:
+        return await self.cache.get(request, from_peer=True, peer_etag=etag)
+
+    async def handle_http(self, request: ApiRequest) -> Reply:
+        path = request.target.split("?", 1)[0]
+        if path.startswith("/-/"):
+            return self._own_endpoint(path, request.method)
+        if policy.is_cacheable_request(request):
+            response = await self.cache.get(request)
+        else:
+            response = await self.cache.passthrough(request)
+        return api_reply(response, self.settings.upstream, self.http_base)
+
+    def _own_endpoint(self, path: str, method: str) -> Reply:
+        if method not in ("GET", "HEAD"):
+            return json_reply(405, {"message": "the node's own endpoints are read-only"})
+        if path == "/-/healthz":
+            return json_reply(200, {"status": "ok", "peer_id": self.peer_id})
+        if path == "/-/stats":
+            return json_reply(200, self.stats())
+        if path == "/-/multiaddr":
+            lines = [self.bootstrap_multiaddr() or ""] + self.listen_addrs()
+            return text_reply(200, "\n".join(lines) + "\n")
+        if path == "/-/peers":
+            return json_reply(200, self.peers())
+        if path == "/-/metrics":
+            return text_reply(200, prometheus_text(self.stats).decode(),
+                              "text/plain; version=0.0.4; charset=utf-8")
+        return json_reply(404, {"message": f"no such node endpoint {path}",
+                                "endpoints": ["/-/healthz", "/-/stats", "/-/multiaddr",
+                                              "/-/peers", "/-/metrics"]})
+
+    # -- what the node knows about itself ----------------------------------------------
+
+    def listen_addrs(self) -> list[str]:
+        return self.mesh.listen_addrs() if self.mesh else []
+
+    def bootstrap_multiaddr(self) -> str | None:
+        if self.mesh is None:
+            return None
+        s = self.settings
+        mapping = self.upnp.mapping if self.upnp else None
+        return addresses.bootstrap_multiaddr(
+            self.peer_id, s.port, s.announce, s.listen_host, addresses.interface_ips(),
+            upnp=(mapping.external_ip, mapping.external_port) if mapping else None,
+            observed=self.mesh.observed_ips(), echo=self.echo_ip)
+
+    def peers(self) -> list[dict[str, Any]]:
+        if self.mesh is None:
+            return []
+        bootstrap = {p.peer_id for p in self.settings.bootstrap}
+        return [{"peer_id": str(p), "bootstrap": str(p) in bootstrap}
+                for p in self.mesh.connected_peers()]
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.counters.as_dict()
+        stats.update({
+            "peer_id": self.peer_id,
+            "p2p_enabled": self.mesh is not None,
+            "connected_peers": len(self.mesh.connected_peers()) if self.mesh else 0,
+            "entries": self.store.count,
+            "bytes": self.store.bytes,
+            "rate_limit_remaining": self.cache.rate_limit.remaining,
+            "rate_limit_reset": self.cache.rate_limit.reset,
+            "listen_addrs": self.listen_addrs(),
+            "bootstrap_multiaddr": self.bootstrap_multiaddr(),
+            "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],
+            "namespace": self.settings.namespace,
+            "ttl": self.settings.ttl,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "version": __version__,
+        })
+        return stats
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """py-libp2p listens with SO_REUSEPORT, so a second node on a taken port would start
+    and silently share the peers' connections with the first. Refuse that here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen for peers on {host}:{port}: "
+                               f"{exc.strerror or exc} (is another node running?)") from None
+
+
+async def _ip_echo(url: str) -> str | None:
+    """The public IP as an echo service sees it (the setup guide's api.ipify.org step)."""
+    import ipaddress
+
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(url)).text.strip()
+        ipaddress.ip_address(text)
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("⚠️  IP echo %s gave no address: %s", url, exc)
+        return None
+    log.info("Public IP (from %s): %s", url, text)
+    return text

@@ -1,0 +1,77 @@
+"""Counters of what happened, each counted once, and their Prometheus exposition."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+
+@dataclass
+class Counters:
+    # Every cacheable request this node answered (from local clients or from peers) is
+    # exactly one of: local_hits, peer_hits, coalesced, misses.
+    requests: int = 0
+    local_hits: int = 0
+    peer_hits: int = 0  # answers a peer gave this node
+    coalesced: int = 0  # answered by an identical request already in flight here
+    misses: int = 0  # this node had to ask GitHub (or relay GitHub's answer)
+    upstream_requests: int = 0  # HTTP requests this node sent to GitHub
+    not_modified: int = 0  # of which GitHub answered 304 (free of rate limit)
+    stale_served: int = 0  # expired entries served because GitHub failed or limited us
+    peer_requests_served: int = 0  # requests peers asked of this node
+    peer_failures: int = 0  # asks to peers that timed out or broke (then GitHub was asked)
+    auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
+    bad_frames: int = 0  # garbage, oversized or stale frames from peers
+    passthrough: int = 0  # writes and GraphQL, never cached
+    invalidated: int = 0  # entries dropped by writes
+    store_errors: int = 0  # entries that could not be written (disk full ...)
+
+    @property
+    def hit_rate(self) -> float:
+        hits = self.local_hits + self.peer_hits + self.coalesced
+        return hits / self.requests if self.requests else 0.0
+
+    @property
+    def api_calls_saved(self) -> int:
+        """Answers that spent none of this node's rate limit: hits, and 304 revalidations."""
+        return self.local_hits + self.peer_hits + self.coalesced + self.not_modified
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hit_rate"] = round(self.hit_rate, 4)
+        out["api_calls_saved"] = self.api_calls_saved
+        return out
+
+
+class StatsCollector(Collector):
+    """Exposes the contract's stats snapshot as Prometheus metrics, read at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        stats = self._snapshot()
+        for name in Counters.__dataclass_fields__:
+            family = CounterMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}")
+            family.add_metric([], stats[name])
+            yield family
+        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved"):
+            yield GaugeMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}",
+                                    value=stats[name])
+        if stats.get("rate_limit_remaining") is not None:
+            yield GaugeMetricFamily("p2pcache_rate_limit_remaining",
+                                    "GitHub core rate limit left, as last seen",
+                                    value=stats["rate_limit_remaining"])
+        yield GaugeMetricFamily("p2pcache_p2p_enabled", "1 if the libp2p host runs",
+                                value=1 if stats["p2p_enabled"] else 0)
+
+
+def prometheus_text(snapshot: Callable[[], dict[str, Any]]) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(snapshot))
+    return generate_latest(registry)

@@ -1,0 +1,176 @@
+"""SQLite (WAL) store of cached entries, bounded by bytes with least-recently-used eviction.
+
+Synchronous on purpose: the node calls it through trio.to_thread, and one connection
+behind a lock keeps SQLite's threading rules simple. WAL with synchronous=NORMAL keeps
+every committed entry across `kill -9` (only an OS crash may lose the last few).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from .models import Entry
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key         TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    headers     TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    fetched_at  REAL NOT NULL,
+    size        INTEGER NOT NULL,
+    accessed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_path ON entries(path);
+CREATE INDEX IF NOT EXISTS entries_lru ON entries(accessed_at);
+"""
+
+
+class StoreError(Exception):
+    """The store could not write (disk full, read-only, I/O error); the node serves on."""
+
+
+class Store:
+    def __init__(self, path: Path, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._db = self._open(path)
+        self._bytes, self._count = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    @classmethod
+    def _open(cls, path: Path) -> sqlite3.Connection:
+        try:
+            db = cls._connect(path)
+            healthy = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:  # "file is not a database", "malformed" ...
+            db, healthy = None, False
+        if not healthy:
+            # A cache is worth less than a node that starts: keep the evidence, begin empty.
+            if db is not None:
+                db.close()
+            broken = path.with_name(path.name + f".corrupt-{int(time.time())}")
+            path.rename(broken)
+            for suffix in ("-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            log.warning("Cache store %s failed its integrity check; moved it to %s and "
+                        "started empty", path, broken)
+            db = cls._connect(path)
+        db.executescript(SCHEMA)
+        return db
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def get(self, key: str, now: float | None = None) -> Entry | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key, path, status, headers, body, fetched_at FROM entries WHERE key = ?",
+                (key,)).fetchone()
+            if row is None:
+                return None
+            try:
+                self._db.execute("UPDATE entries SET accessed_at = ? WHERE key = ?",
+                                 (time.time() if now is None else now, key))
+            except sqlite3.OperationalError:
+                pass  # recency is a hint; a full disk must not turn a hit into an error
+        return Entry(row[0], row[1], row[2], json.loads(row[3]), bytes(row[4]), row[5])
+
+    def put(self, entry: Entry, now: float | None = None) -> None:
+        size = entry.size
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                old = self._db.execute("SELECT size FROM entries WHERE key = ?",
+                                       (entry.key,)).fetchone()
+                self._db.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (entry.key, entry.path, entry.status, json.dumps(entry.headers),
+                     entry.body, entry.fetched_at, size, time.time() if now is None else now))
+                new_bytes = self._bytes - (old[0] if old else 0) + size
+                new_count = self._count + (0 if old else 1)
+                new_bytes, new_count = self._evict(new_bytes, new_count)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"could not store {entry.key!r}: {exc}") from exc
+            self._bytes, self._count = new_bytes, new_count
+
+    def _evict(self, total: int, count: int) -> tuple[int, int]:
+        """Drop least recently used entries until the store fits its byte bound."""
+        while total > self.max_bytes:
+            victims = self._db.execute(
+                "SELECT key, size FROM entries ORDER BY accessed_at LIMIT 64").fetchall()
+            if not victims:
+                break
+            for key, size in victims:
+                if total <= self.max_bytes:
+                    break
+                self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                total -= size
+                count -= 1
+        return total, count
+
+    def invalidate(self, paths: list[str]) -> int:
+        """Delete entries at these paths and below them; returns how many went."""
+        removed = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for path in paths:
+                    like = path.rstrip("/").replace("\\", "\\\\").replace("%", "\\%") \
+                        .replace("_", "\\_") + "/%"
+                    rows = self._db.execute(
+                        "SELECT key, size FROM entries WHERE path = ? OR path LIKE ? ESCAPE '\\'",
+                        (path, like)).fetchall()
+                    for key, size in rows:
+                        self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                        self._bytes -= size
+                        self._count -= 1
+                        removed += 1
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"could not invalidate {paths}: {exc}") from exc
+        return removed
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+            # The running totals may have moved before the failure: recount from the truth.
+            self._bytes, self._count = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
