@@ -26,7 +26,7 @@ Every flag has an environment variable; flags win. See README.md for the table.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
@@ -112,6 +112,52 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
                      help="extra request header, e.g. 'Accept: application/vnd.github.raw'")
     _http(api)
+
+    publish = sub.add_parser(
+        "publish", formatter_class=_Formatter,
+        help="publish the bootstrap multiaddr (stdout, a file, the repository secret)",
+        description="Publish the running node's bootstrap multiaddr (or --multiaddr). With "
+                    "--github-secret OWNER/REPO it sets the Actions secret "
+                    "MCP_P2P_BOOTSTRAP_PEERS through the REST API (sealed with the "
+                    "repository's public key), and only when the value changed.",
+        epilog="The secret needs a token (GH_TOKEN) allowed to write Actions secrets: "
+               "'Secrets: write' (fine-grained) or 'repo' (classic).")
+    publish.add_argument("--multiaddr", default=None, help="publish this instead of asking "
+                         "the running node")
+    publish.add_argument("--stdout", action="store_true", help="print it (the default)")
+    publish.add_argument("--file", default=None, metavar="PATH", help="write it to PATH")
+    publish.add_argument("--github-secret", default=None, metavar="OWNER/REPO",
+                         help="set MCP_P2P_BOOTSTRAP_PEERS on this repository")
+    publish.add_argument("--force", action="store_true",
+                         help="set the secret even if we set the same value before")
+    publish.add_argument("--upstream", default=None, metavar="URL",
+                         help="GitHub API base URL [env GITHUB_API_URL]")
+    _data_dir(publish)
+    _http(publish)
+
+    upnp = sub.add_parser(
+        "upnp", formatter_class=_Formatter, help="map, unmap or show the port on the router",
+        description="Talk to the LAN's UPnP Internet Gateway Device. `map` makes a lasting "
+                    "mapping (lease 0 by default, since nothing renews it; `serve --upnp` "
+                    "instead keeps a leased mapping alive and removes it at exit).")
+    upnp.add_argument("action", choices=("map", "unmap", "status"))
+    upnp.add_argument("--port", type=int, default=None,
+                      help="the node's TCP port [env P2P_CACHE_PORT, default 9100]")
+    upnp.add_argument("--external-port", type=int, default=None,
+                      help="external port wanted (map: others are tried if taken) or to "
+                           "remove (unmap) [default: the node's port]")
+    upnp.add_argument("--lease", type=int, default=0,
+                      help="lease in seconds for map; 0 = until removed")
+
+    doctor = sub.add_parser(
+        "doctor", formatter_class=_Formatter, help="check the setup and say what to fix",
+        description="Runs the setup guide's troubleshooting as checks: bootstrap peers "
+                    "configured and parseable, each one dialable (and answering a ping "
+                    "sealed with our fleet key), the local node running and reachable from "
+                    "outside (a connected peer dials it back), UPnP, and the host firewall.")
+    doctor.add_argument("--upnp", action="store_true", help="also look for a UPnP gateway")
+    doctor.add_argument("--port", default=None, help="the node's port [env P2P_CACHE_PORT]")
+    _http(doctor)
     return parser
 
 
@@ -130,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
 
+    if args.command != "serve":
+        _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -186,9 +234,16 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)-7s %(message)s",
                         datefmt="%Y-%m-%dT%H:%M:%S")
     if not verbose:
-        # py-libp2p logs expected disconnects as errors; ours say what matters.
-        for noisy in ("libp2p", "multiaddr", "httpx", "httpcore", "async_service"):
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+        _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """py-libp2p logs expected failures (a refused dial) as errors; ours say what matters.
+    It sets its own level when imported, so import it first."""
+    import libp2p  # noqa: F401
+
+    for noisy in ("libp2p", "multiaddr", "httpx", "httpcore", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def cmd_id(args: argparse.Namespace) -> int:
@@ -290,8 +345,113 @@ def cmd_api(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .client import NodeUnavailable
+    from .publish import PublishError, publish_secret, write_file
+
+    settings = _settings(args)
+    address = args.multiaddr
+    if address is None:
+        try:
+            text = _client(args).get_text("/-/multiaddr")
+        except NodeUnavailable as exc:
+            print(f"p2pcache: {exc} (or pass --multiaddr)", file=sys.stderr)
+            return 1
+        address = text.splitlines()[0] if text.strip() else ""
+    if not address:
+        print("p2pcache: the node has no address to publish (set --announce)", file=sys.stderr)
+        return 1
+    from .config import ConfigError, parse_bootstrap
+
+    try:
+        parse_bootstrap(address)
+    except ValueError as exc:
+        raise ConfigError("--multiaddr", address, str(exc)) from None
+    if args.file:
+        write_file(Path(args.file), address)
+        print(f"✓ Wrote {args.file}", file=sys.stderr)
+    if args.github_secret:
+        try:
+            result = publish_secret(settings.upstream, settings.token, args.github_secret,
+                                    settings.data_dir, address, force=args.force)
+        except PublishError as exc:
+            print(f"p2pcache: {exc}", file=sys.stderr)
+            return 1
+        if result == "unchanged":
+            print(f"✓ MCP_P2P_BOOTSTRAP_PEERS on {args.github_secret} already holds this "
+                  "address (use --force to set it anyway)", file=sys.stderr)
+        else:
+            print(f"✓ MCP_P2P_BOOTSTRAP_PEERS {result} on {args.github_secret}",
+                  file=sys.stderr)
+    if args.stdout or not (args.file or args.github_secret):
+        print(address)
+    return 0
+
+
+def cmd_upnp(args: argparse.Namespace) -> int:
+    import trio
+
+    from .nat import Gateway, UpnpError, UpnpMapper
+
+    settings = _settings(args, need_data_dir=False)
+    port = args.port or settings.port
+
+    async def act() -> int:
+        if args.action == "map":
+            mapper = UpnpMapper(port, args.external_port, lease=args.lease)
+            m = await mapper.map()
+            print(f"✓ UPnP: mapped {m.external_ip}:{m.external_port} → "
+                  f"{m.internal_ip}:{m.internal_port} "
+                  f"({'lease ' + str(m.lease) + ' s' if m.lease else 'until removed'})")
+            print(f"Announce address: /ip4/{m.external_ip}/tcp/{m.external_port}")
+            return 0
+        gateway = Gateway()
+        lan_ip, external_ip = await trio.to_thread.run_sync(gateway.discover)
+        if args.action == "unmap":
+            external = args.external_port or port
+            await trio.to_thread.run_sync(gateway.delete, external)
+            print(f"✓ UPnP: removed the mapping of external port {external}")
+            return 0
+        mappings = await trio.to_thread.run_sync(gateway.mappings)
+        print(f"Gateway external IP: {external_ip}")
+        print(f"Our LAN address:     {lan_ip}")
+        ours = [m for m in mappings if m[1] == lan_ip]
+        for ext, ip, internal, desc in ours:
+            print(f"Mapped: {external_ip}:{ext} → {ip}:{internal} ({desc})")
+        if not ours:
+            print("No mapping to this host")
+        return 0
+
+    try:
+        return trio.run(act)
+    except UpnpError as exc:
+        print(f"p2pcache: UPnP: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import trio
+
+    from .config import ConfigError
+    from .doctor import FAIL, Check, run_checks
+
+    try:
+        settings = _settings(args, need_data_dir=False)
+    except ConfigError as exc:
+        print(Check(FAIL, "configuration", str(exc)).render())
+        return 1
+    checks = trio.run(run_checks, settings, args.upnp)
+    for check in checks:
+        print(check.render())
+    failed = sum(c.mark == FAIL for c in checks)
+    print(f"\n{failed} problem(s) found" if failed else "\nNo problems found")
+    return 1 if failed else 0
+
+
 COMMANDS = {"serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
-            "api": cmd_api}
+            "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -552,9 +552,52 @@ def _peer_request(meta: dict[str, object]) -> ApiRequest:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost useful message of a (possibly grouped) libp2p exception."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    while exc.__cause__ is not None and not str(exc):
-        exc = exc.__cause__
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """The root cause of a libp2p failure, which arrives wrapped in groups, MultiErrors
+    and exception chains (e.g. 'all attempts to connect to 1.2.3.4:9100 failed')."""
+    seen = 0
+    while seen < 12:
+        seen += 1
+        inner = getattr(exc, "exceptions", None) or getattr(exc, "errors", None)
+        if inner:
+            exc = inner[0]
+        elif exc.__cause__ is not None:
+            exc = exc.__cause__
+        else:
+            break
+    return str(exc) or type(exc).__name__
+
+
+async def probe_peer(address: str, sealer: Sealer, timeout: float = 10.0) -> dict[str, object]:
+    """From a throwaway host: can we connect to `address`, and does it answer a ping sealed
+    under our fleet key? (For `p2pcache doctor`; the node is not involved.)"""
+    result: dict[str, object] = {"connected": False, "sealed": False, "error": None}
+    info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+    host = _new_host(create_new_key_pair())
+    try:
+        async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            started = time.perf_counter()
+            with trio.fail_after(timeout):
+                await host.connect(info)
+            result["connected"] = True
+            result["connect_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            with trio.fail_after(timeout):
+                stream = await host.new_stream(info.peer_id, [PROTOCOL_ID])
+                await stream.write(seal(sealer, REQUEST, 1, Message({"op": "ping",
+                                                                     "key": "ping"})).encode())
+                decoder = FrameDecoder()
+                while True:
+                    try:
+                        data = await stream.read(READ_CHUNK)
+                    except Exception:
+                        raise SealError("the peer reset the stream: another fleet key") from None
+                    frames = decoder.feed(data)
+                    if frames:
+                        answer = open_frame(sealer, frames[0], ReplayGuard(), "ping")
+                        result["sealed"] = bool(answer.meta.get("pong"))
+                        break
+            await host.disconnect(info.peer_id)
+    except trio.TooSlowError:
+        result["error"] = f"timed out after {timeout:.0f} s"
+    except Exception as exc:
+        result["error"] = _reason(exc)
+    return result

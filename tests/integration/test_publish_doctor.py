@@ -1,0 +1,91 @@
+"""Publishing the multiaddr (file, stdout, the repository secret) and `p2pcache doctor`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import FLEET_TOKEN, free_port
+
+
+def p2pcache(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "p2pcache", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_publish_sets_the_secret_only_when_it_changed(nodes, fake, tmp_path):
+    node = nodes("server")
+    address = node.multiaddr()
+    first = p2pcache("publish", "--github-secret", "octo/fleet", env=node.env)
+    assert first.returncode == 0, first.stderr
+    assert "MCP_P2P_BOOTSTRAP_PEERS created on octo/fleet" in first.stderr
+    assert fake.secrets() == {"octo/fleet/MCP_P2P_BOOTSTRAP_PEERS": address}
+    puts = fake.stats()["methods"].get("PUT", 0)
+
+    again = p2pcache("publish", "--github-secret", "octo/fleet", env=node.env)
+    assert "already holds this address" in again.stderr
+    assert fake.stats()["methods"].get("PUT", 0) == puts, "unchanged: nothing sent"
+
+    forced = p2pcache("publish", "--github-secret", "octo/fleet", "--force", env=node.env)
+    assert "updated" in forced.stderr
+    assert fake.stats()["methods"]["PUT"] == puts + 1
+
+    out = tmp_path / "published" / "multiaddr.txt"
+    to_file = p2pcache("publish", "--file", str(out), "--stdout", env=node.env)
+    assert out.read_text().strip() == address == to_file.stdout.strip()
+    assert FLEET_TOKEN not in first.stderr + again.stderr + forced.stderr
+
+
+def test_publish_says_what_is_wrong(nodes, fake):
+    node = nodes("server")
+    bad = p2pcache("publish", "--github-secret", "octo/fleet",
+                   env={**node.env, "GH_TOKEN": "ghp_revoked"})
+    assert bad.returncode == 1
+    assert "HTTP 401 Bad credentials (the token is invalid or expired)" in bad.stderr
+    garbage = p2pcache("publish", "--multiaddr", "/ip4/1.2.3.4/tcp/9100", env=node.env)
+    assert garbage.returncode == 2 and "no /p2p/<peer id> part" in garbage.stderr
+    assert fake.secrets() == {}
+
+
+def test_a_node_keeps_the_secret_current(nodes, fake):
+    node = nodes("server", args=["--publish-secret", "octo/fleet"])
+    node.wait_for_log("✓ Secret MCP_P2P_BOOTSTRAP_PEERS created on octo/fleet")
+    assert fake.secrets()["octo/fleet/MCP_P2P_BOOTSTRAP_PEERS"] == node.multiaddr()
+    node.stop()
+    node.start()  # same address after a restart: the secret is left alone
+    node.wait_for_log("already holds it")
+    assert fake.stats()["methods"]["PUT"] == 1
+
+
+def test_doctor_on_a_healthy_runner(nodes, fake):
+    server = nodes("server")
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+    result = p2pcache("doctor", env=runner.env)
+    out = result.stdout
+    assert result.returncode == 0, out
+    assert "✓ bootstrap peers configured" in out
+    assert "✓ node running" in out
+    assert f"✓ bootstrap peer {server.stats()['peer_id']} reachable" in out
+    assert "sealed ping answered" in out
+    assert "✓ reachable from outside" in out  # the server dialled the runner back
+    assert "No problems found" in out
+
+
+def test_doctor_names_each_problem_and_its_fix(nodes, fake):
+    server = nodes("server")
+    dead = f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{server.stats()['peer_id']}"
+    env = {**os.environ, "GH_TOKEN": FLEET_TOKEN, "IPFS_ACCELERATE_GITHUB_REPO": "other/ns",
+           "MCP_P2P_BOOTSTRAP_PEERS": f"{server.multiaddr()},{dead},garbage",
+           "P2P_CACHE_HTTP": f"127.0.0.1:{free_port()}"}
+    result = p2pcache("doctor", env=env)
+    out = result.stdout
+    assert result.returncode == 1
+    assert "✗ bootstrap entry unusable: 'garbage'" in out
+    assert f"✗ cannot connect to bootstrap peer {dead}" in out
+    assert "ufw allow" in out and "--upnp" in out
+    assert "does not answer our sealed ping" in out  # another namespace: another key
+    assert "IPFS_ACCELERATE_GITHUB_REPO" in out
+    assert "no node running here" in out
+    assert "problem(s) found" in out
