@@ -158,6 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--upnp", action="store_true", help="also look for a UPnP gateway")
     doctor.add_argument("--port", default=None, help="the node's port [env P2P_CACHE_PORT]")
     _http(doctor)
+
+    actions = sub.add_parser(
+        "actions", formatter_class=_Formatter, help="GitHub Actions: start a runner node, "
+        "report its counters",
+        description="Used by the composite action (action.yml). `start` launches a runner "
+                    "node in the background, prints the setup guide's lines, waits (bounded) "
+                    "for the bootstrap connection and exports P2P_CACHE_API_URL through "
+                    "GITHUB_ENV and GITHUB_OUTPUT. `summary` writes hit rate, API calls saved "
+                    "and peer hits to GITHUB_STEP_SUMMARY and stops the node.")
+    actions.add_argument("step", choices=("start", "summary"))
+    actions.add_argument("--port", type=int, default=9000,
+                         help="the runner node's libp2p port (default 9000)")
+    actions.add_argument("--http", default="127.0.0.1:9180", metavar="HOST:PORT",
+                         help="the runner node's local API (default 127.0.0.1:9180)")
+    actions.add_argument("--wait", type=float, default=30.0,
+                         help="seconds to wait for the bootstrap connection (default 30)")
+    actions.add_argument("--keep-running", action="store_true",
+                         help="summary: leave the node running")
     return parser
 
 
@@ -450,7 +468,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
+def cmd_actions(args: argparse.Namespace) -> int:
+    from . import actions
+
+    if args.step == "start":
+        return actions.start(args.port, args.http, args.wait)
+    return actions.summary(args.port, args.http, stop=not args.keep_running)
+
+
+COMMANDS = {"actions": cmd_actions, "serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
             "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
