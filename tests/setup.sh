@@ -12,4 +12,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+bash "$(dirname "${BASH_SOURCE[0]}")/nat/setup.sh"  # NAT lab: ip, nft, miniupnpd chroot
 echo "tests/setup.sh: system prerequisites ready"

@@ -76,9 +76,10 @@ class Node:
                 sealer = await self._sealer()
                 if sealer is not None:
                     await self._start_mesh(nursery, sealer)
-                await self._start_http(nursery)
                 if self.mesh is not None:
+                    # Before the API answers, so /-/multiaddr is final once healthz is up.
                     await self._discover_address(nursery)
+                await self._start_http(nursery)
                 await self._publish()
                 _running = self
                 task_status.started(self)
