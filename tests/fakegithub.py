@@ -996,6 +996,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _control(self, method: str, path: str, query: dict[str, str]) -> None:
         """``/_fake/*``: test instrumentation, outside GitHub's semantics."""
         fake = self.server.fake
+        if path == "/_fake/ip":
+            # An IP-echo service like api.ipify.org: the caller's address as plain text
+            # (or ?ip=..., to play a public address on loopback).
+            text = query.get("ip") or self.client_address[0]
+            self._send(200, {"Content-Type": "text/plain"}, text.encode(),
+                       head=method == "HEAD")
+            return
         reads = {"/_fake/stats": fake.stats, "/_fake/requests": fake.request_log}
         writes = ("/_fake/reset", "/_fake/mutate", "/_fake/fail", "/_fake/latency")
         status, payload = 200, None

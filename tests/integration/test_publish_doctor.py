@@ -89,3 +89,14 @@ def test_doctor_names_each_problem_and_its_fix(nodes, fake):
     assert "IPFS_ACCELERATE_GITHUB_REPO" in out
     assert "no node running here" in out
     assert "problem(s) found" in out
+
+
+def test_an_ip_echo_service_gives_the_public_address(nodes, fake):
+    node = nodes("echoed", env={"P2P_CACHE_IP_ECHO_URL": fake.url + "/_fake/ip?ip=198.51.100.7",
+                                "P2P_CACHE_LISTEN_HOST": "0.0.0.0"})
+    assert node.multiaddr().startswith("/ip4/198.51.100.7/tcp/")
+    assert "Public IP (from " in node.log()
+    announced = nodes("announced", env={"P2P_CACHE_ANNOUNCE": "203.0.113.5",
+                                        "P2P_CACHE_IP_ECHO_URL": fake.url + "/_fake/ip"})
+    assert announced.multiaddr() == \
+        f"/ip4/203.0.113.5/tcp/{announced.port}/p2p/{announced.stats()['peer_id']}"

@@ -111,3 +111,31 @@ class TestBootstrapMultiaddr:
     @pytest.mark.parametrize("candidates", [[], ["junk"]])
     def test_none_without_candidates(self, candidates):
         assert bootstrap_multiaddr(PID, 9100, None, "0.0.0.0", candidates) is None
+
+
+class TestSourcesInOrderOfTrust:
+    """announce > UPnP > observed public > IP echo > listen host > interfaces."""
+
+    PEER = "12D3KooWexample"
+
+    def choose(self, **kw):
+        defaults = dict(announce=None, listen_host="0.0.0.0", candidates=["192.168.1.5"])
+        defaults.update({k: kw.pop(k) for k in list(kw) if k in defaults})
+        return bootstrap_multiaddr(self.PEER, 9100, defaults["announce"],
+                                   defaults["listen_host"], defaults["candidates"],
+                                   **kw)
+
+    def test_upnp_beats_everything_but_announce(self):
+        kw = dict(upnp=("203.0.113.42", 9101), observed=["8.8.4.4", "8.8.8.8"], echo="1.1.1.1")
+        assert self.choose(**kw) == f"/ip4/203.0.113.42/tcp/9101/p2p/{self.PEER}"
+        assert self.choose(announce="9.9.9.9", **kw) == f"/ip4/9.9.9.9/tcp/9100/p2p/{self.PEER}"
+
+    def test_observed_public_beats_echo_and_interfaces_but_private_is_ignored(self):
+        assert self.choose(observed=["8.8.8.8"], echo="1.1.1.1") == \
+            f"/ip4/8.8.8.8/tcp/9100/p2p/{self.PEER}"
+        assert self.choose(observed=["10.0.0.7"], echo="1.1.1.1") == \
+            f"/ip4/1.1.1.1/tcp/9100/p2p/{self.PEER}"
+
+    def test_echo_beats_interfaces(self):
+        assert self.choose(echo="1.1.1.1") == f"/ip4/1.1.1.1/tcp/9100/p2p/{self.PEER}"
+        assert self.choose() == f"/ip4/192.168.1.5/tcp/9100/p2p/{self.PEER}"
