@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test unit system venv bench clean
+.PHONY: test unit system venv bench clean image
 
 ## test: every test (README's test command; .ci/run calls it)
 test: system $(PY)
@@ -25,9 +25,15 @@ $(PY): node/pyproject.toml
 
 venv: $(PY)
 
-## bench: the benchmarks; figures go to bench/results/
+## bench: the benchmarks (latency, then the fleet comparison); figures go to bench/results/
 bench: $(PY)
+	$(PY) -m pip install --quiet -e 'node[test,bench]'
 	$(PY) bench/latency.py
+	$(PY) bench/fleet.py
+
+## image: the container image, built with no index access (docs/docker.md)
+image:
+	bash docker/build-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results

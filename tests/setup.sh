@@ -13,4 +13,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 bash "$(dirname "${BASH_SOURCE[0]}")/nat/setup.sh"  # NAT lab: ip, nft, miniupnpd chroot
+bash "$(dirname "${BASH_SOURCE[0]}")/docker/setup.sh"  # Docker engine + Compose: tests/docker
 echo "tests/setup.sh: system prerequisites ready"
