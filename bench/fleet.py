@@ -1,0 +1,779 @@
+#!/usr/bin/env python3
+"""Fleet benchmark: what a CI fleet spends on GitHub with no cache, a per-runner HTTP
+cache, and p2pcache — cold, then warm after the freshness window — and how the server
+node grows with the fleet.
+
+Workload (the guide's): N runners x 100 GETs over the same 100 endpoints, all runners
+starting at the same moment. A runner is its own OS process with its own HTTP client,
+issuing its GETs from a small thread pool (--concurrency, default 6 in flight), all
+runners in the same order (--order same: matrix jobs of one workflow; --order shuffled
+gives each runner its own). Against tests/fakegithub.py with --latency-ms 80 and its
+rate-limit accounting, three scenarios:
+
+  no_cache  each runner calls GitHub (the fake) directly with the token
+  hishel    each runner uses hishel's httpx CacheClient, RFC 9111 mode as a private cache,
+            with its own SQLite file (a CI job's cache: empty when the job starts)
+  p2pcache  each runner talks to its own runner node (`p2pcache serve`, bootstrapped
+            to one long-lived server node), which answers through the fleet
+
+Each scenario runs cold, then warm: fresh runner processes (fresh hishel caches, fresh
+runner nodes with empty data dirs; the same server node) after the p2pcache freshness
+window (--ttl, default 2 s) has passed. Then p2pcache cold at --scale runner counts
+(default 1, 5, 20; a fresh server node each; the 5-runner point is the comparison run),
+sampling the server node's CPU time and RSS.
+
+Writes bench/results/fleet.json (one object per scenario and run), fleet.md (the table)
+and fleet.png (the chart). Run: make bench, or python bench/fleet.py [--quick].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import queue as queue_mod
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import FLEET_TOKEN, NodeProcess  # noqa: E402
+from fakegithub import FakeGitHub  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SCENARIOS = ("no_cache", "hishel", "p2pcache")
+REQUIRED_KEYS = ("scenario", "run", "runners", "upstream_requests", "rate_limit_units",
+                 "wall_s", "p50_ms", "p99_ms")
+ACCEPT = "application/vnd.github+json"
+# What every node says on loopback by design; anything else in a node log is reported.
+EXPECTED_WARNINGS = ("No bootstrap peers configured", "That address is private or local")
+
+
+# --------------------------------------------------------------------------- workload
+
+def endpoints(count: int = 100) -> list[str]:
+    """`count` unique GitHub REST GET paths, a mix a CI job asks for: repositories,
+    users, issue / pull / commit list pages, organisations, branches."""
+    org = "acme"
+    repos = [f"{org}/{name}" for name in ("api", "web", "cli", "infra", "docs",
+                                          "sdk-python", "sdk-go", "mobile", "data", "ops")]
+    paths = [f"/repos/{r}" for r in repos]                                       # 10
+    paths += [f"/users/{u}" for u in ("octocat", "hubot", "monalisa", "defunkt", "mojombo",
+                                      "pjhyett", "wycats", "ezmobius", "ivey", "evanphx",
+                                      "vanpelt", "wayneeseguin", "brynary", "kevinclark",
+                                      "technoweenie", "macournoyer", "takeo", "caged",
+                                      "topfunky", "anotherjesse")]                 # 20
+    paths += [f"/repos/{r}/issues?state=open&page={p}" for r in repos for p in (1, 2)]  # 20
+    paths += [f"/repos/{r}/pulls?state=open&per_page=50&page={p}"
+              for r in repos for p in (1, 2)]                                      # 20
+    paths += [f"/repos/{r}/commits?per_page=30&page=1" for r in repos]            # 10
+    paths += [f"/repos/{r}/branches/main" for r in repos]                         # 10
+    paths += [f"/orgs/{o}" for o in (org, "github", "python", "pallets", "encode")]  # 5
+    paths += [f"/repos/{r}/releases/latest" for r in repos[:5]]                   # 5
+    assert len(set(paths)) == len(paths) == 100
+    if count <= len(paths):
+        # Spread a small sample over the kinds instead of taking only repos.
+        step = len(paths) / count
+        return [paths[int(i * step)] for i in range(count)]
+    return paths + [f"/repos/{org}/extra{i}" for i in range(count - len(paths))]
+
+
+def runner_order(paths: list[str], index: int, order: str, seed: int) -> list[str]:
+    if order == "same":
+        return list(paths)
+    shuffled = list(paths)
+    random.Random(seed * 1000 + index).shuffle(shuffled)
+    return shuffled
+
+
+# --------------------------------------------------------------------------- one runner
+
+def _runner(index: int, mode: str, base: str, paths: list[str], concurrency: int,
+            cache_dir: str | None, ready: Any, go: Any, start_at: Any, out: Any) -> None:
+    """One CI runner (its own process): build its client, wait for the common start,
+    issue its GETs from a thread pool, report what each one cost."""
+    try:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        headers = {"accept": ACCEPT, "user-agent": f"fleet-bench-runner/{index}"}
+        if mode == "p2pcache":
+            # The node holds the token; the job talks to it without one.
+            client: httpx.Client = httpx.Client(base_url=base, headers=headers, timeout=120,
+                                                limits=limits)
+        else:
+            headers["authorization"] = f"token {FLEET_TOKEN}"
+            if mode == "hishel":
+                from hishel import CacheOptions, SqliteStorage
+                from hishel.httpx import CacheClient
+
+                assert cache_dir is not None
+                storage = SqliteStorage(database_path=Path(cache_dir) / "hishel.db")
+                # RFC 9111 caching as a private (single-user) cache: GitHub marks
+                # authenticated answers `private, max-age=60`, which a shared cache
+                # must not store.
+                client = CacheClient(base_url=base, headers=headers, timeout=120,
+                                     limits=limits, storage=storage,
+                                     rfc=CacheOptions(shared=False))
+            else:
+                client = httpx.Client(base_url=base, headers=headers, timeout=120,
+                                      limits=limits)
+
+        def fetch(path: str) -> tuple[float, int, str]:
+            t0 = time.perf_counter()
+            response = client.get(path)
+            response.read()
+            elapsed = time.perf_counter() - t0
+            if mode == "p2pcache":
+                source = response.headers.get("x-p2p-cache", "none")
+            elif mode == "hishel":
+                status = response.extensions.get("caching") or {}
+                source = ("revalidated" if status.get("revalidated")
+                          else "from_cache" if status.get("from_cache") else "network")
+            else:
+                source = "network"
+            return elapsed, response.status_code, source
+
+        ready.put(index)
+        go.wait()
+        delay = start_at.value - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        started, cpu0 = time.time(), time.process_time()
+        with ThreadPoolExecutor(concurrency) as pool:
+            results = list(pool.map(fetch, paths))
+        ended, cpu_s = time.time(), time.process_time() - cpu0
+        client.close()
+        out.put({"index": index, "started": started, "ended": ended, "cpu_s": cpu_s,
+                 "latencies": [r[0] for r in results],
+                 "statuses": dict(Counter(r[1] for r in results)),
+                 "sources": dict(Counter(r[2] for r in results))})
+    except BaseException as exc:  # report, never hang the parent
+        ready.put(index)
+        out.put({"index": index, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int, order: str,
+                seed: int, cache_root: Path | None) -> dict:
+    """Start one process per runner, release them together, collect their samples."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, out = ctx.Queue(), ctx.Queue()
+    go, start_at = ctx.Event(), ctx.Value("d", 0.0)
+    procs = []
+    for i, base in enumerate(bases):
+        cache_dir = None
+        if cache_root is not None:
+            cache_dir = str(cache_root / f"runner{i}")
+            os.makedirs(cache_dir, exist_ok=True)
+        proc = ctx.Process(target=_runner, name=f"runner{i}", daemon=True,
+                           args=(i, mode, base, runner_order(paths, i, order, seed),
+                                 concurrency, cache_dir, ready, go, start_at, out))
+        proc.start()
+        procs.append(proc)
+    waiting, deadline = len(procs), time.monotonic() + 120
+    while waiting:
+        try:
+            ready.get(timeout=0.5)
+            waiting -= 1
+        except queue_mod.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for proc in procs:
+                    proc.kill()
+                raise SystemExit(f"{mode}: runner processes did not start "
+                                 f"({len(dead)} died)")
+    # Everyone is built and waiting: start together a moment from now.
+    start_at.value = time.time() + 0.25
+    go.set()
+    reports = []
+    try:
+        for _ in procs:
+            reports.append(out.get(timeout=600))
+    except queue_mod.Empty:
+        raise SystemExit(f"{mode}: a runner did not report within 600 s")
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    errors = [r["error"] for r in reports if "error" in r]
+    if errors:
+        raise SystemExit(f"{mode}: runner failed: {errors[0]}")
+    latencies = [s for r in reports for s in r["latencies"]]
+    statuses: Counter = Counter()
+    sources: Counter = Counter()
+    for r in reports:
+        statuses.update(r["statuses"])
+        sources.update(r["sources"])
+    t0 = start_at.value
+    return {
+        "wall_s": max(r["ended"] for r in reports) - t0,
+        "start_skew_ms": (max(r["started"] for r in reports) - t0) * 1000,
+        "latencies": latencies,
+        "client_cpu_s": sum(r["cpu_s"] for r in reports),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "sources": dict(sorted(sources.items())),
+    }
+
+
+# --------------------------------------------------------------------------- measuring
+
+def percentile(samples: list[float], q: int) -> float:
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(sorted(samples), n=100, method="inclusive")[q - 1]
+
+
+class ProcessSampler:
+    """CPU seconds and RSS of one process over an interval (psutil), peak RSS sampled."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+            except Exception:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ProcessSampler:
+        self.cpu_before = self._cpu()
+        self.rss_before = self.proc.memory_info().rss
+        self.peak_rss = self.rss_before
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.cpu_s = self._cpu() - self.cpu_before
+        self.rss_after = self.proc.memory_info().rss
+        self.peak_rss = max(self.peak_rss, self.rss_after)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def mb(n: int) -> float:
+    return round(n / 2**20, 1)
+
+
+# --------------------------------------------------------------------------- p2pcache fleet
+
+class Fleet:
+    """A server node and runner nodes on loopback, against the fake."""
+
+    def __init__(self, tmp: Path, upstream: str, ttl: float, batch: int) -> None:
+        self.tmp = tmp
+        self.upstream = upstream
+        self.ttl = ttl
+        self.batch = batch
+        self.server: NodeProcess | None = None
+        self.runners: list[NodeProcess] = []
+        self._generation = 0
+
+    def start_server(self, name: str = "server") -> NodeProcess:
+        self.server = NodeProcess(name, self.tmp / name, self.upstream, ttl=self.ttl).start()
+        return self.server
+
+    def start_runners(self, count: int) -> float:
+        """Fresh runner nodes (empty data dirs), started `batch` at a time so a 2-core
+        machine is not asked to boot 20 Python processes at once; each one is connected
+        to the server before the run. Returns the median seconds one took to be ready."""
+        assert self.server is not None
+        self.stop_runners()
+        self._generation += 1
+        addr = self.server.multiaddr()
+        took: list[float] = []
+        for first in range(0, count, self.batch):
+            group = []
+            for i in range(first, min(count, first + self.batch)):
+                name = f"{self.server.name}-g{self._generation}-runner{i}"
+                node = NodeProcess(name, self.tmp / name, self.upstream, bootstrap=addr,
+                                   ttl=self.ttl)
+                group.append((node, time.perf_counter()))
+                node.start(wait=False)
+            for node, t0 in group:
+                node.wait_ready(timeout=120)
+                node.wait_for_peers(1, timeout=120)
+                took.append(time.perf_counter() - t0)
+                self.runners.append(node)
+        self.settle()
+        return statistics.median(took)
+
+    def settle(self, timeout: float = 15.0) -> None:
+        """Wait until the nodes' start-up work (imports, key derivation, dials) is done,
+        so the run measures answering requests, not booting."""
+        import psutil
+
+        procs = [psutil.Process(n.proc.pid) for n in self.runners + [self.server]
+                 if n is not None and n.proc is not None]
+
+        def total() -> float:
+            return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+
+        deadline = time.monotonic() + timeout
+        last = total()
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = total()
+            if now - last < 0.3 * 0.05 * len(procs) + 0.01:  # under ~5% of a core each
+                return
+            last = now
+
+    def stop_runners(self) -> None:
+        for node in self.runners:
+            _stop_quietly(node)
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+        self.runners = []
+
+    def stop(self) -> None:
+        self.stop_runners()
+        if self.server is not None:
+            _stop_quietly(self.server)
+            self.server = None
+
+    def warnings(self) -> list[str]:
+        nodes = ([self.server] if self.server else []) + self.runners
+        lines = []
+        for node in nodes:
+            for line in node.log().splitlines():
+                if any(mark in line for mark in ("⚠", "✗", "Traceback", "ERROR")) and \
+                        not any(ok in line for ok in EXPECTED_WARNINGS):
+                    lines.append(f"{node.name}: {line.strip()}")
+        return lines
+
+
+def _stop_quietly(node: NodeProcess) -> None:
+    try:
+        node.stop()
+    except AssertionError:
+        pass
+    node.http.close()
+
+
+# --------------------------------------------------------------------------- one scenario run
+
+def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: list[str],
+            args: argparse.Namespace, cache_root: Path | None = None,
+            fleet: Fleet | None = None, node_start_s: float | None = None) -> dict:
+    import psutil
+
+    fake.reset()
+    sampler = None
+    runner_pids = [n.proc.pid for n in fleet.runners] if fleet else []  # type: ignore[union-attr]
+    runner_cpu_before = cpu_seconds(runner_pids) if runner_pids else 0.0
+    server_before: dict = {}
+    if fleet is not None and fleet.server is not None:
+        assert fleet.server.proc is not None
+        server_before = fleet.server.stats()
+        sampler = ProcessSampler(fleet.server.proc.pid)
+        sampler.__enter__()
+    load_1m = os.getloadavg()[0]
+    machine_before = psutil.cpu_times()
+    try:
+        got = run_runners(scenario, bases, paths, args.concurrency, args.order, args.seed,
+                          cache_root)
+    finally:
+        if sampler is not None:
+            sampler.__exit__(None, None, None)
+    machine_after = psutil.cpu_times()
+    stats = fake.stats()
+    lat = got["latencies"]
+    busy = sum(machine_after) - sum(machine_before)
+    idle = (machine_after.idle + machine_after.iowait) - (machine_before.idle
+                                                          + machine_before.iowait)
+    row: dict[str, Any] = {
+        "scenario": scenario,
+        "run": run,
+        "runners": len(bases),
+        "upstream_requests": stats["requests"],
+        "rate_limit_units": stats["units"],
+        "wall_s": round(got["wall_s"], 3),
+        "p50_ms": round(percentile(lat, 50) * 1000, 2),
+        "p99_ms": round(percentile(lat, 99) * 1000, 2),
+        "server_cpu_s": None,
+        "server_rss_mb": None,
+        "not_modified": stats["not_modified"],
+        "client_requests": len(lat),
+        "unique_paths": len(paths),
+        "statuses": got["statuses"],
+        "answers": got["sources"],
+        "start_skew_ms": round(got["start_skew_ms"], 1),
+        "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency,
+        "order": args.order,
+        "client_cpu_s": round(got["client_cpu_s"], 3),
+        # How busy the whole machine was (all cores, every process, ours or not).
+        "machine_cpu_busy_pct": round(100 * (1 - idle / busy), 1) if busy > 0 else None,
+        "loadavg_1m_before": round(load_1m, 2),
+    }
+    if sampler is not None:
+        assert fleet is not None and fleet.server is not None
+        server = fleet.server.stats()
+        row["server_cpu_s"] = round(sampler.cpu_s, 3)
+        row["server_rss_mb"] = mb(sampler.peak_rss)
+        row["server_rss_before_mb"] = mb(sampler.rss_before)
+        row["server_rss_after_mb"] = mb(sampler.rss_after)
+        row["runner_nodes_cpu_s"] = round(cpu_seconds(runner_pids) - runner_cpu_before, 3)
+        row["node_start_s"] = round(node_start_s, 2) if node_start_s is not None else None
+        # The server's own counters over this run: what it answered its peers with.
+        for key in ("upstream_requests", "not_modified", "local_hits", "coalesced", "misses",
+                    "peer_requests_served"):
+            if key in server:
+                row[f"server_{key}"] = server[key] - server_before.get(key, 0)
+        row["server_entries"] = server.get("entries")
+        runner_stats = [n.stats() for n in fleet.runners]
+        row["runner_upstream_requests"] = sum(r.get("upstream_requests", 0)
+                                              for r in runner_stats)
+        row["runner_peer_failures"] = sum(r.get("peer_failures", 0) for r in runner_stats)
+    bad = {k: v for k, v in got["statuses"].items() if k != "200"}
+    if bad:
+        raise SystemExit(f"{scenario} {run}: non-200 answers {bad}")
+    print(f"  {scenario:<9} {run:<5} runners={len(bases):<3} requests={stats['requests']:<5} "
+          f"units={stats['units']:<5} wall={got['wall_s']:.2f}s "
+          f"p50={row['p50_ms']:.1f}ms p99={row['p99_ms']:.1f}ms "
+          f"cpu busy={row['machine_cpu_busy_pct']}% answers={got['sources']}", flush=True)
+    return row
+
+
+# --------------------------------------------------------------------------- reporting
+
+COLUMNS = [("scenario", "scenario", "{}"), ("run", "run", "{}"), ("runners", "runners", "{}"),
+           ("upstream_requests", "upstream req", "{}"), ("not_modified", "of which 304", "{}"),
+           ("rate_limit_units", "units", "{}"), ("wall_s", "wall s", "{:.2f}"),
+           ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"),
+           ("server_cpu_s", "server CPU s", "{:.2f}"),
+           ("server_rss_mb", "server peak RSS MB", "{:.1f}"),
+           ("machine_cpu_busy_pct", "machine CPU busy %", "{:.0f}")]
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row.get(key)
+    return "–" if value is None else fmt.format(value)
+
+
+def text_table(rows: list[dict]) -> str:
+    cells = [[h for _, h, _ in COLUMNS]] + [[_cell(r, k, f) for k, _, f in COLUMNS] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    lines = []
+    for n, line in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(line, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    sep = "| " + " | ".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + " |"
+    body = ["| " + " | ".join(_cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    def find(scenario: str, run: str, runners: int | None = None) -> dict | None:
+        for r in rows:
+            if r["scenario"] == scenario and r["run"] == run and (
+                    runners is None or r["runners"] == runners):
+                return r
+        return None
+
+    checks = []
+    cold, warm = find("p2pcache", "cold"), find("p2pcache", "warm")
+    base_cold, base_warm = find("no_cache", "cold"), find("no_cache", "warm")
+    if cold:
+        checks.append(("p2pcache cold spends <= the unique requests in units",
+                       cold["rate_limit_units"] <= cold["unique_paths"],
+                       f"{cold['rate_limit_units']} units for {cold['unique_paths']} paths"))
+    if warm:
+        checks.append(("p2pcache warm spends < 5 units (304 revalidation)",
+                       warm["rate_limit_units"] < 5,
+                       f"{warm['rate_limit_units']} units, {warm['not_modified']} 304s"))
+    for run, p2p, base in (("cold", cold, base_cold), ("warm", warm, base_warm)):
+        if p2p and base:
+            speedup = base["wall_s"] / p2p["wall_s"]
+            checks.append((f"p2pcache {run} wall time >= 4x better than no cache",
+                           speedup >= 4, f"{speedup:.2f}x ({base['wall_s']:.2f} s vs "
+                           f"{p2p['wall_s']:.2f} s)"))
+    for r in rows:
+        if r["scenario"] == "p2pcache" and r["run"] == "cold" and r is not cold:
+            checks.append((f"p2pcache cold, {r['runners']} runners: units <= unique paths",
+                           r["rate_limit_units"] <= r["unique_paths"],
+                           f"{r['rate_limit_units']} units"))
+    return checks
+
+
+def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in rows if r.get("series") != "scale"]
+    short = {"no_cache": "no cache", "hishel": "hishel\n(per runner)", "p2pcache": "p2pcache"}
+    labels = [f"{short[r['scenario']]}\n{r['run']}" for r in main]
+    colors = {"no_cache": "#9e9e9e", "hishel": "#5b8ff9", "p2pcache": "#2ca02c"}
+    panels = 3 if len(scale_rows) > 1 else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 5.4))
+    n = main[0]["runners"] if main else 0
+    paths = main[0]["unique_paths"] if main else 0
+    for ax, key, title, fmt in (
+            (axes[0], "rate_limit_units", "rate-limit units spent", "{:.0f}"),
+            (axes[1], "wall_s", "wall time (s), all runners done", "{:.2f}")):
+        values = [r[key] for r in main]
+        texts = [fmt.format(r[key]) + (f"\n+{r['not_modified']} free 304s"
+                                       if key == "rate_limit_units" and r["not_modified"]
+                                       else "") for r in main]
+        bars = ax.bar(range(len(main)), values, color=[colors[r["scenario"]] for r in main],
+                      edgecolor=["black" if r["run"] == "warm" else "none" for r in main],
+                      hatch=None)
+        for bar, r in zip(bars, main):
+            if r["run"] == "warm":
+                bar.set_hatch("//")
+        for i, (v, text) in enumerate(zip(values, texts)):
+            ax.annotate(text, (i, v), ha="center", va="bottom", fontsize=9,
+                        xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(range(len(main)), labels, fontsize=8)
+        ax.set_title(title)
+        ax.set_ylim(0, max(values) * 1.15 if values and max(values) > 0 else 1)
+        ax.grid(axis="y", alpha=0.3)
+    if panels == 3:
+        ax = axes[2]
+        ordered = sorted(scale_rows, key=lambda r: r["runners"])
+        x = range(len(ordered))
+        width = 0.38
+        cpu = [r["server_cpu_s"] for r in ordered]
+        rss = [r["server_rss_mb"] for r in ordered]
+        b1 = ax.bar([i - width / 2 for i in x], cpu, width, color="#ff7f0e",
+                    label="server CPU s (run)")
+        ax.set_ylabel("server CPU seconds during the run")
+        ax2 = ax.twinx()
+        b2 = ax2.bar([i + width / 2 for i in x], rss, width, color="#8c564b",
+                     label="server peak RSS MB")
+        ax2.set_ylabel("server peak RSS (MB)")
+        rss_labels = [f"{r['server_rss_mb']:.0f}\n(from {r['server_rss_before_mb']:.0f})"
+                      for r in ordered]
+        cpu_labels = [f"{v:.2f}" for v in cpu]
+        for bars, vals, axis, texts in ((b1, cpu, ax, cpu_labels), (b2, rss, ax2, rss_labels)):
+            for bar, v, text in zip(bars, vals, texts):
+                axis.annotate(text, (bar.get_x() + bar.get_width() / 2, v),
+                              ha="center", va="bottom", fontsize=8.5, xytext=(0, 2),
+                              textcoords="offset points")
+        ax.set_ylim(0, max(cpu) * 1.25 if max(cpu) > 0 else 1)
+        ax2.set_ylim(0, max(rss) * 1.3 if max(rss) > 0 else 1)
+        ax.set_xticks(list(x), [f"{r['runners']} runner{'s' if r['runners'] > 1 else ''}\n"
+                                f"{r['rate_limit_units']} units, {r['wall_s']:.2f} s"
+                                for r in ordered], fontsize=8.5)
+        ax.set_title("p2pcache cold: server node vs fleet size")
+        ax.legend(handles=[b1, b2], loc="upper left", fontsize=8)
+    fig.suptitle(f"{n} runners x {paths} GETs over the same {paths} endpoints, "
+                 f"GitHub latency {main[0]['latency_ms']:.0f} ms "
+                 f"(hatched = warm run: fresh runners after the freshness window)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runners", type=int, default=5)
+    p.add_argument("--paths", type=int, default=100, help="unique endpoints (and GETs per runner)")
+    p.add_argument("--latency-ms", type=float, default=80.0)
+    p.add_argument("--concurrency", type=int, default=6, help="GETs in flight per runner")
+    p.add_argument("--order", choices=("same", "shuffled"), default="same",
+                   help="each runner's order of the endpoints: all the same (matrix jobs "
+                        "running one script), or each its own seeded shuffle")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ttl", type=float, default=2.0, help="p2pcache freshness (P2P_CACHE_TTL)")
+    p.add_argument("--scale", default="1,5,20", help="runner counts for the p2pcache scale runs")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--batch", type=int, default=2, help="runner nodes booted at a time")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-chart", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2 runners x 10 paths, 5 ms latency, scale 1,2")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runners, args.paths, args.latency_ms, args.scale = 2, 10, 5.0, "1,2"
+        args.ttl = min(args.ttl, 1.0)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.scale = sorted({int(s) for s in args.scale.split(",") if s.strip()}) \
+        if "p2pcache" in args.scenarios else []
+    if "hishel" in args.scenarios:
+        try:
+            import hishel.httpx  # noqa: F401
+        except ImportError:
+            p.error("scenario hishel needs hishel: pip install -e 'node[bench]'")
+    if not args.no_chart:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            p.error("the chart needs matplotlib: pip install -e 'node[bench]' (or --no-chart)")
+    return args
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # so the nodes are stopped on the way out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = endpoints(args.paths)
+    began = time.perf_counter()
+    rows: list[dict] = []
+    scale_rows: list[dict] = []
+    notes: list[str] = []
+    print(f"Fleet benchmark: {args.runners} runners x {len(paths)} GETs, latency "
+          f"{args.latency_ms:.0f} ms, {args.concurrency} in flight per runner, order "
+          f"{args.order}, p2pcache TTL {args.ttl:g} s", flush=True)
+    fake = FakeGitHub("127.0.0.1", 0, latency_ms=args.latency_ms, tokens=[FLEET_TOKEN],
+                      rate_limit=1_000_000).start()
+    fake.set_latency(args.latency_ms)
+    # The fake's ThreadingHTTPServer listens with socketserver's default backlog of 5:
+    # 10-30 runner connections opening at the same instant overflow it, and the dropped
+    # SYNs are retried by the kernel after 1 s, which would bill the no-cache and hishel
+    # runners a second of nothing. GitHub does not do that; widen the backlog.
+    fake._server.socket.listen(512)
+    tmp = Path(tempfile.mkdtemp(prefix="p2pcache-fleet-"))
+    fleet: Fleet | None = None
+    try:
+        direct = [fake.url] * args.runners
+        if "no_cache" in args.scenarios:
+            for run in ("cold", "warm"):
+                rows.append(measure(fake, "no_cache", run, direct, paths, args))
+        if "hishel" in args.scenarios:
+            for run in ("cold", "warm"):
+                # A new CI job: a new runner with an empty cache of its own.
+                cache_root = tmp / f"hishel-{run}"
+                rows.append(measure(fake, "hishel", run, direct, paths, args,
+                                    cache_root=cache_root))
+                shutil.rmtree(cache_root, ignore_errors=True)
+        if "p2pcache" in args.scenarios:
+            fleet = Fleet(tmp, fake.url, args.ttl, args.batch)
+            fleet.start_server()
+            started = fleet.start_runners(args.runners)
+            cold = measure(fake, "p2pcache", "cold", [n.url for n in fleet.runners], paths,
+                           args, fleet=fleet, node_start_s=started)
+            cold_done = time.time()
+            rows.append(cold)
+            scale_rows.append(cold)
+            notes += fleet.warnings()
+            # The warm run: new jobs, so new runner nodes with empty data dirs; the same
+            # server node, whose entries have gone stale by the time they ask.
+            fleet.stop_runners()
+            started = fleet.start_runners(args.runners)
+            wait = cold_done + args.ttl + 0.5 - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            rows.append(measure(fake, "p2pcache", "warm", [n.url for n in fleet.runners],
+                                paths, args, fleet=fleet, node_start_s=started))
+            notes += fleet.warnings()
+            fleet.stop()
+            for count in args.scale:
+                if count == args.runners:
+                    continue  # the comparison run above is this point
+                # A fresh server node each, so every point starts cold; the default TTL so
+                # a slow big run does not turn its own early entries stale.
+                fleet = Fleet(tmp, fake.url, 60.0, args.batch)
+                fleet.start_server(f"scale{count}")
+                print(f"  starting {count} runner node(s) ...", flush=True)
+                started = fleet.start_runners(count)
+                row = measure(fake, "p2pcache", "cold", [n.url for n in fleet.runners], paths,
+                              args, fleet=fleet, node_start_s=started)
+                row["series"] = "scale"
+                scale_rows.append(row)
+                rows.append(row)
+                notes += fleet.warnings()
+                fleet.stop()
+            fleet = None
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        fake.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
+               "platform": platform.platform()}
+    for row in rows:
+        row["machine_cpus"] = machine["cpus"]
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        assert not missing, f"row lacks {missing}"
+    json_path = args.out / "fleet.json"
+    json_path.write_text(json.dumps(rows, indent=2) + "\n")
+    checks = targets(rows)
+
+    table = text_table(rows)
+    print()
+    print(table)
+    print()
+    for name, ok, detail in checks:
+        print(f"  {'PASS' if ok else 'MISS'}  {name}: {detail}")
+    if notes:
+        print("\nnode warnings during the runs:")
+        for line in sorted(set(notes))[:20]:
+            print(f"  {line}")
+
+    md = ["# Fleet benchmark results\n",
+          f"{args.runners} runners x {len(paths)} GETs over the same {len(paths)} endpoints, "
+          f"all starting together; fake GitHub latency {args.latency_ms:.0f} ms; "
+          f"{args.concurrency} GETs in flight per runner, order {args.order}; p2pcache TTL "
+          f"{args.ttl:g} s. Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
+          f"{machine['platform']}.\n",
+          markdown_table(rows), "",
+          *[f"- {'PASS' if ok else 'MISS'} {name}: {detail}" for name, ok, detail in checks],
+          ""]
+    (args.out / "fleet.md").write_text("\n".join(md))
+    if not args.no_chart:
+        png = args.out / "fleet.png"
+        chart(rows, scale_rows, png)
+        print(f"\nwrote {png}")
+    print(f"wrote {args.out / 'fleet.md'}")
+    print(f"wrote {json_path}")
+    print(f"total {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

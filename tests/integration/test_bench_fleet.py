@@ -1,0 +1,90 @@
+"""Smoke test of bench/fleet.py: the fleet benchmark runs end to end with tiny parameters
+(--quick: 2 runners x 10 paths, 5 ms latency, scale 1 and 2) and its JSON has the promised
+shape and the invariants the comparison rests on.
+
+hishel and matplotlib come with the `bench` extra (`make bench` installs it); without them
+the hishel scenario and the chart are left out and the rest is still checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNERS, PATHS = 2, 10  # what --quick means
+REQUIRED = {"scenario", "run", "runners", "upstream_requests", "rate_limit_units", "wall_s",
+            "p50_ms", "p99_ms", "server_cpu_s", "server_rss_mb"}
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def test_quick_fleet_benchmark(tmp_path: Path) -> None:
+    scenarios = ["no_cache"] + (["hishel"] if _have("hishel") else []) + ["p2pcache"]
+    chart = _have("matplotlib")
+    cmd = [sys.executable, str(ROOT / "bench" / "fleet.py"), "--quick", "--out", str(tmp_path),
+           "--scenarios", ",".join(scenarios)] + ([] if chart else ["--no-chart"])
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # fleet.py stops its nodes on SIGTERM
+        out, _ = proc.communicate(timeout=30)
+        raise AssertionError(f"fleet.py --quick took over 240 s:\n{out}") from None
+    assert proc.returncode == 0, f"fleet.py failed:\n{out}"
+    json_path = tmp_path / "fleet.json"
+    assert str(json_path) in out
+    rows = json.loads(json_path.read_text())
+
+    assert isinstance(rows, list) and rows
+    for row in rows:
+        assert REQUIRED <= row.keys(), f"missing keys in {row}"
+        assert row["scenario"] in scenarios and row["run"] in ("cold", "warm")
+        assert row["wall_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["statuses"] == {"200": row["client_requests"]}
+        assert row["client_requests"] == row["runners"] * PATHS
+
+    def one(scenario: str, run: str, runners: int = RUNNERS) -> dict:
+        found = [r for r in rows if (r["scenario"], r["run"], r["runners"]) ==
+                 (scenario, run, runners)]
+        assert len(found) == 1, f"want one {scenario} {run} x{runners} row, got {found}"
+        return found[0]
+
+    # No cache: every runner pays for every path, cold or warm.
+    for run in ("cold", "warm"):
+        row = one("no_cache", run)
+        assert row["rate_limit_units"] == row["upstream_requests"] == RUNNERS * PATHS
+        assert row["server_cpu_s"] is None and row["server_rss_mb"] is None
+
+    # A per-runner cache starts empty in a new job and each runner asks each path once.
+    if "hishel" in scenarios:
+        for run in ("cold", "warm"):
+            assert one("hishel", run)["rate_limit_units"] == RUNNERS * PATHS
+
+    # p2pcache cold: the fleet pays exactly once per unique path, simultaneous start or not
+    # (a revalidation of an entry that went stale mid-run would be a free 304).
+    cold = one("p2pcache", "cold")
+    assert cold["rate_limit_units"] == PATHS
+    assert cold["upstream_requests"] - cold["not_modified"] == PATHS
+    assert cold["runner_upstream_requests"] == 0, "runners must not go to GitHub themselves"
+    # p2pcache warm: fresh runner nodes, the server's entries stale: free 304s only.
+    warm = one("p2pcache", "warm")
+    assert warm["rate_limit_units"] == 0
+    assert warm["not_modified"] >= PATHS
+    assert warm["upstream_requests"] == warm["not_modified"]
+    # Scale: one row per fleet size, each cold and each paying once per path.
+    scale = [r for r in rows if r["scenario"] == "p2pcache" and r["run"] == "cold"]
+    assert sorted(r["runners"] for r in scale) == [1, 2]
+    for row in scale + [warm]:
+        assert row["rate_limit_units"] <= PATHS
+        assert row["server_cpu_s"] > 0 and row["server_rss_mb"] > 10
+
+    assert (tmp_path / "fleet.md").read_text().count("| p2pcache |") == 3
+    if chart:
+        assert (tmp_path / "fleet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
