@@ -85,6 +85,7 @@ class Node:
                 task_status.started(self)
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(self._republish_loop)
+                nursery.start_soon(self._flush_recency_loop)
         finally:
             _running = None
             await self._close()
@@ -194,6 +195,12 @@ class Node:
         while True:
             await trio.sleep(REPUBLISH_INTERVAL)
             await self._publish()
+
+    async def _flush_recency_loop(self) -> None:
+        """Hits note recency in memory; write it now and then so LRU eviction sees it."""
+        while True:
+            await trio.sleep(10)
+            await trio.to_thread.run_sync(self.store.flush_touches)
 
     async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -1,8 +1,10 @@
 """SQLite (WAL) store of cached entries, bounded by bytes with least-recently-used eviction.
 
-Synchronous on purpose: the node calls it through trio.to_thread, and one connection
-behind a lock keeps SQLite's threading rules simple. WAL with synchronous=NORMAL keeps
-every committed entry across `kill -9` (only an OS crash may lose the last few).
+Two connections. Reads use their own, and are cheap enough to run on the event loop: in WAL
+mode a reader never waits for the writer, and a hit writes nothing (recency is noted in
+memory and written with the next put, or by flush_touches). Writes use the other, behind a
+lock, and the node runs them in a thread. WAL with synchronous=NORMAL keeps every committed
+entry across `kill -9` (only an OS crash may lose the last few).
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ class Store:
     def __init__(self, path: Path, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection
         self._db = self._open(path)
         self._bytes, self._count = self._db.execute(
             "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._reader.execute("PRAGMA query_only=1")
+        self._touch_lock = threading.Lock()
+        self._touched: dict[str, float] = {}
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -89,24 +96,38 @@ class Store:
         return self._count
 
     def get(self, key: str, now: float | None = None) -> Entry | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT key, path, status, headers, body, fetched_at FROM entries WHERE key = ?",
                 (key,)).fetchone()
-            if row is None:
-                return None
-            try:
-                self._db.execute("UPDATE entries SET accessed_at = ? WHERE key = ?",
-                                 (time.time() if now is None else now, key))
-            except sqlite3.OperationalError:
-                pass  # recency is a hint; a full disk must not turn a hit into an error
+        if row is None:
+            return None
+        with self._touch_lock:
+            self._touched[key] = time.time() if now is None else now
         return Entry(row[0], row[1], row[2], json.loads(row[3]), bytes(row[4]), row[5])
+
+    def flush_touches(self) -> None:
+        """Write the recency noted by get(), so eviction sees it."""
+        with self._lock:
+            self._flush_touches()
+
+    def _flush_touches(self) -> None:
+        with self._touch_lock:
+            touched, self._touched = self._touched, {}
+        if not touched:
+            return
+        try:
+            self._db.executemany("UPDATE entries SET accessed_at = ? WHERE key = ?",
+                                 [(at, key) for key, at in touched.items()])
+        except sqlite3.OperationalError:
+            pass  # recency is a hint; a full disk must not turn a hit into an error
 
     def put(self, entry: Entry, now: float | None = None) -> None:
         size = entry.size
         if size > self.max_bytes:
             return
         with self._lock:
+            self._flush_touches()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 old = self._db.execute("SELECT size FROM entries WHERE key = ?",
@@ -172,7 +193,10 @@ class Store:
             pass
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
+            self._flush_touches()
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
