@@ -671,11 +671,6 @@ def main(argv: list[str] | None = None) -> int:
     fake = FakeGitHub("127.0.0.1", 0, latency_ms=args.latency_ms, tokens=[FLEET_TOKEN],
                       rate_limit=1_000_000).start()
     fake.set_latency(args.latency_ms)
-    # The fake's ThreadingHTTPServer listens with socketserver's default backlog of 5:
-    # 10-30 runner connections opening at the same instant overflow it, and the dropped
-    # SYNs are retried by the kernel after 1 s, which would bill the no-cache and hishel
-    # runners a second of nothing. GitHub does not do that; widen the backlog.
-    fake._server.socket.listen(512)
     tmp = Path(tempfile.mkdtemp(prefix="p2pcache-fleet-"))
     fleet: Fleet | None = None
     try:

@@ -850,6 +850,7 @@ class _Request:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True       # never let a stuck client block shutdown
     allow_reuse_address = True
+    request_queue_size = 512    # a fleet connecting at once must not hit SYN retries (1 s)
     fake: FakeGitHub
 
     def __init__(self, *args, **kwargs) -> None:

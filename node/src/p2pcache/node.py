@@ -133,7 +133,10 @@ class Node:
         except OSError as exc:
             raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
                                f"{exc.strerror or exc}") from None
-        log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", self.http_base)
+        bound = f"{s.http_host}:{s.http_port}"
+        where = self.http_base if self.http_base.endswith("//" + bound) else \
+            f"{bound} ({self.http_base} from this machine)"
+        log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", where)
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
