@@ -20,7 +20,7 @@ system:
 $(PY): node/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e 'node[test]'
+	$(PY) -m pip install --quiet -e 'node[test,bench]'
 	touch $(PY)
 
 venv: $(PY)
