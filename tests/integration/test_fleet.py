@@ -246,3 +246,20 @@ def test_a_server_cut_off_from_github_lets_runners_ask_themselves(nodes, fake):
     assert response.content == direct(fake, "/repos/cut/off").content
     assert runner.stats()["peer_failures"] == 1
     assert server.get("/repos/cut/off").status_code == 502  # its own clients learn why
+
+
+def test_a_silently_vanished_server_is_dropped_by_liveness_pings(nodes, fake):
+    """SIGSTOP: the server's sockets stay open but nothing answers (a machine gone dark)."""
+    import signal
+
+    server, (runner,) = start_fleet(nodes, runners=1)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        runner.wait_for_log("stopped answering pings; disconnecting", timeout=60)
+        started = time.monotonic()
+        response = runner.get("/repos/dark/server")
+        assert response.status_code == 200 and response.headers["x-p2p-cache"] == "miss"
+        assert time.monotonic() - started < 2, "no wait for the peer timeout once dropped"
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    runner.wait_for_log("✓ Connected to bootstrap peer", count=2, timeout=60)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import logging
+import math
 import random
 import time
 from contextlib import asynccontextmanager
@@ -21,14 +21,15 @@ import multiaddr
 import trio
 from libp2p import new_host
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.host.ping import PingService
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.custom_types import TProtocol
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
@@ -48,6 +49,8 @@ MAX_BACKOFF = 30.0
 READ_CHUNK = 64 * 1024
 MAX_ANSWERS_PER_STREAM = 64
 DIALBACK_TIMEOUT = 10.0
+LIVENESS_INTERVAL = 10.0  # seconds between libp2p pings of a connected bootstrap peer
+LIVENESS_TIMEOUT = 5.0
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
 
@@ -138,7 +141,13 @@ class PeerChannel:
         frame = seal(self.mesh.sealer, REQUEST, request_id, Message(meta))
         try:
             async with self._write_lock:
-                await self.stream.write(frame.encode())
+                # A frame cut in half by a caller's timeout would corrupt the stream for
+                # every other request on it: write whole frames, under a deadline of their own.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + OPEN_STREAM_TIMEOUT
+                    await self.stream.write(frame.encode())
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError("writing to the peer timed out")
             await pending.done.wait()
             return pending.answer
         except Exception as exc:  # a broken stream: the caller asks GitHub instead
@@ -173,10 +182,13 @@ class PeerChannel:
             self.mesh.auth_failed(self.peer)
         except (FrameError, StaleMessage) as exc:
             self.mesh.bad_frame(self.peer, exc)
+        except Exception as exc:  # this task runs in the mesh's nursery: never crash it
+            log.warning("⚠️  Reading answers from %s failed: %s", self.peer, _reason(exc))
         finally:
             if not answered and self._pending and not self.mesh.closing:
-                self.mesh.warn_once(self.peer, "silent", f"⚠️  Peer {self.peer} closed our cache stream "
-                                    "without answering: does it use the same fleet secret "
+                self.mesh.warn_once(self.peer, "silent",
+                                    f"⚠️  Peer {self.peer} closed our cache stream without "
+                                    "answering: does it use the same fleet secret "
                                     "(P2P_CACHE_SECRET or the token) and namespace?")
             await self.close()
 
@@ -300,10 +312,15 @@ class Mesh:
         info = info_from_p2p_addr(multiaddr.Multiaddr(peer.multiaddr))
         backoff = 1.0
         was_connected = False
+        pinger = PingService(self.host)
+        missed, next_ping = 0, trio.current_time() + LIVENESS_INTERVAL
         while True:
             if info.peer_id in self.host.get_connected_peers():
                 was_connected = True
                 await trio.sleep(1)
+                if trio.current_time() >= next_ping:
+                    missed = await self._check_alive(pinger, info.peer_id, missed)
+                    next_ping = trio.current_time() + LIVENESS_INTERVAL
                 continue
             if was_connected:
                 log.warning("⚠️  Lost connection to bootstrap peer %s; reconnecting",
@@ -330,6 +347,26 @@ class Mesh:
                 continue
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _check_alive(self, pinger: PingService, peer: ID, missed: int) -> int:
+        """A server whose machine vanished sends no reset: without this, every ask would
+        wait out the peer timeout. Two unanswered pings in a row drop the connection, so
+        asks go straight to GitHub until the redial succeeds."""
+        with trio.move_on_after(LIVENESS_TIMEOUT):
+            try:
+                await pinger.ping(peer)
+                return 0
+            except Exception:
+                pass
+        if missed + 1 < 2:
+            return missed + 1
+        log.warning("⚠️  Bootstrap peer %s stopped answering pings; disconnecting", peer)
+        with trio.move_on_after(5):
+            try:
+                await self.host.disconnect(peer)
+            except Exception:
+                pass
+        return 0
 
     # -- asking peers -------------------------------------------------------------------
 
