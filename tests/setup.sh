@@ -14,4 +14,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 bash "$(dirname "${BASH_SOURCE[0]}")/nat/setup.sh"  # NAT lab: ip, nft, miniupnpd chroot
 bash "$(dirname "${BASH_SOURCE[0]}")/docker/setup.sh"  # Docker engine + Compose: tests/docker
+bash "$(dirname "${BASH_SOURCE[0]}")/ansible/setup.sh"  # ssh client: tests/ansible
 echo "tests/setup.sh: system prerequisites ready"

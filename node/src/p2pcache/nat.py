@@ -23,6 +23,11 @@ DESCRIPTION = "p2pcache"
 ALTERNATIVES = 10  # neighbours of the wanted port to try before random high ports
 
 
+NO_GATEWAY = ("no UPnP gateway answered on this network: is UPnP enabled on the router? "
+              "Does the host firewall let in UDP replies from the router's port 1900? "
+              "(In Docker, UPnP needs network_mode: host.)")
+
+
 class UpnpError(Exception):
     """No gateway, or the gateway refused: one line that says which and what to do."""
 
@@ -92,11 +97,12 @@ class Gateway:
                 raise UpnpError(f"UPnP discovery failed: {exc}") from None
             found = 1
         if not found:
-            raise UpnpError("no UPnP gateway answered on this network (is UPnP enabled on "
-                            "the router? in Docker, UPnP needs network_mode: host)")
+            raise UpnpError(NO_GATEWAY)
         try:
             self._upnp.selectigd()
         except Exception as exc:
+            if "No UPnP device" in str(exc):  # discover() counted replies that never parsed
+                raise UpnpError(NO_GATEWAY) from None
             raise UpnpError(f"a UPnP device answered but is no Internet Gateway ({exc})") \
                 from None
         return self._upnp.lanaddr, self.external_ip()
