@@ -192,6 +192,7 @@ def _http(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .client import NodeUnavailable
     from .config import ConfigError
 
     if args.command != "serve":
@@ -201,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"p2pcache: {exc}", file=sys.stderr)
         return 2
+    except NodeUnavailable as exc:  # a client command found no running node
+        print(f"p2pcache: {exc}", file=sys.stderr)
+        return 1
 
 
 def _settings(args: argparse.Namespace, need_data_dir: bool = True) -> Any:
@@ -284,15 +288,14 @@ def _client(args: argparse.Namespace) -> Any:
     return NodeClient(settings.http_base)
 
 
-def cmd_multiaddr(args: argparse.Namespace) -> int:
-    from .client import NodeUnavailable
+def _node_multiaddr(args: argparse.Namespace) -> str:
+    """The running node's bootstrap multiaddr ('' if it has none yet)."""
+    text = _client(args).get_text("/-/multiaddr")
+    return text.splitlines()[0] if text.strip() else ""
 
-    try:
-        text = _client(args).get_text("/-/multiaddr")
-    except NodeUnavailable as exc:
-        print(f"p2pcache: {exc}", file=sys.stderr)
-        return 1
-    first = text.splitlines()[0] if text.strip() else ""
+
+def cmd_multiaddr(args: argparse.Namespace) -> int:
+    first = _node_multiaddr(args)
     if not first:
         print("p2pcache: the node has no address to publish yet (set --announce)",
               file=sys.stderr)
@@ -302,13 +305,7 @@ def cmd_multiaddr(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .client import NodeUnavailable
-
-    try:
-        stats = _client(args).stats()
-    except NodeUnavailable as exc:
-        print(f"p2pcache: {exc}", file=sys.stderr)
-        return 1
+    stats = _client(args).stats()
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
@@ -330,8 +327,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from .client import NodeUnavailable
-
     headers = {}
     for item in args.header:
         name, sep, value = item.partition(":")
@@ -341,26 +336,20 @@ def cmd_api(args: argparse.Namespace) -> int:
         headers[name.strip()] = value.strip()
     client = _client(args)
     target = "/" + args.path.lstrip("/")
-    status = 0
-    try:
-        while target:
-            response = client.get(target, headers)
-            if args.include:
-                print(f"HTTP/1.1 {response.status_code} {response.reason_phrase}")
-                for name, value in response.headers.items():
-                    print(f"{name}: {value}")
-                print()
-            sys.stdout.write(response.text)
-            if not response.text.endswith("\n"):
-                sys.stdout.write("\n")
-            if response.status_code >= 400:
-                status = 1
-                break
-            target = client.next_page(response) if args.paginate else None
-    except NodeUnavailable as exc:
-        print(f"p2pcache: {exc}", file=sys.stderr)
-        return 1
-    return status
+    while target:
+        response = client.get(target, headers)
+        if args.include:
+            print(f"HTTP/1.1 {response.status_code} {response.reason_phrase}")
+            for name, value in response.headers.items():
+                print(f"{name}: {value}")
+            print()
+        sys.stdout.write(response.text)
+        if not response.text.endswith("\n"):
+            sys.stdout.write("\n")
+        if response.status_code >= 400:
+            return 1
+        target = client.next_page(response) if args.paginate else None
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -373,11 +362,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     address = args.multiaddr
     if address is None:
         try:
-            text = _client(args).get_text("/-/multiaddr")
+            address = _node_multiaddr(args)
         except NodeUnavailable as exc:
             print(f"p2pcache: {exc} (or pass --multiaddr)", file=sys.stderr)
             return 1
-        address = text.splitlines()[0] if text.strip() else ""
     if not address:
         print("p2pcache: the node has no address to publish (set --announce)", file=sys.stderr)
         return 1
