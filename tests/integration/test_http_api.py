@@ -60,7 +60,8 @@ def test_writes_pass_through_and_drop_what_they_change(nodes, fake):
     assert node.get("/repos/octo/hello/issues/1").headers["x-p2p-cache"] == "hit"
     node.get("/repos/octo/hello/issues")
 
-    patch = node.http.patch("/repos/octo/hello/issues/1", json={"title": "new"})
+    auth = {"authorization": f"token {FLEET_TOKEN}"}
+    patch = node.http.patch("/repos/octo/hello/issues/1", json={"title": "new"}, headers=auth)
     assert patch.status_code == 200
     assert patch.headers["x-p2p-cache"] == "miss"
     after = node.get("/repos/octo/hello/issues/1")
@@ -69,10 +70,24 @@ def test_writes_pass_through_and_drop_what_they_change(nodes, fake):
     assert node.get("/repos/octo/hello/issues").headers["x-p2p-cache"] == "miss"
     assert node.stats()["invalidated"] >= 2
 
-    graphql = node.http.post("/graphql", json={"query": "{ viewer { login } }"})
+    graphql = node.http.post("/graphql", json={"query": "{ viewer { login } }"}, headers=auth)
     assert graphql.status_code == 200 and "data" in graphql.json()
     assert fake.stats()["methods"]["POST"] == 1
     assert node.stats()["passthrough"] == 2
+
+
+def test_writes_and_graphql_carry_only_the_clients_credentials(nodes, fake):
+    """Any local process can reach the API: without a token of its own, a write must not
+    go out as the node (GitHub answers 401), unless the operator lends the token."""
+    node = nodes("solo")
+    anonymous = node.http.patch("/repos/octo/hello/issues/1", json={"title": "x"})
+    assert anonymous.status_code == 401
+    assert node.http.post("/graphql", json={"query": "{ viewer { login } }"}).status_code == 401
+    assert node.stats()["invalidated"] == 0, "a refused write changes nothing"
+
+    lent = nodes("lender", args=["--lend-token"])
+    lent_patch = lent.http.patch("/repos/octo/hello/issues/1", json={"title": "x"})
+    assert lent_patch.status_code == 200 and lent_patch.json()["received"] == {"title": "x"}
 
 
 def test_github_errors_are_passed_on_and_never_cached(nodes, fake):

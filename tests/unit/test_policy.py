@@ -19,19 +19,23 @@ from p2pcache.policy import (
     is_cacheable_request,
     is_cacheable_response,
     is_rate_limited,
-    normalize_target,
+    not_modified_for,
+    not_modified_response,
     refreshed,
+    rewrite_hypermedia,
     rewrite_links,
+    seen_rate_limits,
     serve_stale_instead,
-    split_target,
     stored_headers,
 )
+from p2pcache.targets import parse
 
 NOW = 1_700_000_000.0
 
 
 def req(target: str, method: str = "GET", **headers: str) -> ApiRequest:
-    return ApiRequest(method, target, {k.replace("_", "-"): v for k, v in headers.items()})
+    return ApiRequest(method, parse(target),
+                      {k.replace("_", "-"): v for k, v in headers.items()})
 
 
 def resp(status: int = 200, body: bytes = b"{}", **headers: str) -> ApiResponse:
@@ -93,12 +97,16 @@ class TestCacheKey:
         assert cache_key(req("/r", authorization="token x", user_agent="ua")) == \
             cache_key(req("/r"))
 
-    def test_normalize_and_split(self):
-        assert normalize_target("/a?b=2&a=1") == "/a?a=1&b=2"
-        assert normalize_target("/a?") == "/a"
-        assert normalize_target("/a?x=") == "/a?x="
-        assert split_target("/a/b?c=1") == ("/a/b", "c=1")
-        assert split_target("?c=1") == ("/", "c=1")
+    @pytest.mark.parametrize("accept", ["application/vnd.github.v3+json",
+                                        "application/vnd.github.V3+json"])
+    def test_v3_media_type_is_the_same_representation(self, accept):
+        assert cache_key(req("/r", accept=accept)) == cache_key(req("/r"))
+        assert cache_key(req("/r", accept="application/vnd.github.v3.raw+json")) == \
+            cache_key(req("/r", accept="application/vnd.github.raw+json"))
+
+    def test_dot_segments_and_enterprise_prefix_share_the_entry(self):
+        assert cache_key(req("/repos/a/../b")) == cache_key(req("/repos/b"))
+        assert cache_key(req("/api/v3/repos/b")) == cache_key(req("/repos/b"))
 
 
 # -- freshness ----------------------------------------------------------------------------
@@ -227,7 +235,7 @@ class TestInvalidatedPaths:
         ("/", ["/"]),
     ])
     def test_paths(self, target, expected):
-        assert invalidated_paths(target) == expected
+        assert invalidated_paths(parse(target)) == expected
 
 
 # -- rate limits --------------------------------------------------------------------------
@@ -343,24 +351,104 @@ class TestRateLimit:
                "x-ratelimit-resource": "core"}
 
     def test_from_headers(self):
-        rl = RateLimit.from_headers(self.HEADERS, RateLimit())
+        rl = RateLimit.from_headers(self.HEADERS)
         assert rl == RateLimit(5000, 4321, 679, 1700003600, "core")
 
     def test_headers_round_trip(self):
-        rl = RateLimit.from_headers(self.HEADERS, RateLimit())
+        rl = RateLimit.from_headers(self.HEADERS)
         assert rl.headers() == self.HEADERS
-        assert RateLimit.from_headers(rl.headers(), RateLimit()) == rl
+        assert RateLimit.from_headers(rl.headers()) == rl
 
-    def test_missing_remaining_keeps_previous(self):
-        previous = RateLimit(5000, 10, 4990, 1, "core")
-        got = RateLimit.from_headers({"x-ratelimit-limit": "60", "content-type": "x"}, previous)
-        assert got is previous
+    def test_missing_or_non_ascii_remaining_is_no_picture(self):
+        assert RateLimit.from_headers({"x-ratelimit-limit": "60"}) is None
+        assert RateLimit.from_headers({"x-ratelimit-remaining": "\u00b2"}) is None  # '²'
+        assert RateLimit.from_headers({"x-ratelimit-remaining": "lots"}) is None
 
     def test_non_numeric_values_become_none(self):
-        rl = RateLimit.from_headers({"x-ratelimit-remaining": "lots", "x-ratelimit-limit": "-1"},
-                                    RateLimit(1, 2, 3, 4, "core"))
-        assert rl == RateLimit(None, None, None, None, None)
-        assert rl.headers() == {}
+        rl = RateLimit.from_headers({"x-ratelimit-remaining": "7", "x-ratelimit-limit": "-1",
+                                     "x-ratelimit-reset": "\u0663"})  # Arabic-Indic 3
+        assert rl == RateLimit(None, 7, None, None, "core")
 
     def test_headers_skips_none(self):
-        assert RateLimit(remaining=0).headers() == {"x-ratelimit-remaining": "0"}
+        assert RateLimit(remaining=0).headers() == {"x-ratelimit-remaining": "0",
+                                                    "x-ratelimit-resource": "core"}
+
+    def test_each_resource_is_its_own_bucket(self):
+        limits = seen_rate_limits({}, self.HEADERS)
+        search = {**self.HEADERS, "x-ratelimit-resource": "search", "x-ratelimit-limit": "30",
+                  "x-ratelimit-remaining": "29"}
+        limits = seen_rate_limits(limits, search)
+        assert limits["core"].remaining == 4321 and limits["search"].remaining == 29
+        graphql = {**self.HEADERS, "x-ratelimit-resource": "graphql",
+                   "x-ratelimit-remaining": "4999"}
+        limits = seen_rate_limits(limits, graphql)
+        assert limits["core"].remaining == 4321
+        assert seen_rate_limits(limits, {"content-type": "x"}) is limits
+
+    def test_bucket_names_are_bounded(self):
+        limits: dict = {}
+        for i in range(100):
+            limits = seen_rate_limits(limits, {**self.HEADERS, "x-ratelimit-resource": f"r{i}"})
+        assert len(limits) == 32
+        odd = seen_rate_limits({}, {**self.HEADERS, "x-ratelimit-resource": "a b\u00e9"})
+        assert list(odd) == ["core"]
+
+
+class TestHoldTimes:
+    def test_hold_is_capped_at_an_hour(self):
+        assert blocked_until(resp(429, b"", retry_after="999999999"), NOW) == NOW + 3600
+        far = resp(403, b"", x_ratelimit_remaining="0", x_ratelimit_reset=str(int(NOW) + 10**9))
+        assert blocked_until(far, NOW) == NOW + 3600
+
+    def test_non_ascii_digits_are_not_numbers(self):
+        assert blocked_until(resp(429, b"", retry_after="\u00b2"), NOW) == NOW + 60
+
+
+# -- client conditionals ------------------------------------------------------------------
+
+class TestClientConditionals:
+    def test_matching_etag(self):
+        r = resp(200, b"{}", etag='W/"abc"', content_type="application/json")
+        assert not_modified_for({"if-none-match": '"abc"'}, r)
+        assert not_modified_for({"if-none-match": '"x", W/"abc"'}, r)
+        assert not_modified_for({"if-none-match": "*"}, r)
+        assert not not_modified_for({"if-none-match": '"other"'}, r)
+        assert not not_modified_for({}, r)
+        assert not not_modified_for({"if-none-match": '"abc"'}, resp(404, b"", etag='"abc"'))
+
+    def test_if_modified_since_only_without_if_none_match(self):
+        r = resp(200, b"{}", last_modified="Wed, 21 Oct 2015 07:28:00 GMT", etag='"e"')
+        assert not_modified_for({"if-modified-since": "Wed, 21 Oct 2015 07:28:00 GMT"}, r)
+        assert not not_modified_for({"if-modified-since": "Tue, 20 Oct 2015 07:28:00 GMT"}, r)
+        assert not not_modified_for({"if-modified-since": "Wed, 21 Oct 2015 07:28:00 GMT",
+                                     "if-none-match": '"x"'}, r)
+        assert not not_modified_for({"if-modified-since": "garbage"}, r)
+
+    def test_304_has_no_body_type_or_length(self):
+        r = resp(200, b"{}", etag='"e"', content_type="application/json", link="<x>")
+        out = not_modified_response(r)
+        assert out.status == 304 and out.body == b""
+        assert "content-type" not in out.headers and out.headers["etag"] == '"e"'
+
+
+# -- hypermedia ---------------------------------------------------------------------------
+
+class TestRewriteHypermedia:
+    UP, LOCAL = "https://api.github.com", "http://127.0.0.1:9180"
+
+    def test_url_fields_only(self):
+        body = (b'{"url":"https://api.github.com/repos/o/r","issues_url":'
+                b'"https://api.github.com/repos/o/r/issues{/number}","html_url":'
+                b'"https://github.com/o/r","body":"see \\"url\\":\\"https://api.github.com/x\\"",'
+                b'"text":"https://api.github.com/y","user":{"url": "https://api.github.com/users/u"}}')
+        out = rewrite_hypermedia(body, self.UP, self.LOCAL)
+        assert b'"url":"http://127.0.0.1:9180/repos/o/r"' in out
+        assert b'"issues_url":"http://127.0.0.1:9180/repos/o/r/issues{/number}"' in out
+        assert b'"html_url":"https://github.com/o/r"' in out
+        assert b'"text":"https://api.github.com/y"' in out
+        assert b'https://api.github.com/x' in out  # inside a string value: untouched
+        assert b'"url": "http://127.0.0.1:9180/users/u"' in out
+
+    def test_lookalike_hosts_are_not_rewritten(self):
+        body = b'{"url":"https://api.github.com.evil.example/x"}'
+        assert rewrite_hypermedia(body, self.UP, self.LOCAL) == body

@@ -20,7 +20,7 @@ from .models import ApiRequest, ApiResponse, Entry
 from .policy import Action, RateLimit
 from .stats import Counters
 from .store import Store, StoreError
-from .upstream import Upstream, UpstreamError
+from .upstream import Credentials, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class _Outcome:
 class Cache:
     def __init__(self, store: Store, upstream: Upstream, counters: Counters, ttl: float,
                  peers: Peers | None = None, max_entry_bytes: int = 16 * 1024 * 1024,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lend_token: bool = False) -> None:
         self.store = store
         self.upstream = upstream
         self.counters = counters
@@ -55,7 +55,11 @@ class Cache:
         self.peers = peers
         self.max_entry_bytes = max_entry_bytes
         self.clock = clock
-        self.rate_limit = RateLimit()
+        # Writes and GraphQL carry only the client's credentials, unless the operator lends
+        # the node's token to local clients that send none (--lend-token).
+        self.write_credentials = Credentials.CLIENT_OR_FLEET if lend_token \
+            else Credentials.CLIENT
+        self.rate_limits: dict[str, RateLimit] = {}
         self._blocked_until = 0.0
         self._limit_answer: ApiResponse | None = None
         self._flights: Flights[_Outcome] = Flights()
@@ -86,13 +90,33 @@ class Cache:
             setattr(self.counters, outcome.counted_as,
                     getattr(self.counters, outcome.counted_as) + 1)
             response = outcome.response
+        if not from_peer and response.status in (401, 403, 404) \
+                and "authorization" in request.headers:
+            # The fleet's view is not final for a client with credentials of its own: what
+            # the node's token cannot see, the client's may. Asked once, never shared.
+            return await self._for_client(request)
         return response
+
+    async def _for_client(self, request: ApiRequest) -> ApiResponse:
+        self.counters.client_credential_requests += 1
+        get = ApiRequest("GET", request.target, request.headers)
+        try:
+            response = await self._upstream(get, {}, Credentials.CLIENT)
+        except UpstreamError as exc:
+            return _unreachable(exc)
+        response.source = "miss"
+        return response
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The REST budget (`core`), the one most answers spend."""
+        return self.rate_limits.get("core", RateLimit())
 
     async def passthrough(self, request: ApiRequest) -> ApiResponse:
         """Writes and GraphQL go to GitHub as they are; a write drops what it changes."""
         self.counters.passthrough += 1
         try:
-            response = await self._upstream(request, {}, use_client_auth=True)
+            response = await self._upstream(request, {}, self.write_credentials)
         except UpstreamError as exc:
             return _unreachable(exc)
         if request.method not in policy.CACHEABLE_METHODS and response.status < 400:
@@ -128,7 +152,7 @@ class Cache:
                                 answer: PeerAnswer) -> ApiResponse:
         response = answer.response
         # The server's budget is the fleet's budget: show it to our clients too.
-        self.rate_limit = RateLimit.from_headers(response.headers, self.rate_limit)
+        self.rate_limits = policy.seen_rate_limits(self.rate_limits, response.headers)
         if response.status == 304 and entry is not None:
             entry = Entry(entry.key, entry.path, entry.status, entry.headers, entry.body,
                           answer.fetched_at)
@@ -155,7 +179,7 @@ class Cache:
             if policy.decide(entry, now, self.ttl) is Action.REVALIDATE else {}
         get = ApiRequest("GET", request.target, request.headers)
         try:
-            response = await self._upstream(get, conditional, use_client_auth=False)
+            response = await self._upstream(get, conditional, Credentials.FLEET)
         except UpstreamError as exc:
             if entry is not None:
                 log.warning("GitHub unreachable (%s); serving a stale entry", exc)
@@ -182,17 +206,20 @@ class Cache:
         return response
 
     async def _upstream(self, request: ApiRequest, conditional: dict[str, str],
-                        use_client_auth: bool) -> ApiResponse:
+                        credentials: Credentials) -> ApiResponse:
         self.counters.upstream_requests += 1
-        response = await self.upstream.send(request, conditional, use_client_auth)
-        self.rate_limit = RateLimit.from_headers(response.headers, self.rate_limit)
+        response = await self.upstream.send(request, conditional, credentials)
+        if credentials is Credentials.FLEET:  # a client's own budget is not the fleet's
+            self.rate_limits = policy.seen_rate_limits(self.rate_limits, response.headers)
         return response
 
     # -- answers ------------------------------------------------------------------------
 
     def _from_entry(self, entry: Entry, source: str) -> ApiResponse:
         headers = dict(entry.headers)
-        headers.update(self.rate_limit.headers())
+        bucket = self.rate_limits.get(policy.resource_of(entry.headers))
+        if bucket is not None:
+            headers.update(bucket.headers())
         return ApiResponse(entry.status, headers, entry.body, source, fetched_at=entry.fetched_at)
 
     def _stale(self, entry: Entry) -> ApiResponse:

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-bytes", default=None, metavar="BYTES",
                        help="store size bound, least recently used entries go first "
                             "[env P2P_CACHE_MAX_BYTES, default 512 MiB]")
+    serve.add_argument("--unix-socket", default=None, metavar="PATH",
+                       help="also serve the local API on this Unix socket (mode 0600); "
+                            "`gh config set http_unix_socket PATH` then sends every gh REST "
+                            "call through the node [env P2P_CACHE_UNIX_SOCKET]")
+    serve.add_argument("--lend-token", action="store_true", default=None,
+                       help="writes and GraphQL that arrive WITHOUT Authorization go out with "
+                            "the node's token (off: they go out anonymous and GitHub answers "
+                            "401) [env P2P_CACHE_LEND_TOKEN=1]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 

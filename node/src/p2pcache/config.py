@@ -58,6 +58,8 @@ class Settings:
     upnp_lease: int = 3600
     ip_echo_url: str | None = None  # e.g. https://api.ipify.org; off unless set
     publish_secret: str | None = None  # OWNER/REPO whose MCP_P2P_BOOTSTRAP_PEERS we keep
+    unix_socket: Path | None = None  # the local API also here (mode 0600), e.g. for gh
+    lend_token: bool = False  # writes/GraphQL without a client token use the node's token
 
     @property
     def http_base(self) -> str:
@@ -229,12 +231,28 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
             raise ConfigError(name, repo, "expected OWNER/REPO")
         kw["publish_secret"] = repo
 
+    value, name = _pick(flags.get("unix_socket"), env, "P2P_CACHE_UNIX_SOCKET", "--unix-socket")
+    if value:
+        kw["unix_socket"] = check_unix_socket(name, Path(str(value)).expanduser())
+    lend = flags.get("lend_token")
+    kw["lend_token"] = bool(lend) if lend else _truthy(env.get("P2P_CACHE_LEND_TOKEN", ""))
+
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token
     kw["secret"] = env.get("P2P_CACHE_SECRET") or token
     kw["namespace"] = (env.get("IPFS_ACCELERATE_GITHUB_REPO") or env.get("GITHUB_REPOSITORY")
                        or "default")
     return Settings(**kw)  # type: ignore[arg-type]
+
+
+def check_unix_socket(name: str, path: Path) -> Path:
+    if len(os.fsencode(path)) > 100:  # sun_path holds 108 bytes on Linux
+        raise ConfigError(name, str(path), "a Unix socket path must be under 100 bytes")
+    if not path.parent.is_dir():
+        raise ConfigError(name, str(path), "its directory does not exist")
+    if path.exists() and not path.is_socket():
+        raise ConfigError(name, str(path), "a file that is not a socket is in the way")
+    return path
 
 
 def check_announce(name: str, value: str) -> str:

@@ -1,26 +1,45 @@
 """The local HTTP API: GitHub's REST paths answered through the cache, and the node's
-own endpoints under /-/. HTTP/1.1 with keep-alive, on h11 and trio streams.
+own endpoints under /-/. HTTP/1.1 with keep-alive, on h11 and trio streams, over TCP, a Unix
+socket, or TLS (tls.py hands its streams to `serve_connection`).
+
+This is where a client's bytes enter, so they are checked here, once: the request-target
+(targets.py), the header fields, the body size, who may ask (no web pages), and which base
+URL the client used. The handler behind it gets only well-formed ApiRequests.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import os
+import re
+import socket
+import stat
 from dataclasses import dataclass
-from functools import partial
+from email.utils import formatdate
+from http import HTTPStatus
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import h11
 import trio
 
-from . import policy
+from . import headers as fields
+from . import policy, targets
 from .models import ApiRequest, ApiResponse
+from .targets import Base, TargetError
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BODY = 32 * 1024 * 1024
+MAX_HEAD = 64 * 1024  # request line and header fields, all buffered bytes included
+READ_CHUNK = 16 * 1024
+MAX_REQUEST_BODY = 10 * 1024 * 1024  # per request; GET and HEAD carry none
+MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # all connections' bodies together
+MAX_CONNECTIONS = 256  # open client connections; more are told 503 and closed
 IDLE_TIMEOUT = 120.0
 READ_TIMEOUT = 30.0
+SEND_TIMEOUT = 60.0
 
 
 @dataclass
@@ -33,6 +52,16 @@ class Reply:
 Handler = Callable[[ApiRequest], Awaitable[Reply]]
 
 
+@dataclass(frozen=True)
+class Site:
+    """What one listener knows about where it is, to judge a request's Host."""
+
+    scheme: str  # "http" or "https"
+    upstream: Base
+    default_base: str  # the base to point answers at when a client sends no Host
+    bound_host: str | None = None  # the TCP address bound; None for a Unix socket
+
+
 def json_reply(status: int, data: object) -> Reply:
     body = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
     return Reply(status, [("content-type", "application/json; charset=utf-8")], body)
@@ -42,31 +71,68 @@ def text_reply(status: int, text: str, content_type: str = "text/plain; charset=
     return Reply(status, [("content-type", content_type)], text.encode())
 
 
-def api_reply(response: ApiResponse, upstream_base: str, local_base: str) -> Reply:
-    """A GitHub answer as the client sees it through the node."""
+def error_reply(status: int, message: str) -> Reply:
+    """An error in GitHub's shape, so clients print our message as they print GitHub's."""
+    return json_reply(status, {"message": f"p2pcache: {message}",
+                               "documentation_url": "https://docs.github.com/rest"})
+
+
+def api_reply(response: ApiResponse, upstream_base: str, client_base: str | None) -> Reply:
+    """A GitHub answer as the client sees it through the node: Links and hypermedia URLs
+    point back at the base the client used; GitHub's bytes are untouched for a client that
+    used the upstream's own host (client_base None)."""
+    body = response.body
+    if client_base is not None and "json" in response.headers.get("content-type", ""):
+        body = policy.rewrite_hypermedia(body, upstream_base, client_base)
     headers = []
     for name, value in response.headers.items():
-        if name == "link":
-            value = policy.rewrite_links(value, upstream_base, local_base)
+        if name == "link" and client_base is not None:
+            value = policy.rewrite_links(value, upstream_base, client_base)
         headers.append((name, value))
     headers.append(("x-p2p-cache", response.source))
     if response.stale:
         headers.append(("x-p2p-cache-stale", "true"))
-    return Reply(response.status, headers, response.body)
+    return Reply(response.status, headers, body)
 
 
-def refuse_browser(request: ApiRequest, bound_host: str) -> Reply | None:
+# -- who may ask, and at which base ------------------------------------------------------
+
+_HOST = re.compile(r"(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def refusal(request: ApiRequest, site: Site) -> Reply | None:
     """The API spends the node's token, so web pages must not reach it: a browser marks
-    cross-site requests with Origin, and DNS rebinding shows up as a foreign Host."""
-    if "origin" in request.headers:
-        return json_reply(403, {"message": "p2pcache: requests from web pages are refused"})
+    cross-site requests with Origin or Sec-Fetch-Site (no-cors GETs carry no Origin), and
+    DNS rebinding shows up as a foreign Host."""
+    if "origin" in request.headers or request.headers.get("sec-fetch-site", "none") != "none":
+        return error_reply(403, "requests from web pages are refused")
     host = request.headers.get("host", "")
-    name = host.rsplit(":", 1)[0].strip("[]") if not host.endswith("]") else host.strip("[]")
+    if host and not _HOST.fullmatch(host):
+        return error_reply(400, "the Host header is not a host[:port]")
+    name = _hostname(host)
     # Only a loopback-bound API is reachable by rebinding alone; one bound wider (in a
-    # container, say) was exposed on purpose and is addressed by service names.
-    if _loopback(bound_host) and name and not _local_name(name, bound_host):
-        return json_reply(403, {"message": f"p2pcache: unexpected Host {host!r}"})
+    # container, say) was exposed on purpose and is addressed by service names. The
+    # upstream's own name is never a rebinding: it is how gh (Unix socket) and the
+    # transparent mode (TLS, our certificate for that name only) address the node.
+    if site.bound_host is not None and _loopback(site.bound_host) and name \
+            and not _local_name(name, site.bound_host) and name != site.upstream.host:
+        return error_reply(403, f"unexpected Host {host!r}")
     return None
+
+
+def client_base(request: ApiRequest, site: Site) -> str | None:
+    """The base URL the client used: None if it addressed the upstream's own host."""
+    host = request.headers.get("host", "").lower()
+    if host and host in site.upstream.authorities:
+        return None
+    base = f"{site.scheme}://{host}" if host else site.default_base
+    return base + request.target.prefix
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host[1:host.find("]")].lower()
+    return host.rsplit(":", 1)[0].lower()
 
 
 def _loopback(host: str) -> bool:
@@ -74,8 +140,6 @@ def _loopback(host: str) -> bool:
 
 
 def _local_name(name: str, bound_host: str) -> bool:
-    import ipaddress
-
     if name in ("localhost", bound_host) or name.endswith(".localhost"):
         return True
     try:
@@ -85,99 +149,217 @@ def _local_name(name: str, bound_host: str) -> bool:
         return False
 
 
-async def serve(host: str, port: int, handler: Handler,
+# -- listeners ---------------------------------------------------------------------------
+
+
+class Limits:
+    """What all connections of one node share: a connection cap and a body budget."""
+
+    def __init__(self) -> None:
+        self.connections = trio.CapacityLimiter(MAX_CONNECTIONS)
+        self.body_bytes = 0
+
+
+async def serve(host: str, port: int, handler: Handler, site: Site, limits: Limits,
                 task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
                 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners)
-    await trio.serve_listeners(partial(_connection, handler), listeners)
+    await trio.serve_listeners(lambda s: serve_connection(handler, s, site, limits), listeners)
 
 
-async def _connection(handler: Handler, stream: trio.SocketStream) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+async def serve_unix(path: Path, handler: Handler, site: Site, limits: Limits,
+                     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
+    """The same API on a Unix socket, mode 0600: only this user's processes reach it (gh's
+    `http_unix_socket` speaks plain HTTP with Host api.github.com over it)."""
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        while True:
-            with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                event = await _next_event(conn, stream)
-            if idle.cancelled_caught or isinstance(event, h11.ConnectionClosed):
-                return
-            if not isinstance(event, h11.Request):
-                return
-            with trio.fail_after(READ_TIMEOUT):
-                body = await _read_body(conn, stream)
-            request = ApiRequest(
-                event.method.decode("ascii").upper(), event.target.decode("latin-1"),
-                {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers},
-                body)
+        if path.is_socket():
+            path.unlink()  # a socket left by a killed node; anything else is not ours
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+        sock.listen(128)
+        listener = trio.SocketListener(sock)
+        task_status.started(path)
+        try:
+            await trio.serve_listeners(lambda s: serve_connection(handler, s, site, limits),
+                                       [listener])
+        finally:
+            with trio.CancelScope(shield=True):
+                path.unlink(missing_ok=True)
+    finally:
+        sock.close()
+
+
+async def serve_connection(handler: Handler, stream: trio.abc.Stream, site: Site,
+                           limits: Limits) -> None:
+    """One client connection, whatever it sends: nothing raised here may reach the
+    listener's nursery (that would end the node)."""
+    try:
+        try:
+            limits.connections.acquire_on_behalf_of_nowait(stream)
+        except trio.WouldBlock:
+            with trio.move_on_after(1):
+                await stream.send_all(_BUSY)
+            return
+        try:
+            await _Connection(handler, stream, site, limits).run()
+        finally:
+            limits.connections.release_on_behalf_of(stream)
+    except Exception:  # a bug must cost one connection, never the node
+        log.exception("⚠️  A local API connection failed; the node serves on")
+    finally:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
             try:
-                reply = await handler(request)
-            except Exception:
-                log.exception("error answering %s %s", request.method, request.target)
-                reply = json_reply(500, {"message": "p2pcache: internal error"})
-            await _send(conn, stream, reply, head=request.method == "HEAD")
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            conn.start_next_cycle()
-    except (h11.RemoteProtocolError, _BodyTooLarge) as exc:
-        status = 413 if isinstance(exc, _BodyTooLarge) else 400
-        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            try:
-                await _send(conn, stream, json_reply(status, {"message": str(exc)}))
+                await stream.aclose()
             except Exception:
                 pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
-            h11.LocalProtocolError):
-        pass
-    finally:
-        with trio.move_on_after(1):
-            await stream.aclose()
 
 
-class _BodyTooLarge(Exception):
-    pass
+_BUSY_BODY = b'{"message": "p2pcache: too many open connections; retry"}\n'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+         b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
+         + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
 
 
-async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> h11.Event:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(64 * 1024)
-            conn.receive_data(data)  # b"" tells h11 the peer closed
-            continue
-        return event  # type: ignore[return-value]
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-async def _read_body(conn: h11.Connection, stream: trio.SocketStream) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await _next_event(conn, stream)
-        if isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > MAX_REQUEST_BODY:
-                raise _BodyTooLarge(f"request body over {MAX_REQUEST_BODY} bytes")
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks)
-        elif isinstance(event, h11.ConnectionClosed):
-            raise trio.BrokenResourceError("client closed mid-request")
+class _Connection:
+    def __init__(self, handler: Handler, stream: trio.abc.Stream, site: Site,
+                 limits: Limits) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.site = site
+        self.limits = limits
+        # h11 counts only unparsed bytes; with reads of READ_CHUNK the buffer stays under
+        # MAX_HEAD in all.
+        self.conn = h11.Connection(h11.SERVER,
+                                   max_incomplete_event_size=MAX_HEAD - READ_CHUNK)
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    event = await self._next_event()
+                if idle.cancelled_caught or not isinstance(event, h11.Request):
+                    return
+                await self._exchange(event)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (h11.RemoteProtocolError, _BadRequest) as exc:
+            status = exc.status if isinstance(exc, _BadRequest) else exc.error_status_hint
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                with trio.move_on_after(5):
+                    try:
+                        await _send(conn, self.stream, error_reply(status, str(exc)),
+                                    close=True)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError,
+                            h11.LocalProtocolError):
+                        pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
+
+    async def _exchange(self, event: h11.Request) -> None:
+        request = self._request(event)  # raises _BadRequest before any body is read
+        with trio.fail_after(READ_TIMEOUT):
+            body = await self._read_body(request.method)
+        if body:
+            request = ApiRequest(request.method, request.target, request.headers, body,
+                                 request.client_base)
+        try:
+            reply = refusal(request, self.site) or await self.handler(request)
+        except Exception:
+            log.exception("⚠️  Error answering %s %s", request.method, request.target)
+            reply = error_reply(500, "internal error (logged by the node)")
+        finally:
+            self.limits.body_bytes -= len(body)
+        with trio.fail_after(SEND_TIMEOUT):
+            await _send(self.conn, self.stream, reply, head=request.method == "HEAD")
+
+    def _request(self, event: h11.Request) -> ApiRequest:
+        try:
+            method = event.method.decode("ascii").upper()
+            target = targets.parse(event.target)
+        except TargetError as exc:
+            raise _BadRequest(400, str(exc)) from None
+        raw: list[tuple[str, str]] = []
+        for name, value in event.headers:
+            try:
+                raw.append((name.decode("ascii"), value.decode("ascii")))
+            except UnicodeDecodeError:
+                raise _BadRequest(400, f"header {name.decode('latin-1')!r} is not ASCII") \
+                    from None
+        headers = fields.clean(raw)
+        if method in ("GET", "HEAD") and (headers.get("content-length", "0") != "0"
+                                          or "transfer-encoding" in headers):
+            raise _BadRequest(400, f"a {method} request has no body")
+        request = ApiRequest(method, target, headers)
+        return ApiRequest(method, target, headers, b"", client_base(request, self.site))
+
+    async def _next_event(self) -> h11.Event:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(await self.stream.receive_some(READ_CHUNK))
+                continue  # b"" above tells h11 the client closed
+            return event  # type: ignore[return-value]
+
+    async def _read_body(self, method: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                event = await self._next_event()
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    self.limits.body_bytes += len(event.data)
+                    if size > MAX_REQUEST_BODY:
+                        raise _BadRequest(413, f"request body over {MAX_REQUEST_BODY} bytes")
+                    if self.limits.body_bytes > MAX_BODY_BYTES_IN_FLIGHT:
+                        raise _BadRequest(503, "too many request bodies in flight; retry")
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    return b"".join(chunks)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise trio.BrokenResourceError("client closed mid-request")
+        except BaseException:
+            self.limits.body_bytes -= size
+            raise
 
 
-async def _send(conn: h11.Connection, stream: trio.SocketStream, reply: Reply,
-                head: bool = False) -> None:
-    headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
-    headers.append(("content-length", str(len(reply.body))))
+_NO_BODY = frozenset({204, 304})
+
+
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, reply: Reply,
+                head: bool = False, close: bool = False) -> None:
+    headers = [(k, v) for k, v in reply.headers
+               if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+    if not any(k.lower() == "date" for k, _ in headers):
+        headers.append(("date", formatdate(usegmt=True)))
+    if reply.status not in _NO_BODY:  # a 304's length would be the 200's (RFC 9110 §8.6)
+        headers.append(("content-length", str(len(reply.body))))
+    if close:
+        headers.append(("connection", "close"))
     data = conn.send(h11.Response(status_code=reply.status, headers=headers,
                                   reason=_reason(reply.status)))
-    if not head and reply.body:
+    if not head and reply.body and reply.status not in _NO_BODY:
         data += conn.send(h11.Data(data=reply.body))
     data += conn.send(h11.EndOfMessage())
     await stream.send_all(data)
 
 
 def _reason(status: int) -> bytes:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase.encode()
     except ValueError:

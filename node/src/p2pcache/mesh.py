@@ -33,6 +33,8 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from . import headers as fields
+from . import targets
 from .cache import PeerAnswer
 from .config import BootstrapPeer
 from .crypto import Sealer, SealError
@@ -126,7 +128,7 @@ class PeerChannel:
 
     async def request(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
         meta: dict[str, object] = {
-            "key": key, "method": "GET", "path": request.target,
+            "key": key, "method": "GET", "path": str(request.target),
             "headers": {k: v for k, v in request.headers.items() if k in PEER_REQUEST_HEADERS}}
         if etag:
             meta["etag"] = etag
@@ -212,7 +214,8 @@ def _peer_answer(message: Message) -> PeerAnswer | None:
         return None  # the peer could not answer (too large, GitHub unreachable ...)
     try:
         status = int(meta["status"])
-        headers = {str(k).lower(): str(v) for k, v in dict(meta.get("headers", {})).items()}
+        # Validation where a peer's bytes enter: fields h11 could not send are dropped.
+        headers = fields.clean((str(k), str(v)) for k, v in dict(meta.get("headers", {})).items())
         fetched_at = float(meta["fetched_at"])
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("⚠️  A peer answer lacks a valid field (%s); asking GitHub instead", exc)
@@ -575,17 +578,17 @@ class Mesh:
 def _peer_request(meta: dict[str, object]) -> ApiRequest:
     """Only a GET of an API path, with representation headers: nothing else is honoured."""
     path = meta.get("path")
-    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//") \
-            or "://" in path or "\n" in path or len(path) > 8192:
+    if not isinstance(path, str):
         raise ValueError("path must be an absolute API path")
+    target = targets.parse(path)  # TargetError is a ValueError
     if meta.get("method", "GET") not in ("GET", "HEAD"):
         raise ValueError("only GET is answered for peers")
     raw = meta.get("headers") or {}
     if not isinstance(raw, dict):
         raise ValueError("headers must be an object")
-    headers = {str(k).lower(): str(v) for k, v in raw.items()
-               if str(k).lower() in PEER_REQUEST_HEADERS}
-    return ApiRequest("GET", path, headers)
+    headers = {k: v for k, v in fields.clean((str(k), str(v)) for k, v in raw.items()).items()
+               if k in PEER_REQUEST_HEADERS}
+    return ApiRequest("GET", target, headers)
 
 
 def _reason(exc: BaseException) -> str:

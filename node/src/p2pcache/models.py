@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .targets import Target
+
 
 @dataclass(frozen=True)
 class ApiRequest:
     """A GitHub REST request as a client made it to this node."""
 
     method: str
-    target: str  # path and query string, e.g. "/repos/o/r/issues?page=2"
-    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    target: Target  # canonical: parsed where the request entered (targets.parse)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names, valid values
     body: bytes = b""
+    # The base URL the client used (scheme://its Host), for Links and hypermedia URLs in
+    # answers; None when it used the upstream's own host, so GitHub's bytes go out unchanged.
+    client_base: str | None = None
 
 
 @dataclass

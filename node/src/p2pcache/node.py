@@ -17,7 +17,7 @@ from . import __version__, addresses, http_api, identity, policy
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
-from .http_api import Reply, api_reply, json_reply, text_reply
+from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
 from .mesh import Mesh
 from .nat import Mapping, UpnpError, UpnpMapper
 from .publish import PublishError, publish_secret, write_file
@@ -51,7 +51,9 @@ class Node:
         self.peer_id = str(identity.peer_id(self.key_pair))
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
         self.upstream = Upstream(settings.upstream, settings.token)
-        self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl)
+        self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
+                           lend_token=settings.lend_token)
+        self.http_limits = Limits()
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
@@ -128,11 +130,23 @@ class Node:
 
     async def _start_http(self, nursery: trio.Nursery) -> None:
         s = self.settings
+        site = Site("http", self.upstream.base, self.http_base, bound_host=s.http_host)
         try:
-            await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http)
+            await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http,
+                                site, self.http_limits)
         except OSError as exc:
             raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
                                f"{exc.strerror or exc}") from None
+        if s.unix_socket is not None:
+            try:
+                await nursery.start(http_api.serve_unix, s.unix_socket, self.handle_http,
+                                    Site("http", self.upstream.base, self.http_base),
+                                    self.http_limits)
+            except OSError as exc:
+                raise StartupError(f"cannot serve the local API on the Unix socket "
+                                   f"{s.unix_socket}: {exc.strerror or exc}") from None
+            log.info("✓ Local API also on the Unix socket %s (mode 0600; for gh: "
+                     "gh config set http_unix_socket %s)", s.unix_socket, s.unix_socket)
         bound = f"{s.http_host}:{s.http_port}"
         where = self.http_base if self.http_base.endswith("//" + bound) else \
             f"{bound} ({self.http_base} from this machine)"
@@ -226,21 +240,21 @@ class Node:
         return await self.cache.get(request, from_peer=True)
 
     async def handle_http(self, request: ApiRequest) -> Reply:
-        refusal = http_api.refuse_browser(request, self.settings.http_host)
-        if refusal is not None:
-            return refusal
-        path = request.target.split("?", 1)[0]
+        """A well-formed request (http_api checked it) answered as GitHub would."""
+        path = request.target.path
         if path == "/-/reachability" and request.method == "GET":
             return json_reply(200, await self.reachability())
         if path.startswith("/-/"):
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
+            if policy.not_modified_for(request.headers, response):
+                response = policy.not_modified_response(response)
         elif request.method in policy.WRITE_METHODS:
             response = await self.cache.passthrough(request)
         else:
-            return json_reply(405, {"message": f"p2pcache: {request.method} is not passed on"})
-        return api_reply(response, self.settings.upstream, self.http_base)
+            return error_reply(405, f"{request.method} is not passed on")
+        return api_reply(response, self.upstream.base_url, request.client_base)
 
     def _own_endpoint(self, path: str, method: str) -> Reply:
         if method not in ("GET", "HEAD"):
@@ -300,6 +314,8 @@ class Node:
             "bytes": self.store.bytes,
             "rate_limit_remaining": self.cache.rate_limit.remaining,
             "rate_limit_reset": self.cache.rate_limit.reset,
+            "rate_limits": {name: bucket.as_dict()
+                            for name, bucket in sorted(self.cache.rate_limits.items())},
             "listen_addrs": self.listen_addrs(),
             "bootstrap_multiaddr": self.bootstrap_multiaddr(),
             "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],

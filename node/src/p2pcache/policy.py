@@ -9,22 +9,28 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from email.utils import parsedate_to_datetime
 
 from .models import ApiRequest, ApiResponse, Entry
+from .targets import Target
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CACHEABLE_STATUSES = frozenset({200})
-# Headers that describe the resource, so they are stored and replayed with it.
-STORED_HEADERS = ("content-type", "etag", "last-modified", "link", "x-github-media-type",
-                  "x-oauth-scopes", "x-accepted-oauth-scopes", "x-github-api-version-selected")
+# Response headers that describe the transfer or the moment, not the resource: never stored
+# (the node re-frames the body, and dates, request ids and budgets belong to one answer).
+TRANSFER_HEADERS = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length",
+    "te", "trailer", "upgrade", "proxy-connection", "proxy-authenticate", "set-cookie",
+    "date", "age", "x-github-request-id", "strict-transport-security"})
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-used",
                       "x-ratelimit-reset", "x-ratelimit-resource")
 # Request headers that change what GitHub answers, and so belong in the key.
 VARY_HEADERS = ("accept", "x-github-api-version")
 DEFAULT_ACCEPT = "application/vnd.github+json"
 SECONDARY_LIMIT_WAIT_S = 60.0  # GitHub: without retry-after, wait at least a minute
+MAX_HOLD_S = 3600.0  # no upstream answer may stop this node asking GitHub for longer
+_DIGITS = re.compile(r"[0-9]{1,15}")  # ASCII only: str.isdigit() accepts '²'
 
 
 class Action(enum.Enum):
@@ -33,43 +39,43 @@ class Action(enum.Enum):
     FETCH = "fetch"  # nothing usable: plain GET
 
 
-def split_target(target: str) -> tuple[str, str]:
-    parts = urlsplit(target)
-    return parts.path or "/", parts.query
-
-
-def normalize_target(target: str) -> str:
-    """Sort the query so ?a=1&b=2 and ?b=2&a=1 share an entry."""
-    path, query = split_target(target)
-    pairs = sorted(parse_qsl(query, keep_blank_values=True))
-    return path + ("?" + urlencode(pairs) if pairs else "")
+def normalize_accept(accept: str) -> str:
+    """GitHub's names for one representation: `vnd.github.v3` is `vnd.github`, and
+    `*/*` or `application/json` (or nothing) is the default."""
+    ranges = [r.strip() for r in accept.lower().split(",") if r.strip()]
+    ranges = [r.replace("application/vnd.github.v3", "application/vnd.github", 1) for r in ranges]
+    ranges = [DEFAULT_ACCEPT if r in ("*/*", "application/json", "application/vnd.github")
+              else r for r in ranges]
+    return ", ".join(dict.fromkeys(ranges)) or DEFAULT_ACCEPT
 
 
 def cache_key(request: ApiRequest) -> str:
     """HEAD shares GET's entry; Accept and API version select different representations."""
-    accept = request.headers.get("accept", "").strip().lower() or DEFAULT_ACCEPT
-    if accept in ("*/*", "application/json"):
-        accept = DEFAULT_ACCEPT
+    accept = normalize_accept(request.headers.get("accept", ""))
     version = request.headers.get("x-github-api-version", "").strip()
-    key = f"GET {normalize_target(request.target)} accept={accept}"
+    key = f"GET {request.target} accept={accept}"
     return key + (f" version={version}" if version else "")
 
 
 def is_cacheable_request(request: ApiRequest) -> bool:
-    path, _ = split_target(request.target)
-    return request.method in CACHEABLE_METHODS and path != "/graphql"
+    return request.method in CACHEABLE_METHODS and request.target.path != "/graphql"
+
+
+def _cache_control(headers: dict[str, str]) -> set[str]:
+    return {d.strip().split("=", 1)[0] for d in headers.get("cache-control", "").lower().split(",")}
 
 
 def is_cacheable_response(response: ApiResponse, max_entry_bytes: int) -> bool:
-    cache_control = response.headers.get("cache-control", "").lower()
-    return (response.status in CACHEABLE_STATUSES and "no-store" not in cache_control
+    return (response.status in CACHEABLE_STATUSES
+            and "no-store" not in _cache_control(response.headers)
             and len(response.body) <= max_entry_bytes)
 
 
 def decide(entry: Entry | None, now: float, ttl: float) -> Action:
     if entry is None:
         return Action.FETCH
-    if now - entry.fetched_at < ttl:
+    # no-cache (GitHub sends it on /rate_limit): store, but ask before every use.
+    if now - entry.fetched_at < ttl and "no-cache" not in _cache_control(entry.headers):
         return Action.SERVE
     return Action.REVALIDATE if entry.etag or entry.headers.get("last-modified") else Action.FETCH
 
@@ -85,11 +91,18 @@ def conditional_headers(entry: Entry | None) -> dict[str, str]:
 
 
 def stored_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k in STORED_HEADERS}
+    """Every header that describes the resource is replayed with it (ETag, Link,
+    Cache-Control, Vary, X-GitHub-Media-Type, Server ...), and its rate-limit resource,
+    so a hit shows the budget of the right bucket."""
+    stored = {k: v for k, v in headers.items()
+              if k not in TRANSFER_HEADERS and k not in RATE_LIMIT_HEADERS}
+    if "x-ratelimit-resource" in headers:
+        stored["x-ratelimit-resource"] = headers["x-ratelimit-resource"]
+    return stored
 
 
 def entry_from(key: str, request: ApiRequest, response: ApiResponse, now: float) -> Entry:
-    path, _ = split_target(request.target)
+    path = request.target.path
     return Entry(key=key, path=path, status=response.status,
                  headers=stored_headers(response.headers), body=response.body, fetched_at=now)
 
@@ -101,14 +114,13 @@ def refreshed(entry: Entry, not_modified: ApiResponse, now: float) -> Entry:
     return Entry(entry.key, entry.path, entry.status, headers, entry.body, now)
 
 
-def invalidated_paths(target: str) -> list[str]:
+def invalidated_paths(target: Target) -> list[str]:
     """Paths whose entries a write to `target` changes: itself and its parent collection.
 
     POST /repos/o/r/issues adds to that list; PATCH /repos/o/r/issues/1 changes the issue
     and what the list shows. Entries under the path (sub-resources) are prefix-matched.
     """
-    path, _ = split_target(target)
-    path = path.rstrip("/") or "/"
+    path = target.path.rstrip("/") or "/"
     parent = path.rsplit("/", 1)[0]
     return [path] + ([parent] if parent else [])
 
@@ -127,14 +139,16 @@ def blocked_until(response: ApiResponse, now: float) -> float | None:
     """When GitHub says stop, until when (unix seconds); None if it did not say stop."""
     if not is_rate_limited(response):
         return None
-    retry_after = response.headers.get("retry-after", "")
-    if retry_after.isdigit():
-        return now + int(retry_after)
-    if response.headers.get("x-ratelimit-remaining") == "0":
-        reset = response.headers.get("x-ratelimit-reset", "")
-        if reset.isdigit():
-            return max(float(reset), now + 1)
-    return now + SECONDARY_LIMIT_WAIT_S
+    retry_after = response.headers.get("retry-after", "").strip()
+    if _DIGITS.fullmatch(retry_after):
+        until = now + int(retry_after)
+    elif response.headers.get("x-ratelimit-remaining") == "0" \
+            and _DIGITS.fullmatch(reset := response.headers.get("x-ratelimit-reset", "").strip()):
+        until = max(float(reset), now + 1)
+    else:
+        until = now + SECONDARY_LIMIT_WAIT_S
+    # Capped: a forged or mistaken answer must not stop the node asking for years.
+    return min(until, now + MAX_HOLD_S)
 
 
 def serve_stale_instead(response: ApiResponse) -> bool:
@@ -146,7 +160,7 @@ _LINK_URL = re.compile(r"<([^>]*)>")
 
 
 def rewrite_links(link: str, upstream_base: str, local_base: str) -> str:
-    """Point Link URLs at this node so following `next` stays cached."""
+    """Point Link URLs at the base the client used, so following `next` stays cached."""
     upstream_base = upstream_base.rstrip("/")
     local_base = local_base.rstrip("/")
 
@@ -159,30 +173,95 @@ def rewrite_links(link: str, upstream_base: str, local_base: str) -> str:
     return _LINK_URL.sub(swap, link)
 
 
+def rewrite_hypermedia(body: bytes, upstream_base: str, local_base: str) -> bytes:
+    """Point the `url` and `*_url` values of a JSON body at the base the client used, so
+    clients that follow them (PyGithub's lazy objects) stay on the cache. Only those
+    values change; every other byte stays GitHub's (a URL quoted in an issue's text too)."""
+    upstream = upstream_base.rstrip("/").encode()
+    if upstream not in body:
+        return body
+    local = local_base.rstrip("/").encode()
+    pattern = re.compile(rb'("(?:url|[A-Za-z0-9_]+_url)"\s*:\s*")' + re.escape(upstream)
+                         + rb'(?=[/"{?])')
+    return pattern.sub(lambda m: m.group(1) + local, body)
+
+
+def not_modified_for(request_headers: dict[str, str], response: ApiResponse) -> bool:
+    """Whether the client's own conditional matches this answer (RFC 9110 §13.1):
+    If-None-Match by weak comparison; If-Modified-Since only without If-None-Match."""
+    if response.status != 200:
+        return False
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match is not None:
+        etag = response.headers.get("etag")
+        if etag is None:
+            return False
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or etag.strip().removeprefix("W/") in tags
+    since, modified = request_headers.get("if-modified-since"), response.headers.get(
+        "last-modified")
+    if since is None or modified is None:
+        return False
+    try:
+        return parsedate_to_datetime(modified) <= parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+def not_modified_response(response: ApiResponse) -> ApiResponse:
+    """The 304 for a matching client conditional: the answer's headers, no body and no
+    Content-Type or Content-Length (RFC 9110 §15.4.5)."""
+    headers = {k: v for k, v in response.headers.items()
+               if k not in ("content-type", "content-length")}
+    return ApiResponse(304, headers, b"", response.source, response.stale, response.fetched_at)
+
+
+def _number(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if _DIGITS.fullmatch(value) else None
+
+
 @dataclass(frozen=True)
 class RateLimit:
+    """One of GitHub's rate-limit buckets (core, search, graphql ...), as last seen."""
+
     limit: int | None = None
     remaining: int | None = None
     used: int | None = None
     reset: int | None = None
-    resource: str | None = None
+    resource: str = "core"
 
     @classmethod
-    def from_headers(cls, headers: dict[str, str], previous: RateLimit) -> RateLimit:
-        """Only core answers update the core picture; a 304 carries them too."""
-        if "x-ratelimit-remaining" not in headers:
-            return previous
-
-        def num(name: str) -> int | None:
-            value = headers.get(name, "")
-            return int(value) if value.isdigit() else None
-
-        return cls(num("x-ratelimit-limit"), num("x-ratelimit-remaining"),
-                   num("x-ratelimit-used"), num("x-ratelimit-reset"),
-                   headers.get("x-ratelimit-resource"))
+    def from_headers(cls, headers: dict[str, str]) -> RateLimit | None:
+        if _number(headers.get("x-ratelimit-remaining")) is None:
+            return None
+        return cls(_number(headers.get("x-ratelimit-limit")),
+                   _number(headers.get("x-ratelimit-remaining")),
+                   _number(headers.get("x-ratelimit-used")),
+                   _number(headers.get("x-ratelimit-reset")),
+                   resource_of(headers))
 
     def headers(self) -> dict[str, str]:
         pairs = {"x-ratelimit-limit": self.limit, "x-ratelimit-remaining": self.remaining,
                  "x-ratelimit-used": self.used, "x-ratelimit-reset": self.reset,
                  "x-ratelimit-resource": self.resource}
         return {k: str(v) for k, v in pairs.items() if v is not None}
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"limit": self.limit, "remaining": self.remaining, "used": self.used,
+                "reset": self.reset}
+
+
+def resource_of(headers: dict[str, str]) -> str:
+    resource = headers.get("x-ratelimit-resource", "").strip().lower()
+    return resource if re.fullmatch(r"[a-z0-9_]{1,64}", resource) else "core"
+
+
+def seen_rate_limits(limits: dict[str, RateLimit], headers: dict[str, str],
+                     max_buckets: int = 32) -> dict[str, RateLimit]:
+    """The picture after an answer: each X-RateLimit-Resource is a bucket of its own, so a
+    search or GraphQL answer never overwrites the REST `core` budget."""
+    seen = RateLimit.from_headers(headers)
+    if seen is None or (seen.resource not in limits and len(limits) >= max_buckets):
+        return limits
+    return {**limits, seen.resource: seen}

@@ -30,6 +30,7 @@ class Counters:
     passthrough: int = 0  # writes and GraphQL, never cached
     invalidated: int = 0  # entries dropped by writes
     store_errors: int = 0  # entries that could not be written (disk full ...)
+    client_credential_requests: int = 0  # reads re-asked with the client's own token
 
     @property
     def hit_rate(self) -> float:

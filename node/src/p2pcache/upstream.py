@@ -1,64 +1,99 @@
 """The GitHub REST client: one pooled async connection set, the token, no retries of its own.
 
 Retry and stale-serving decisions live in policy.py and cache.py; this module only moves a
-request to GitHub and the answer back, with a deadline.
+request to GitHub and the answer back, with a deadline. URLs are built from the parsed base
+and a canonical Target (targets.py), so the token only ever goes to the configured host.
 """
 
 from __future__ import annotations
 
+import enum
+
 import httpx
 
-from . import __version__
+from . import __version__, headers as fields
 from .models import ApiRequest, ApiResponse
+from .targets import Base
 
-# Request headers passed to GitHub. Everything else (Host, Connection, Cookie ...) is ours.
-FORWARDED = ("accept", "x-github-api-version", "content-type", "if-none-match",
-             "if-modified-since", "authorization")
-# Response headers that describe the transfer, not the resource: we re-frame the body.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-encoding",
-                        "content-length", "date", "server", "strict-transport-security",
-                        "set-cookie"})
+# Request headers that select GitHub's representation: passed on for every request.
+REPRESENTATION = ("accept", "x-github-api-version", "content-type")
+# A client's own conditionals: passed on only when it asks with its own credentials; a
+# fill made for everyone never carries them (its 304 would be another client's answer).
+CONDITIONALS = ("if-none-match", "if-modified-since")
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class Credentials(enum.Enum):
+    FLEET = "fleet"  # reads for the cache: the node's token
+    CLIENT = "client"  # writes, GraphQL, a client's own retry: only what the client sent
+    CLIENT_OR_FLEET = "client-or-fleet"  # writes when the operator lends the node's token
 
 
 class UpstreamError(Exception):
-    """GitHub could not be reached at all (DNS, connect, timeout)."""
+    """GitHub could not be reached at all (DNS, connect, timeout), or answered too much."""
 
 
 class Upstream:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base = Base.parse(base_url)
+        self.base_url = str(self.base)
         self._token = token
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"user-agent": f"p2pcache/{__version__}"},
-            follow_redirects=False,
+            follow_redirects=False, transport=transport,
         )
 
     def _headers(self, request: ApiRequest, conditional: dict[str, str],
-                 use_client_auth: bool) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
-        if not use_client_auth or "authorization" not in headers:
-            headers.pop("authorization", None)
+                 credentials: Credentials) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k in REPRESENTATION}
+        client_auth = request.headers.get("authorization")
+        if credentials is Credentials.FLEET:
             if self._token:
+                headers["authorization"] = f"Bearer {self._token}"
+        else:
+            headers.update({k: v for k, v in request.headers.items() if k in CONDITIONALS})
+            if client_auth:
+                headers["authorization"] = client_auth
+            elif credentials is Credentials.CLIENT_OR_FLEET and self._token:
                 headers["authorization"] = f"Bearer {self._token}"
         headers.setdefault("accept", "application/vnd.github+json")
         headers.update(conditional)
         return headers
 
     async def send(self, request: ApiRequest, conditional: dict[str, str] | None = None,
-                   use_client_auth: bool = True) -> ApiResponse:
-        """use_client_auth=False for fetches made on the fleet's behalf (peer requests)."""
+                   credentials: Credentials = Credentials.FLEET) -> ApiResponse:
+        url = self.base.url(request.target)
+        outgoing = self._client.build_request(
+            request.method, url, headers=self._headers(request, conditional or {}, credentials),
+            content=request.body or None)
         try:
-            response = await self._client.request(
-                request.method, self.base_url + request.target,
-                headers=self._headers(request, conditional or {}, use_client_auth),
-                content=request.body or None)
+            response = await self._client.send(outgoing, stream=True)
+            try:
+                body = await _read_bounded(response)
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{type(exc).__name__}: {exc}") from None
-        headers = {k.lower(): v for k, v in response.headers.items()
-                   if k.lower() not in HOP_BY_HOP}
-        return ApiResponse(response.status_code, headers, response.content)
+        # Validation where GitHub's bytes enter: fields h11 could not send are dropped.
+        headers = fields.clean((k.decode("latin-1"), v.decode("latin-1"))
+                               for k, v in response.headers.raw)
+        for name in ("content-length", "content-encoding", "transfer-encoding", "connection",
+                     "keep-alive"):
+            headers.pop(name, None)  # httpx decoded the body; we frame it ourselves
+        return ApiResponse(response.status_code, headers, body)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise UpstreamError(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
