@@ -244,6 +244,7 @@ class _Connection:
         # MAX_HEAD in all.
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=MAX_HEAD - READ_CHUNK)
+        self.head = False  # the request being answered is a HEAD: its answer has no body
 
     async def run(self) -> None:
         conn = self.conn
@@ -253,6 +254,7 @@ class _Connection:
                     event = await self._next_event()
                 if idle.cancelled_caught or not isinstance(event, h11.Request):
                     return
+                self.head = event.method.upper() == b"HEAD"
                 await self._exchange(event)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
@@ -263,7 +265,7 @@ class _Connection:
                 with trio.move_on_after(5):
                     try:
                         await _send(conn, self.stream, error_reply(status, str(exc)),
-                                    close=True)
+                                    head=self.head, close=True)
                     except (trio.BrokenResourceError, trio.ClosedResourceError,
                             h11.LocalProtocolError):
                         pass
@@ -285,7 +287,7 @@ class _Connection:
         finally:
             self.limits.body_bytes -= len(body)
         with trio.fail_after(SEND_TIMEOUT):
-            await _send(self.conn, self.stream, reply, head=request.method == "HEAD")
+            await _send(self.conn, self.stream, reply, head=self.head)
 
     def _request(self, event: h11.Request) -> ApiRequest:
         try:

@@ -64,10 +64,15 @@ class StatsCollector(Collector):
         for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved"):
             yield GaugeMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}",
                                     value=stats[name])
-        if stats.get("rate_limit_remaining") is not None:
-            yield GaugeMetricFamily("p2pcache_rate_limit_remaining",
-                                    "GitHub core rate limit left, as last seen",
-                                    value=stats["rate_limit_remaining"])
+        buckets = stats.get("rate_limits") or {}
+        for field in ("remaining", "limit", "used"):
+            family = GaugeMetricFamily(f"p2pcache_rate_limit_{field}",
+                                       f"GitHub rate limit {field} per resource, as last seen",
+                                       labels=["resource"])
+            for resource, bucket in buckets.items():
+                if bucket.get(field) is not None:
+                    family.add_metric([resource], bucket[field])
+            yield family
         yield GaugeMetricFamily("p2pcache_p2p_enabled", "1 if the libp2p host runs",
                                 value=1 if stats["p2p_enabled"] else 0)
 

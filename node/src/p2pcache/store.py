@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import headers as fields
 from .models import Entry
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ class Store:
             return None
         with self._touch_lock:
             self._touched[key] = time.time() if now is None else now
-        return Entry(row[0], row[1], row[2], json.loads(row[3]), bytes(row[4]), row[5])
+        # Entries written by an older node may hold fields that cannot be sent: the store
+        # is where those bytes enter, so they are dropped here.
+        return Entry(row[0], row[1], row[2], fields.clean(json.loads(row[3]).items()),
+                     bytes(row[4]), row[5])
 
     def flush_touches(self) -> None:
         """Write the recency noted by get(), so eviction sees it."""
