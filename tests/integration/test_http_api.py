@@ -203,3 +203,28 @@ def test_web_pages_cannot_spend_the_token(nodes, fake):
     assert node.get("/repos/o/r", headers={"host": f"localhost:{node.http_port}"}).status_code == 200
     store = node.data_dir / "cache.sqlite3"
     assert store.stat().st_mode & 0o777 == 0o600
+
+
+def test_unix_socket_serves_the_same_api_to_the_upstreams_host_name(nodes, fake, tmp_path):
+    """gh's `http_unix_socket` sends `Host: api.github.com` over the socket: the node answers
+    it as GitHub, pointing URLs at https://api.github.com (what gh believes it talks to)."""
+    import stat as stat_mod
+
+    sock = tmp_path / "api.sock"
+    node = nodes("socket", args=["--unix-socket", str(sock)])
+    assert stat_mod.S_IMODE(sock.stat().st_mode) == 0o600
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)),
+                      base_url="https://api.github.com") as gh:
+        first = gh.get("/repos/octo/hello/issues?per_page=30")
+        again = gh.get("/api/v3/repos/octo/hello/issues?per_page=30")
+    assert first.status_code == 200 and first.headers["x-p2p-cache"] == "miss"
+    assert again.headers["x-p2p-cache"] == "hit"
+    assert all(link["url"].startswith("https://api.github.com/")
+               for link in first.links.values()), first.headers["link"]
+    assert fake.url.encode() not in first.content
+    # Over TCP the same entry points at the node.
+    tcp = node.get("/repos/octo/hello/issues?per_page=30")
+    assert tcp.headers["x-p2p-cache"] == "hit"
+    assert all(link["url"].startswith(node.url) for link in tcp.links.values())
+    node.stop()
+    assert not sock.exists(), "the socket is removed at exit"

@@ -40,9 +40,11 @@ def test_put_get_round_trip(store):
     e = Entry("GET /r accept=a", "/r", 200, headers, body, 1234.5)
     store.put(e, now=1.0)
     got = store.get("GET /r accept=a", now=2.0)
-    assert got == e
+    # A field that is not valid HTTP (an older node may have stored one) is dropped on read.
+    valid = {k: v for k, v in headers.items() if k != "x-unicode"}
+    assert got == Entry(e.key, e.path, e.status, valid, e.body, e.fetched_at)
     assert isinstance(got.body, bytes)
-    assert got.headers == headers
+    assert got.headers == valid
     assert store.count == 1
     assert store.bytes == e.size == len(body) + sum(len(k) + len(v) for k, v in headers.items())
 

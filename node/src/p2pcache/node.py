@@ -139,8 +139,9 @@ class Node:
                                f"{exc.strerror or exc}") from None
         if s.unix_socket is not None:
             try:
+                # gh (http_unix_socket) believes it speaks https to the host it names.
                 await nursery.start(http_api.serve_unix, s.unix_socket, self.handle_http,
-                                    Site("http", self.upstream.base, self.http_base),
+                                    Site("https", self.upstream.base, self.http_base),
                                     self.http_limits)
             except OSError as exc:
                 raise StartupError(f"cannot serve the local API on the Unix socket "
