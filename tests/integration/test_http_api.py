@@ -214,7 +214,7 @@ def test_unix_socket_serves_the_same_api_to_the_upstreams_host_name(nodes, fake,
     node = nodes("socket", args=["--unix-socket", str(sock)])
     assert stat_mod.S_IMODE(sock.stat().st_mode) == 0o600
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)),
-                      base_url="https://api.github.com") as gh:
+                      base_url="http://api.github.com") as gh:  # plain HTTP, as gh speaks
         first = gh.get("/repos/octo/hello/issues?per_page=30")
         again = gh.get("/api/v3/repos/octo/hello/issues?per_page=30")
     assert first.status_code == 200 and first.headers["x-p2p-cache"] == "miss"
@@ -228,3 +228,20 @@ def test_unix_socket_serves_the_same_api_to_the_upstreams_host_name(nodes, fake,
     assert all(link["url"].startswith(node.url) for link in tcp.links.values())
     node.stop()
     assert not sock.exists(), "the socket is removed at exit"
+
+
+def test_answers_keep_the_headers_clients_use(nodes, fake):
+    node = nodes("solo")
+    direct = httpx.get(fake.url + "/repos/octo/headers",
+                       headers={"authorization": f"token {FLEET_TOKEN}"})
+    miss = node.get("/repos/octo/headers")
+    hit = node.get("/repos/octo/headers")
+    for name in ("cache-control", "vary", "server", "x-github-media-type", "last-modified",
+                 "etag", "content-type"):
+        if name in direct.headers:
+            assert miss.headers[name] == hit.headers[name] == direct.headers[name], name
+    assert miss.headers["x-github-request-id"] and "date" in hit.headers
+    assert miss.headers["x-github-request-id"] != direct.headers["x-github-request-id"]
+    # Errors are GitHub's own answer, request id included.
+    missing = node.get("/repos/octo/missing-repo")
+    assert missing.status_code == 404 and missing.headers["x-github-request-id"]

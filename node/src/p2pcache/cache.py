@@ -190,11 +190,11 @@ class Cache:
             self.counters.not_modified += 1
             entry = policy.refreshed(entry, response, now)
             await self._save(entry)
-            return self._from_entry(entry, "revalidated")
+            return self._from_entry(entry, "revalidated", moment=response.headers)
         if policy.is_cacheable_response(response, self.max_entry_bytes):
             fresh = policy.entry_from(key, request, response, now)
             await self._save(fresh)
-            return self._from_entry(fresh, "miss")
+            return self._from_entry(fresh, "miss", moment=response.headers)
         until = policy.blocked_until(response, now)
         if until is not None:
             self._blocked_until, self._limit_answer = until, response
@@ -215,8 +215,13 @@ class Cache:
 
     # -- answers ------------------------------------------------------------------------
 
-    def _from_entry(self, entry: Entry, source: str) -> ApiResponse:
+    def _from_entry(self, entry: Entry, source: str,
+                    moment: dict[str, str] | None = None) -> ApiResponse:
+        """An answer from an entry; `moment` is the GitHub answer that just vouched for it,
+        whose request id and date the client should see (octokit reports the id)."""
         headers = dict(entry.headers)
+        if moment:
+            headers.update(policy.moment_headers(moment))
         bucket = self.rate_limits.get(policy.resource_of(entry.headers))
         if bucket is not None:
             headers.update(bucket.headers())

@@ -101,6 +101,11 @@ def stored_headers(headers: dict[str, str]) -> dict[str, str]:
     return stored
 
 
+def moment_headers(headers: dict[str, str]) -> dict[str, str]:
+    """What belongs to one GitHub answer, not to the resource: shown with that answer only."""
+    return {k: headers[k] for k in ("date", "x-github-request-id") if k in headers}
+
+
 def entry_from(key: str, request: ApiRequest, response: ApiResponse, now: float) -> Entry:
     path = request.target.path
     return Entry(key=key, path=path, status=response.status,
