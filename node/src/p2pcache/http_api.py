@@ -211,7 +211,7 @@ async def serve_connection(handler: Handler, stream: trio.abc.Stream, site: Site
         finally:
             limits.connections.release_on_behalf_of(stream)
     except Exception:  # a bug must cost one connection, never the node
-        log.exception("⚠️  A local API connection failed; the node serves on")
+        _log_once("⚠️  A local API connection failed; the node serves on")
     finally:
         with trio.move_on_after(1) as scope:
             scope.shield = True
@@ -225,6 +225,24 @@ _BUSY_BODY = b'{"message": "p2pcache: too many open connections; retry"}\n'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
          b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
          + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    """The traceback of each kind of failure once; a repeated bug must not flood the log."""
+    import sys
+    import traceback
+
+    exc = sys.exc_info()[1]
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc and exc.__traceback__ else None
+    kind = f"{type(exc).__name__}@{frame.filename}:{frame.lineno}" if frame else repr(exc)
+    if kind in _logged or len(_logged) > 100:
+        log.warning("%s (%s: %s)", message, type(exc).__name__, exc)
+        return
+    _logged.add(kind)
+    log.exception("%s", message)
 
 
 class _BadRequest(Exception):
@@ -282,7 +300,7 @@ class _Connection:
         try:
             reply = refusal(request, self.site) or await self.handler(request)
         except Exception:
-            log.exception("⚠️  Error answering %s %s", request.method, request.target)
+            _log_once(f"⚠️  Error answering {request.method} {request.target}; answered 500")
             reply = error_reply(500, "internal error (logged by the node)")
         finally:
             self.limits.body_bytes -= len(body)
