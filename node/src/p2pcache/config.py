@@ -7,6 +7,7 @@ ones is reported and skipped.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -123,6 +124,40 @@ def _positive(name: str, value: object) -> float:
     return number
 
 
+def _byte_count(name: str, value: object) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(name, value, "not a whole number of bytes") from None
+    if number <= 0:
+        raise ConfigError(name, value, "must be a whole number of bytes greater than 0")
+    return number
+
+
+def _listen_host(name: str, value: str) -> str:
+    """libp2p listens on an IP address, never a name: say so rather than fail inside it."""
+    host = value.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+        multiaddr.Multiaddr(f"/ip{ip.version}/{ip}/tcp/1")
+    except Exception:  # ValueError, or the multiaddr package's own types
+        raise ConfigError(name, value, "expected an IP address to listen on, e.g. 0.0.0.0, "
+                          "127.0.0.1 or :: (not a host name)") from None
+    return str(ip)
+
+
+def _upstream(name: str, value: str) -> str:
+    upstream = value.rstrip("/")
+    try:
+        parts = urlsplit(upstream)
+        parts.port  # raises on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ConfigError(name, upstream, f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, upstream, "expected an http(s) URL like https://api.github.com")
+    return upstream
+
+
 def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
@@ -159,7 +194,7 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         kw["port"] = _port(name, value)
     value, name = _pick(flags.get("listen_host"), env, "P2P_CACHE_LISTEN_HOST", "--listen-host")
     if value:
-        kw["listen_host"] = str(value)
+        kw["listen_host"] = _listen_host(name, str(value))
     value, name = _pick(flags.get("http"), env, "P2P_CACHE_HTTP", "--http")
     kw["http_host"], kw["http_port"] = _http(name, str(value or DEFAULT_HTTP))
 
@@ -187,11 +222,7 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
     kw["data_dir"] = check_data_dir(name, data_dir) if need_data_dir else data_dir
 
     value, name = _pick(flags.get("upstream"), env, "GITHUB_API_URL", "--upstream")
-    upstream = str(value or DEFAULT_UPSTREAM).rstrip("/")
-    parts = urlsplit(upstream)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(name, upstream, "expected an http(s) URL like https://api.github.com")
-    kw["upstream"] = upstream
+    kw["upstream"] = _upstream(name, str(value or DEFAULT_UPSTREAM))
 
     value, name = _pick(flags.get("announce"), env, "P2P_CACHE_ANNOUNCE", "--announce")
     if value:
@@ -207,7 +238,7 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         kw["peer_timeout"] = _positive(name, value)
     value, name = _pick(flags.get("max_bytes"), env, "P2P_CACHE_MAX_BYTES", "--max-bytes")
     if value not in (None, ""):
-        kw["max_bytes"] = int(_positive(name, value))
+        kw["max_bytes"] = _byte_count(name, value)
 
     value = env.get("P2P_CACHE_UPNP_LEASE")
     if value not in (None, ""):

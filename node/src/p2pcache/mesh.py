@@ -33,14 +33,16 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from . import dialback
 from . import headers as fields
 from . import targets
 from .cache import PeerAnswer
 from .config import BootstrapPeer
 from .crypto import Sealer, SealError
 from .models import ApiRequest, ApiResponse
-from .protocol import (MAX_FRAME_BYTES, PROTOCOL_ID, REQUEST, RESPONSE, FrameDecoder,
-                       FrameError, Message, ReplayGuard, StaleMessage, open_frame, seal)
+from .protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, PROTOCOL_ID, REQUEST, RESPONSE,
+                       FrameDecoder, FrameError, Message, ReplayGuard, StaleMessage, open_frame,
+                       seal)
 from .stats import Counters
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,14 @@ OPEN_STREAM_TIMEOUT = 5.0
 MAX_BACKOFF = 30.0
 READ_CHUNK = 64 * 1024
 MAX_ANSWERS_PER_STREAM = 64
-DIALBACK_TIMEOUT = 10.0
+DIALBACK_TIMEOUT = dialback.TIMEOUT
+# What a peer can make this node hold on inbound streams, before its frames authenticate.
+# A peer without the secret never gets further, so these bound everything it can pin.
+FRAME_DEADLINE = 10.0  # seconds: a frame begun (or a new stream's first frame) must be whole
+MAX_STREAMS_PER_PEER = 8  # inbound cache streams open at once per peer ID
+MAX_INBOUND_STREAMS = 256  # inbound cache streams open at once, all peers together
+MAX_PARTIAL_BYTES = 4 * 1024 * 1024  # unfinished request frames buffered, all peers together
+MAX_PEER_PATH = 8192  # characters of a path a peer may ask for
 LIVENESS_INTERVAL = 10.0  # seconds between libp2p pings of a connected bootstrap peer
 LIVENESS_TIMEOUT = 5.0
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
@@ -252,6 +261,10 @@ class Mesh:
         self._opening: dict[ID, trio.Lock] = {}
         self._warned: set[tuple[str, str]] = set()
         self._nursery: trio.Nursery | None = None
+        self._inbound: dict[ID, int] = {}  # inbound cache streams open, per peer
+        self._inbound_total = 0
+        self._partial_bytes = 0  # bytes of unfinished request frames, all streams
+        self._dialbacks = dialback.Limiter()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -377,6 +390,8 @@ class Mesh:
         servers = self._servers()
         if not servers:
             return None
+        if len(str(request.target)) > MAX_PEER_PATH:
+            return None  # a responder would refuse it: GitHub directly, stream left alone
         peer = rendezvous(key, servers)
         with trio.move_on_after(self.peer_timeout):
             channel = await self._channel(peer)
@@ -415,7 +430,11 @@ class Mesh:
         """libp2p runs this per inbound stream; an exception here would take down the
         connection's stream acceptor, so nothing may escape."""
         peer = stream.muxed_conn.peer_id
-        error: Exception | None = None
+        refusal = self._admit_stream(peer)
+        if refusal is not None:
+            self.limited(peer, refusal)
+            await _reset(stream)
+            return
         try:
             write_lock = trio.Lock()
             async with trio.open_nursery() as nursery:
@@ -426,37 +445,75 @@ class Mesh:
                 await stream.close()
         except Exception as exc:
             log.debug("cache stream from %s ended: %s", short(peer), _reason(exc))
-            with trio.move_on_after(1):
-                try:
-                    await stream.reset()
-                except Exception:
-                    pass
+            await _reset(stream)
+        finally:
+            self._release_stream(peer)
+
+    def _admit_stream(self, peer: ID) -> str | None:
+        """Count a new inbound stream in, or say which bound it would break."""
+        if self._inbound_total >= MAX_INBOUND_STREAMS:
+            return f"the node already serves {MAX_INBOUND_STREAMS} cache streams"
+        if self._inbound.get(peer, 0) >= MAX_STREAMS_PER_PEER:
+            return f"more than {MAX_STREAMS_PER_PEER} cache streams at once"
+        self._inbound[peer] = self._inbound.get(peer, 0) + 1
+        self._inbound_total += 1
+        return None
+
+    def _release_stream(self, peer: ID) -> None:
+        left = self._inbound.get(peer, 1) - 1
+        if left:
+            self._inbound[peer] = left
+        else:
+            self._inbound.pop(peer, None)
+        self._inbound_total -= 1
 
     async def _read_requests(self, stream: INetStream, peer: ID, nursery: trio.Nursery,
                              write_lock: trio.Lock) -> Exception | None:
-        decoder = FrameDecoder()
+        decoder = FrameDecoder(MAX_REQUEST_FRAME_BYTES)
         slots = trio.Semaphore(MAX_ANSWERS_PER_STREAM)
-        while True:
-            try:
-                data = await stream.read(READ_CHUNK)
-            except Exception:
-                return None  # EOF or reset: answers in flight still finish
-            if not data:
-                return None
-            try:
-                for frame in decoder.feed(data):
-                    if frame.type != REQUEST:
-                        raise FrameError(f"unexpected message type {frame.type}")
-                    message = open_frame(self.sealer, frame, self.guard)
-                    await slots.acquire()  # backpressure: stop reading when we are busy
-                    nursery.start_soon(self._answer, stream, write_lock, frame.request_id,
-                                       message, slots)
-            except SealError as exc:
-                self.auth_failed(peer)
-                return exc
-            except (FrameError, StaleMessage) as exc:
-                self.bad_frame(peer, exc)
-                return exc
+        # A new stream's first frame, and every frame once begun, must be whole within
+        # FRAME_DEADLINE. Between frames a stream may idle: the asker's channel is long-lived.
+        deadline = trio.current_time() + FRAME_DEADLINE
+        held = 0  # this stream's share of MAX_PARTIAL_BYTES
+        try:
+            while True:
+                data = b""
+                with trio.move_on_at(deadline):
+                    try:
+                        data = await stream.read(READ_CHUNK)
+                    except Exception:
+                        return None  # EOF or reset: answers in flight still finish
+                    if not data:
+                        return None
+                if not data:
+                    return self.limited(peer, f"no whole frame within {FRAME_DEADLINE:.0f} s")
+                try:
+                    frames = decoder.feed(data)
+                    for frame in frames:
+                        if frame.type != REQUEST:
+                            raise FrameError(f"unexpected message type {frame.type}")
+                        message = open_frame(self.sealer, frame, self.guard)
+                        await slots.acquire()  # backpressure: stop reading when we are busy
+                        nursery.start_soon(self._answer, stream, write_lock,
+                                           frame.request_id, message, slots)
+                except SealError as exc:
+                    self.auth_failed(peer)
+                    return exc
+                except (FrameError, StaleMessage) as exc:
+                    self.bad_frame(peer, exc)
+                    return exc
+                pending = decoder.pending
+                if pending > held and self._partial_bytes - held + pending > MAX_PARTIAL_BYTES:
+                    return self.limited(peer, "unfinished frames of all peers exceed "
+                                        f"{MAX_PARTIAL_BYTES // (1024 * 1024)} MiB")
+                self._partial_bytes += pending - held
+                held = pending
+                if not pending:
+                    deadline = math.inf
+                elif frames or deadline == math.inf:  # a new frame began in this chunk
+                    deadline = trio.current_time() + FRAME_DEADLINE
+        finally:
+            self._partial_bytes -= held
 
     async def _answer(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
                       message: Message, slots: trio.Semaphore) -> None:
@@ -470,7 +527,7 @@ class Mesh:
                 elif op == "ping":
                     body_meta, body = {"pong": True}, b""
                 elif op == "dialback":
-                    body_meta, body = await self._dialback(stream.muxed_conn.peer_id, meta), b""
+                    body_meta, body = await self._dialback(stream, meta), b""
                 else:
                     body_meta, body = {"error": f"unknown op {op!r}"}, b""
             except ValueError as exc:
@@ -503,27 +560,15 @@ class Mesh:
             body_meta["status"], body = 304, b""  # the asker holds this body already
         return body_meta, body
 
-    async def _dialback(self, asker: ID, meta: dict[str, object]) -> dict[str, object]:
-        """Dial the asker at the address it gives, on a fresh connection from a throwaway
-        host: proves its port is open from outside. A peer may only ask us to dial itself."""
-        try:
-            info = info_from_p2p_addr(multiaddr.Multiaddr(str(meta.get("multiaddr", ""))))
-        except Exception as exc:
-            raise ValueError(f"not a dialable multiaddr ({exc})") from None
-        if info.peer_id != asker:
-            raise ValueError("a peer may only ask to be dialled back itself")
-        probe = _new_host(create_new_key_pair())
-        started = time.perf_counter()
-        try:
-            async with probe.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-                with trio.fail_after(DIALBACK_TIMEOUT):
-                    await probe.connect(info)
-                rtt = (time.perf_counter() - started) * 1000
-                await probe.disconnect(info.peer_id)
-        except Exception as exc:
-            reason = "timed out" if isinstance(exc, trio.TooSlowError) else _reason(exc)
-            return {"reachable": False, "error": reason}
-        return {"reachable": True, "connect_ms": round(rtt, 1)}
+    async def _dialback(self, stream: INetStream, meta: dict[str, object]) -> dict[str, object]:
+        """Dial the asker back at the IP its connection comes from and the port it names,
+        from a throwaway host: proves its port is open from outside (dialback.py)."""
+        asker = stream.muxed_conn.peer_id
+        where = dialback.target(_remote_address(stream), str(meta.get("multiaddr", "")), asker)
+        wait = self._dialbacks.admit(str(asker), trio.current_time())
+        if wait > 0:
+            return {"error": "dial-back refused: rate limited", "retry_after": round(wait, 1)}
+        return await _probe(where)
 
     # -- asking peers for checks (doctor) -------------------------------------------------
 
@@ -543,6 +588,7 @@ class Mesh:
             [p for p in connected if p not in self._bootstrap_ids]
         if not peers:
             return {"reachable": None, "error": "no connected peer can dial us back"}
+        refused = None
         for peer in peers[:3]:
             with trio.move_on_after(DIALBACK_TIMEOUT + 5):
                 channel = await self._channel(peer)
@@ -550,9 +596,23 @@ class Mesh:
                     continue
                 answer = await channel.call({"op": "dialback", "key": "dialback",
                                              "multiaddr": address}, "dialback")
-                if answer is not None and "reachable" in answer.meta:
-                    return {**answer.meta, "checked_by": str(peer), "address": address}
-        return {"reachable": None, "error": "no peer answered the dial-back request"}
+                meta = answer.meta if answer is not None else {}
+                # Only yes/no and a time are taken from the peer's answer, whatever it holds.
+                if isinstance(meta.get("reachable"), bool):
+                    result: dict[str, object] = {"reachable": meta["reachable"],
+                                                 "checked_by": str(peer), "address": address}
+                    ms = meta.get("connect_ms")
+                    if meta["reachable"] and isinstance(ms, (int, float)) and math.isfinite(ms):
+                        result["connect_ms"] = ms
+                    if not meta["reachable"]:
+                        result["error"] = ("it could not connect and find this node there "
+                                           f"within {DIALBACK_TIMEOUT:.0f} s")
+                    return result
+                wait = meta.get("retry_after")
+                if isinstance(wait, (int, float)) and math.isfinite(wait):
+                    refused = (f"peer {peer} refused the dial-back (rate limited); try again "
+                               f"in {math.ceil(wait)} s")
+        return {"reachable": None, "error": refused or "no peer answered the dial-back request"}
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -569,6 +629,12 @@ class Mesh:
                        f"{self.sealer.fingerprint}, namespace {self.namespace!r}). It gets "
                        "nothing from this node.")
 
+    def limited(self, peer: ID, reason: str) -> Exception:
+        self.counters.peer_limited += 1
+        self.warn_once(peer, reason, f"⚠️  Peer {peer} went over a resource limit ({reason}); "
+                       "stream reset")
+        return StreamLimit(reason)
+
     def bad_frame(self, peer: ID, exc: Exception) -> None:
         self.counters.bad_frames += 1
         self.warn_once(peer, "frame", f"⚠️  Peer {peer} sent an invalid cache frame ({exc}); "
@@ -576,9 +642,10 @@ class Mesh:
 
 
 def _peer_request(meta: dict[str, object]) -> ApiRequest:
-    """Only a GET of an API path, with representation headers: nothing else is honoured."""
+    """Only a GET of an API path, with representation headers: nothing else is honoured.
+    ValueError for anything else (the peer gets an `error` answer)."""
     path = meta.get("path")
-    if not isinstance(path, str):
+    if not isinstance(path, str) or len(path) > MAX_PEER_PATH:
         raise ValueError("path must be an absolute API path")
     target = targets.parse(path)  # TargetError is a ValueError
     if meta.get("method", "GET") not in ("GET", "HEAD"):
@@ -586,9 +653,63 @@ def _peer_request(meta: dict[str, object]) -> ApiRequest:
     raw = meta.get("headers") or {}
     if not isinstance(raw, dict):
         raise ValueError("headers must be an object")
-    headers = {k: v for k, v in fields.clean((str(k), str(v)) for k, v in raw.items()).items()
-               if k in PEER_REQUEST_HEADERS}
+    headers: dict[str, str] = {}
+    for name, value in raw.items():
+        if str(name).lower() not in PEER_REQUEST_HEADERS:
+            continue  # ignored, as the spec says
+        if not isinstance(value, str) or len(value) > 1024 \
+                or not _visible_ascii(value.replace(" ", "")):
+            raise ValueError(f"header {str(name).lower()} must be a short ASCII string")
+        headers[str(name).lower()] = value
     return ApiRequest("GET", target, headers)
+
+
+def _visible_ascii(text: str) -> bool:
+    return all("!" <= c <= "~" for c in text)
+
+
+class StreamLimit(Exception):
+    """A peer went over an inbound limit (streams, bytes, time): its stream is reset."""
+
+
+def _remote_address(stream: INetStream) -> tuple[str, int] | None:
+    """The IP and port the peer's connection comes from, as our socket sees them."""
+    try:
+        return stream.get_remote_address()
+    except Exception:
+        return None
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+
+
+async def _probe(where: multiaddr.Multiaddr) -> dict[str, object]:
+    """Connect to `where` from a throwaway host that listens nowhere and is closed after:
+    reachable or not, and how fast. Nothing the target says is passed on."""
+    info = info_from_p2p_addr(where)
+    probe = _new_host(create_new_key_pair())
+    started = time.perf_counter()
+    try:
+        async with probe.run([]):
+            try:
+                with trio.fail_after(DIALBACK_TIMEOUT):
+                    await probe.connect(info)
+                return {"reachable": True,
+                        "connect_ms": round((time.perf_counter() - started) * 1000, 1)}
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    try:
+                        await probe.close()
+                    except Exception as exc:
+                        log.debug("closing the dial-back host failed: %s", _reason(exc))
+    except Exception as exc:
+        log.debug("dial-back to %s failed: %s", where, _reason(exc))
+        return {"reachable": False}
 
 
 def _reason(exc: BaseException) -> str:
@@ -614,7 +735,7 @@ async def probe_peer(address: str, sealer: Sealer, timeout: float = 10.0) -> dic
     info = info_from_p2p_addr(multiaddr.Multiaddr(address))
     host = _new_host(create_new_key_pair())
     try:
-        async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        async with host.run([]):  # it only dials: no listener
             started = time.perf_counter()
             with trio.fail_after(timeout):
                 await host.connect(info)
@@ -635,7 +756,7 @@ async def probe_peer(address: str, sealer: Sealer, timeout: float = 10.0) -> dic
                         answer = open_frame(sealer, frames[0], ReplayGuard(), "ping")
                         result["sealed"] = bool(answer.meta.get("pong"))
                         break
-            await host.disconnect(info.peer_id)
+            await host.close()
     except trio.TooSlowError:
         result["error"] = f"timed out after {timeout:.0f} s"
     except Exception as exc:

@@ -5,6 +5,7 @@ owns the one nursery they all run in.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import socket
 import time
@@ -73,6 +74,7 @@ class Node:
                         "unencrypted", s.upstream)
         for rejected in s.bootstrap_rejected:
             log.warning("⚠️  Ignoring bootstrap peer %s", rejected)
+        raise_fd_limit()
         try:
             async with trio.open_nursery() as nursery:
                 sealer = await self._sealer()
@@ -209,10 +211,21 @@ class Node:
                     log.info("✓ Secret MCP_P2P_BOOTSTRAP_PEERS %s on %s", result, repo)
 
     async def _republish_loop(self) -> None:
-        """Addresses peers observe arrive after start; publish again when ours changes."""
+        """Addresses peers observe arrive after start; publish again when ours changes.
+        A failure here (out of file descriptors listing interfaces, say) must not end the
+        node: it is said once, and the next round tries again."""
+        failing = False
         while True:
             await trio.sleep(REPUBLISH_INTERVAL)
-            await self._publish()
+            try:
+                await self._publish()
+            except Exception as exc:
+                if not failing:
+                    log.warning("⚠️  Could not check the node's address: %s (will retry every "
+                                "%.0f s)", exc, REPUBLISH_INTERVAL)
+                failing = True
+            else:
+                failing = False
 
     async def _flush_recency_loop(self) -> None:
         """Hits note recency in memory; write it now and then so LRU eviction sees it."""
@@ -326,6 +339,20 @@ class Node:
             "version": __version__,
         })
         return stats
+
+
+def raise_fd_limit() -> int:
+    """Peers, clients and GitHub connections each hold a descriptor: take all the system
+    allows (the soft limit is often 1024 while the hard one is far higher)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.debug("could not raise the open file limit from %d to %d: %s", soft, hard, exc)
+    log.debug("open file limit: %s (hard %s)", soft, hard)
+    return soft
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -29,6 +29,9 @@ MESSAGE_TYPES = (REQUEST, RESPONSE)
 HEADER = struct.Struct(">BBQQ")
 LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # bounds memory per stream; bigger bodies skip the mesh
+# Inbound streams carry only REQUEST frames (a path and two headers), so a responder bounds
+# them tightly: a peer without the secret cannot make it buffer more than this per stream.
+MAX_REQUEST_FRAME_BYTES = 64 * 1024
 MAX_SKEW_MS = 60_000  # frames older or newer than this are stale
 AD_PREFIX = b"p2pcache/gh/1"
 
@@ -169,6 +172,7 @@ def open_frame(sealer: Sealer, frame: Frame, guard: ReplayGuard, binding: str = 
 
 
 __all__ = [
-    "PROTOCOL_ID", "REQUEST", "RESPONSE", "MAX_FRAME_BYTES", "Frame", "FrameDecoder",
+    "PROTOCOL_ID", "REQUEST", "RESPONSE", "MAX_FRAME_BYTES", "MAX_REQUEST_FRAME_BYTES", "Frame",
+    "FrameDecoder",
     "FrameError", "Message", "ReplayGuard", "SealError", "StaleMessage", "seal", "open_frame",
 ]

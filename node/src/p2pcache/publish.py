@@ -9,6 +9,7 @@ only write again when the multiaddr changed.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -36,6 +37,25 @@ def write_file(path: Path, text: str) -> None:
 def seal_for_github(public_key_b64: str, value: str) -> str:
     sealed = SealedBox(PublicKey(base64.b64decode(public_key_b64))).encrypt(value.encode())
     return base64.b64encode(sealed).decode("ascii")
+
+
+def parse_public_key(answer: object) -> tuple[str, str]:
+    """(key_id, key) from GitHub's public-key answer: a JSON object whose `key` is a
+    base64 Curve25519 public key (32 bytes) and whose `key_id` is a short string."""
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    key_id, key = answer.get("key_id"), answer.get("key")
+    if not isinstance(key_id, str) or not key_id or len(key_id) > 256:
+        raise ValueError("no key_id")
+    if not isinstance(key, str):
+        raise ValueError("no key")
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the key is not base64") from None
+    if len(raw) != PublicKey.SIZE:
+        raise ValueError(f"the key is {len(raw)} bytes, not {PublicKey.SIZE}")
+    return key_id, key
 
 
 def _fingerprint(repo: str, name: str, value: str) -> str:
@@ -81,19 +101,28 @@ class SecretPublisher:
             return "unchanged"
         base = f"{self.api}/repos/{self.repo}/actions/secrets"
         with httpx.Client(headers=self._headers, timeout=30) as http:
-            key = self._check(http.get(f"{base}/public-key"), "read the repository public key")
-            body = {"encrypted_value": seal_for_github(key["key"], value),
-                    "key_id": key["key_id"]}
+            answer = self._check(http.get(f"{base}/public-key"), "read the repository public key")
+            try:
+                key_id, key = parse_public_key(answer)
+            except ValueError as exc:
+                raise PublishError(f"{self.api} answered a malformed public key for "
+                                   f"{self.repo} ({exc})") from None
+            body = {"encrypted_value": seal_for_github(key, value), "key_id": key_id}
             response = http.put(f"{base}/{self.name}", json=body)
             self._check(response, f"set the secret {self.name}")
         self._remember(value)
         return "created" if response.status_code == 201 else "updated"
 
-    def _check(self, response: httpx.Response, doing: str) -> dict:
+    def _check(self, response: httpx.Response, doing: str) -> object:
+        """The JSON answer (None if empty or not JSON), or PublishError for a status >= 300."""
         if response.status_code < 300:
-            return response.json() if response.content else {}
+            try:
+                return response.json() if response.content else None
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                return None
         try:
-            message = response.json().get("message", "")
+            answer = response.json()
+            message = str(answer.get("message", "")) if isinstance(answer, dict) else ""
         except ValueError:
             message = response.text[:200]
         hint = {401: "the token is invalid or expired",

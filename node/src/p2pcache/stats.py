@@ -27,6 +27,7 @@ class Counters:
     peer_failures: int = 0  # asks to peers that timed out or broke (then GitHub was asked)
     auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
+    peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
     passthrough: int = 0  # writes and GraphQL, never cached
     invalidated: int = 0  # entries dropped by writes
     store_errors: int = 0  # entries that could not be written (disk full ...)

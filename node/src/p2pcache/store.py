@@ -5,6 +5,10 @@ mode a reader never waits for the writer, and a hit writes nothing (recency is n
 memory and written with the next put, or by flush_touches). Writes use the other, behind a
 lock, and the node runs them in a thread. WAL with synchronous=NORMAL keeps every committed
 entry across `kill -9` (only an OS crash may lose the last few).
+
+A store SQLite calls corrupt is moved aside and started afresh. One that cannot be opened
+for any other reason (disk full, I/O error, read-only) is left alone: the node runs
+uncached and tries again every REOPEN_INTERVAL seconds (on the next write or recency flush).
 """
 
 from __future__ import annotations
@@ -38,8 +42,19 @@ CREATE INDEX IF NOT EXISTS entries_lru ON entries(accessed_at);
 """
 
 
+REOPEN_INTERVAL = 10.0  # seconds between attempts to open a store that could not be opened
+# Only these mean the file itself is bad; anything else (full, I/O, read-only, locked) may
+# pass, and the file must be kept.
+CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class StoreError(Exception):
     """The store could not write (disk full, read-only, I/O error); the node serves on."""
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in CORRUPT  # extended codes keep the primary low
 
 
 class Store:
@@ -47,14 +62,53 @@ class Store:
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()  # the writer connection
-        self._db = self._open(path)
-        self._bytes, self._count = self._db.execute(
-            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
         self._read_lock = threading.Lock()
-        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._reader.execute("PRAGMA query_only=1")
         self._touch_lock = threading.Lock()
         self._touched: dict[str, float] = {}
+        self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._bytes = self._count = 0
+        self._unavailable: str | None = None  # why the store is not open, while it is not
+        self._retry_at = 0.0
+        with self._lock:
+            self._reopen()
+
+    @property
+    def available(self) -> bool:
+        return self._db is not None
+
+    def _reopen(self) -> bool:
+        """Open the store (under the writer lock); False if it cannot be, for now."""
+        db = reader = None
+        try:
+            db = self._open(self.path)
+            totals = db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
+            reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            reader.execute("PRAGMA query_only=1")
+        except (sqlite3.Error, OSError) as exc:
+            for conn in (reader, db):
+                if conn is not None:
+                    conn.close()
+            self._retry_at = time.monotonic() + REOPEN_INTERVAL
+            if self._unavailable is None:
+                log.warning("⚠️  Cache store %s cannot be opened (%s): running uncached, "
+                            "trying again every %.0f s", self.path, exc, REOPEN_INTERVAL)
+            self._unavailable = str(exc)
+            return False
+        with self._read_lock:
+            self._db, self._reader = db, reader
+        self._bytes, self._count = totals
+        if self._unavailable is not None:
+            log.info("✓ Cache store open again (%d entries)", self._count)
+            self._unavailable = None
+        return True
+
+    def _writer(self) -> sqlite3.Connection:
+        """The writer connection (under the writer lock), reopening the store when due."""
+        if self._db is None and not (time.monotonic() >= self._retry_at and self._reopen()):
+            raise StoreError(f"the cache store is not open ({self._unavailable})")
+        assert self._db is not None
+        return self._db
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -62,17 +116,28 @@ class Store:
         # (SQLite gives its -wal and -shm files the main file's mode.)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error:
+            db.close()
+            raise
         return db
 
     @classmethod
     def _open(cls, path: Path) -> sqlite3.Connection:
+        """The writer connection. Raises sqlite3.Error/OSError when the store cannot be
+        opened for a reason other than corruption: the caller keeps the file and waits."""
+        db = None
         try:
             db = cls._connect(path)
             healthy = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-        except sqlite3.DatabaseError:  # "file is not a database", "malformed" ...
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed" ...
+            if db is not None:
+                db.close()
+            if not is_corrupt(exc):
+                raise
             db, healthy = None, False
         if not healthy:
             # A cache is worth less than a node that starts: keep the evidence, begin empty.
@@ -85,7 +150,11 @@ class Store:
             log.warning("Cache store %s failed its integrity check; moved it to %s and "
                         "started empty", path, broken)
             db = cls._connect(path)
-        db.executescript(SCHEMA)
+        try:
+            db.executescript(SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
         return db
 
     @property
@@ -98,6 +167,8 @@ class Store:
 
     def get(self, key: str, now: float | None = None) -> Entry | None:
         with self._read_lock:
+            if self._reader is None:
+                return None  # running uncached
             row = self._reader.execute(
                 "SELECT key, path, status, headers, body, fetched_at FROM entries WHERE key = ?",
                 (key,)).fetchone()
@@ -111,14 +182,19 @@ class Store:
                      bytes(row[4]), row[5])
 
     def flush_touches(self) -> None:
-        """Write the recency noted by get(), so eviction sees it."""
+        """Write the recency noted by get(), so eviction sees it (the node calls this every
+        few seconds, so it is also where a store that could not be opened is retried)."""
         with self._lock:
+            try:
+                self._writer()
+            except StoreError:
+                return
             self._flush_touches()
 
     def _flush_touches(self) -> None:
         with self._touch_lock:
             touched, self._touched = self._touched, {}
-        if not touched:
+        if not touched or self._db is None:
             return
         try:
             self._db.executemany("UPDATE entries SET accessed_at = ? WHERE key = ?",
@@ -131,6 +207,7 @@ class Store:
         if size > self.max_bytes:
             return
         with self._lock:
+            self._writer()
             self._flush_touches()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -168,6 +245,7 @@ class Store:
         """Delete entries at these paths and below them; returns how many went."""
         removed = 0
         with self._lock:
+            self._writer()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for path in paths:
@@ -198,8 +276,11 @@ class Store:
 
     def close(self) -> None:
         with self._read_lock:
-            self._reader.close()
+            if self._reader is not None:
+                self._reader.close()
         with self._lock:
+            if self._db is None:
+                return
             self._flush_touches()
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,270 @@
+"""What a peer can make a node hold: memory, streams, time, sockets (issue 10, items 3 and 4).
+
+Each attacker is a real libp2p host in the test process (tests/integration/hostile.py)
+speaking to a real node process; the node must bound what it holds and keep answering a
+legitimate runner throughout.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import trio
+from hostile import (MiB, listening_sockets, open_fds, open_stream, peer_host, rss_bytes,
+                     send_unfinished, was_reset)
+
+from conftest import FLEET_TOKEN, NAMESPACE
+from p2pcache.crypto import Sealer, derive_key
+from p2pcache.protocol import REQUEST, FrameDecoder, Message, ReplayGuard, open_frame, seal
+
+SEALER = Sealer(derive_key(FLEET_TOKEN, NAMESPACE))
+
+
+class Runner(threading.Thread):
+    """A legitimate runner asking the server for new paths for as long as the attack lasts."""
+
+    def __init__(self, runner) -> None:
+        super().__init__(daemon=True)
+        self.runner = runner
+        self.sources: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            response = self.runner.get(f"/repos/legit/during{i}")
+            self.sources.append(response.headers.get("x-p2p-cache", str(response.status_code)))
+            i += 1
+            time.sleep(0.2)
+
+    def __enter__(self) -> Runner:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join(30)
+
+
+def test_a_stranger_cannot_pin_memory(nodes):
+    """30 streams each sending 15 MiB of a frame that never ends, from a peer without the
+    secret. Before the fix the server held them all (+473 MiB RSS, until disconnect); now a
+    request frame over 64 KiB resets its stream at the length prefix, and the 9th stream of
+    a peer is refused."""
+    server = nodes("server")
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+    pid = server.proc.pid
+    before = rss_bytes(pid)
+
+    async def attack() -> float:
+        async with peer_host(server.multiaddr()) as host:
+            streams = [await open_stream(host) for _ in range(30)]
+            async with trio.open_nursery() as nursery:
+                for stream in streams:
+                    nursery.start_soon(send_unfinished, stream, 16 * MiB, 15 * MiB)
+            await trio.sleep(1)
+            return rss_bytes(pid) - before
+
+    with Runner(runner) as legit:
+        grown = trio.run(attack)
+        time.sleep(1)
+    assert grown < 48 * MiB, f"the server grew by {grown / MiB:.0f} MiB under the attack"
+    assert legit.sources and set(legit.sources) == {"peer"}, legit.sources
+    assert server.stats()["bad_frames"] + server.stats()["peer_limited"] >= 30
+    assert server.get("/-/healthz").status_code == 200
+
+
+def test_unfinished_frames_are_bounded_in_number_and_time(nodes):
+    """A stranger's streams: at most 8 at once per peer, and each must complete a frame
+    within 10 s of opening (or of the frame's first byte), else it is reset."""
+    server = nodes("server")
+
+    async def attack() -> list[float]:
+        async with peer_host(server.multiaddr()) as host:
+            streams = [await open_stream(host) for _ in range(12)]  # None: refused at once
+            streams.append(await open_stream(host))  # one that never sends a byte
+            for stream in streams[:-1]:
+                await send_unfinished(stream, 4096, 1024)
+            started = trio.current_time()
+            ended: list[float] = []
+
+            async def watch(stream) -> None:
+                if stream is None or await was_reset(stream, 25):
+                    ended.append(trio.current_time() - started)
+            async with trio.open_nursery() as nursery:
+                for stream in streams:
+                    nursery.start_soon(watch, stream)
+            return sorted(ended)
+
+    ended = trio.run(attack)
+    assert len(ended) == 13 and ended[-1] <= 20, ended  # every stream ended by the deadline
+    assert sum(t < 3 for t in ended) >= 13 - 8, ended  # beyond 8 per peer: at once
+    assert server.stats()["peer_limited"] >= 12, server.stats()
+    server.wait_for_log("no whole frame within 10 s")
+    assert server.get("/repos/after/stall").status_code == 200
+
+
+def test_unfinished_frames_of_all_peers_share_4_mib(nodes):
+    """10 strangers x 8 streams x 60 KiB of unfinished frames is 4.7 MiB: the streams that
+    would take the total over 4 MiB are reset at once (not after the 10 s deadline), while
+    a runner whose frames arrive whole is served throughout."""
+    server = nodes("server")
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+
+    async def attack() -> int:
+        async with trio.open_nursery() as nursery:
+            limited: list[int] = []
+
+            async def stranger() -> None:
+                async with peer_host(server.multiaddr()) as host:
+                    streams = [await open_stream(host) for _ in range(8)]
+                    for stream in streams:
+                        await send_unfinished(stream, 64 * 1024 - 100, 60 * 1024)
+                    await trio.sleep(3)
+                    limited.append(1)
+            for _ in range(10):
+                nursery.start_soon(stranger)
+            await trio.sleep(2)
+        return server.stats()["peer_limited"]
+
+    with Runner(runner) as legit:
+        started = time.monotonic()
+        limited = trio.run(attack)
+        took = time.monotonic() - started
+    assert limited >= 1 and took < 10, (limited, took)
+    server.wait_for_log("unfinished frames of all peers exceed 4 MiB")
+    assert legit.sources and set(legit.sources) == {"peer"}, legit.sources
+
+
+# -- dial-back ------------------------------------------------------------------------------
+
+
+async def ask(host, meta: dict) -> dict:
+    """One sealed request from `host` on a new stream; the answer's meta."""
+    stream = await open_stream(host)
+    await stream.write(seal(SEALER, REQUEST, 1, Message(meta)).encode())
+    decoder, received = FrameDecoder(), []
+    with trio.fail_after(20):
+        while not received:
+            received = decoder.feed(await stream.read(65536))
+    await stream.close()
+    return open_frame(SEALER, received[0], ReplayGuard(), str(meta["key"])).meta
+
+
+def dialback(address: str) -> dict:
+    return {"op": "dialback", "key": "dialback", "multiaddr": address}
+
+
+class Banner:
+    """A plain TCP service that greets with a banner and counts who connected."""
+
+    def __init__(self, ip: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind((ip, 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2 secret-banner-text\r\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_dialback_leaves_no_socket_behind_and_is_rate_limited(nodes):
+    """Before: each runner's /-/reachability left a LISTEN socket in the server (12 calls,
+    12 sockets; a few hundred exhausted 1024 fds and the node died). Now the probe host
+    listens nowhere and is closed, and a peer gets one dial-back per 10 s."""
+    server = nodes("server")
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+    pid = server.proc.pid
+    listening, fds = listening_sockets(pid), open_fds(pid)
+
+    first = runner.get("/-/reachability").json()
+    assert first["reachable"] is True and first["connect_ms"] > 0, first
+    later = [runner.get("/-/reachability").json() for _ in range(11)]
+    time.sleep(1)
+    assert listening_sockets(pid) == listening
+    assert open_fds(pid) <= fds + 1, (fds, open_fds(pid))
+    for answer in later:
+        assert answer["reachable"] is None and "rate limited" in answer["error"], answer
+
+
+def test_many_dialbacks_cost_no_descriptors(nodes):
+    """100 dial-back requests at once on one stream: one dial, 99 refusals, and the server
+    holds no more file descriptors than before."""
+    server = nodes("server")
+    pid = server.proc.pid
+    fds = open_fds(pid)
+
+    async def flood() -> list[dict]:
+        async with peer_host(server.multiaddr(), listen=True) as host:
+            own = f"{host.get_addrs()[0]}"
+            stream = await open_stream(host)
+            for i in range(100):
+                await stream.write(seal(SEALER, REQUEST, i + 1, Message(dialback(own))).encode())
+            decoder, frames = FrameDecoder(), []
+            with trio.fail_after(60):
+                while len(frames) < 100:
+                    frames += decoder.feed(await stream.read(65536))
+            guard = ReplayGuard()
+            return [open_frame(SEALER, f, guard, "dialback").meta for f in frames]
+
+    answers = trio.run(flood)
+    time.sleep(1)
+    assert sum(a.get("reachable") is True for a in answers) == 1, answers[:3]
+    refused = [a for a in answers if "reachable" not in a]
+    assert len(refused) == 99
+    assert all(a["error"] == "dial-back refused: rate limited" and 0 < a["retry_after"] <= 10
+               for a in refused), refused[:3]
+    assert open_fds(pid) <= fds + 2, (fds, open_fds(pid))
+
+
+def test_dialback_dials_only_the_askers_own_ip_and_says_only_yes_or_no(nodes):
+    """A key holder asks the server to dial 127.0.0.2 (another host, from the server's view)
+    and a banner service on its own IP. Before: the server connected to both and answered
+    with the error text. Now it dials only the IP the asker connects from, and answers
+    reachable true/false (and connect_ms), nothing else."""
+    server = nodes("server")
+    elsewhere, own_ip = Banner("127.0.0.2"), Banner("127.0.0.1")
+
+    async def probe() -> tuple[dict, dict, dict, dict]:
+        async with peer_host(server.multiaddr()) as host:
+            me = host.get_id()
+            other = await ask(host, dialback(f"/ip4/127.0.0.2/tcp/{elsewhere.port}/p2p/{me}"))
+        async with peer_host(server.multiaddr()) as host:
+            me = host.get_id()
+            banner = await ask(host, dialback(f"/ip4/127.0.0.1/tcp/{own_ip.port}/p2p/{me}"))
+        async with peer_host(server.multiaddr(), listen=True) as host:
+            port = str(host.get_addrs()[0]).split("/tcp/")[1].split("/")[0]
+            # Its real port, under a host name it does not have: the IP is ours to choose.
+            mine = await ask(host, dialback(f"/dns4/evil.example/tcp/{port}/p2p/{host.get_id()}"))
+            again = await ask(host, dialback(f"/ip4/127.0.0.1/tcp/{port}/p2p/{host.get_id()}"))
+        return other, banner, mine, again
+
+    try:
+        other, banner, mine, again = trio.run(probe)
+    finally:
+        elsewhere.close()
+        own_ip.close()
+    assert elsewhere.accepted == 0, "the server dialled an IP the asker does not come from"
+    assert other == {"reachable": False}, other
+    assert banner == {"reachable": False}, banner
+    assert own_ip.accepted >= 1  # its own IP, the port it named: that one it may ask for
+    assert set(mine) == {"reachable", "connect_ms"} and mine["reachable"] is True, mine
+    assert again["error"] == "dial-back refused: rate limited", again
+    assert server.get("/-/healthz").status_code == 200
