@@ -672,6 +672,10 @@ class FakeGitHub:
             payload = _user(api, parts[1], version, lm)
         elif path == "/user":
             payload = _user(api, cred.login or "user", version, lm)
+            # What only the authenticated user sees of themselves.
+            payload.update({"private_gists": 0, "total_private_repos": 0,
+                            "owned_private_repos": 0, "disk_usage": 0, "collaborators": 0,
+                            "two_factor_authentication": True})
         elif parts[0] == "search" and len(parts) == 2:
             return self._search(req, parts[1], lm)
         else:
@@ -697,7 +701,8 @@ class FakeGitHub:
             payload = _issue(req.base, full, n, version, lm, self._issues.get(full, {}).get(n),
                              media.param)
         else:
-            payload = _pull(req.base, full, n, version, lm, media.param)
+            payload = _pull(req.base, full, n, version, lm, media.param,
+                            self._repo_id(full), detail=True)
         return _Reply(200, payload, lm, media=media.header)
 
     def _commit_item(self, req: "_Request", full: str, ref: str) -> _Reply:
@@ -731,7 +736,7 @@ class FakeGitHub:
             if kind == "issues":
                 return _issue(req.base, full, n, version, lm, stored.get(n), param)
             if kind == "pulls":
-                return _pull(req.base, full, n, version, lm, param)
+                return _pull(req.base, full, n, version, lm, param, self._repo_id(full))
             return _commit(req.base, full, n, version, lm)
 
         # GitHub names a repository's list pages by the repository's id.
@@ -752,6 +757,8 @@ class FakeGitHub:
             reply = _page(req, total, make, lm, req.path)
             reply.payload = {"total_count": total, "incomplete_results": False,
                              "items": reply.payload}
+            if kind == "issues":
+                reply.payload["search_type"] = "lexical"  # API version 2026-03-10
             return reply
 
         if kind == "issues" and repo:
@@ -1097,12 +1104,18 @@ def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
         "ssh_url": f"git@github.com:{full}.git",
         "clone_url": f"{WEB_ORIGIN}/{full}.git",
         "svn_url": f"{WEB_ORIGIN}/{full}",
+        "mirror_url": None,
         "homepage": None,
         "size": _num("size:" + full, 100000),
         "stargazers_count": stars,
         "watchers_count": stars,
         "language": "Python",
         "has_issues": True,
+        "has_projects": True,
+        "has_downloads": True,
+        "has_wiki": True,
+        "has_pages": False,
+        "has_discussions": False,
         "forks_count": _num("forks:" + full, 5000),
         "archived": False,
         "disabled": False,
@@ -1114,6 +1127,8 @@ def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
         "open_issues": open_issues,
         "watchers": stars,
         "default_branch": "main",
+        "network_count": _num("forks:" + full, 5000),
+        "subscribers_count": _num("watchers:" + full, 2000),
     }
 
 
@@ -1125,6 +1140,7 @@ def _user(api: str, login: str, version: int, lm: int) -> dict:
         "blog": "",
         "location": None,
         "email": None,
+        "hireable": None,
         "bio": None,
         "public_repos": _num("repos:" + login, 300),
         "public_gists": _num("gists:" + login, 30),
@@ -1173,14 +1189,17 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
     }
 
 
-def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None) -> dict:
-    owner = full.split("/", 1)[0]
+def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
+          rid: int, detail: bool = False) -> dict:
+    """A pull request as lists show it; ``detail`` adds what only GET of one shows."""
+    owner, name = full.split("/", 1)
+    repo = _repo(api, owner, name, rid, version, lm, LIST_LENGTH)
     r = f"{api}/repos/{full}"
     u = f"{r}/pulls/{n}"
     state = "open" if n % 4 else "closed"
     created = EPOCH - 3600 * (LIST_LENGTH - n + 1)
     head_sha = hashlib.sha1(f"{full}:head:{n}:{version}".encode()).hexdigest()
-    return {
+    pull = {
         "url": u,
         "id": _num(f"pull:{full}#{n}", 10**9),
         "node_id": f"PR_kwDO{_num(f'pull:{full}#{n}', 10**9):08x}",
@@ -1204,13 +1223,28 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None)
         "review_comment_url": f"{r}/pulls/comments{{/number}}",
         "comments_url": f"{r}/issues/{n}/comments",
         "statuses_url": f"{r}/statuses/{head_sha}",
+        "labels": [],
+        "milestone": None,
         "head": {"label": f"{owner}:feature-{n}", "ref": f"feature-{n}", "sha": head_sha,
-                 "user": _owner(api, owner)},
+                 "user": _owner(api, owner), "repo": repo},
         "base": {"label": f"{owner}:main", "ref": "main",
                  "sha": hashlib.sha1(f"{full}:base:{version}".encode()).hexdigest(),
-                 "user": _owner(api, owner)},
+                 "user": _owner(api, owner), "repo": repo},
+        "_links": {rel: {"href": href} for rel, href in (
+            ("self", u), ("html", f"{WEB_ORIGIN}/{full}/pull/{n}"),
+            ("issue", f"{r}/issues/{n}"), ("comments", f"{r}/issues/{n}/comments"),
+            ("review_comments", f"{u}/comments"),
+            ("review_comment", f"{r}/pulls/comments{{/number}}"),
+            ("commits", f"{u}/commits"), ("statuses", f"{r}/statuses/{head_sha}"))},
         "author_association": "OWNER",
+        "auto_merge": None,
     }
+    if detail:
+        pull.update({"merged": False, "mergeable": True, "rebaseable": True,
+                     "mergeable_state": "clean", "merged_by": None, "comments": n % 7,
+                     "review_comments": n % 3, "maintainer_can_modify": False,
+                     "commits": 1 + n % 4, "additions": 1, "deletions": 1, "changed_files": 1})
+    return pull
 
 
 def _commit(api: str, full: str, n: int, version: int, lm: int) -> dict:

@@ -33,3 +33,13 @@ if [ "$(cat "$here/node_modules/.installed-lock" 2>/dev/null)" != "$want" ]; the
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$want" > "$here/node_modules/.installed-lock"
 fi
+
+# githubkit in a venv of its own: its newest release (0.16.1) imports hishel 1.x names and
+# fails to import beside hishel 2, which the bench extra of the project's venv needs.
+gk="$here/.venv-githubkit"
+if ! "$gk/bin/python" -c 'import githubkit' 2>/dev/null; then
+  echo "tests/conformance/setup.sh: githubkit venv"
+  rm -rf "$gk"
+  python3 -m venv "$gk"
+  "$gk/bin/python" -m pip install --quiet --disable-pip-version-check 'githubkit>=0.16' 'hishel>=1.3,<2'
+fi
