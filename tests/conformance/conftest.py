@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 # name: (driver, how it is pointed at the node)
 #   http:   base URL = the node's http://127.0.0.1:PORT
 #   ghes:   base URL = the node's .../api/v3 (GitHub Enterprise style)
+#   localhost: base URL = http://localhost:PORT (answers must name the Host the client used)
 #   socket: the node's Unix socket, speaking as api.github.com (gh's http_unix_socket)
 CLIENTS = {
     "PyGithub": (clients.pygithub, "http"),
@@ -36,6 +37,7 @@ CLIENTS = {
     "actions/github": (clients.javascript("actions"), "http"),
     "gh": (clients.gh, "socket"),
     "curl": (clients.curl, "http"),
+    "curl localhost": (clients.curl, "localhost"),
 }
 # Operations a client cannot express at all (gh and getOctokit refuse to run tokenless).
 NOT_APPLICABLE = {("gh", "anonymous_write"), ("actions/github", "anonymous_write")}
@@ -58,7 +60,6 @@ class Runs:
     through: dict[str, dict]
     direct_base: str
     node_base: str
-    node_log: str
 
 
 class Conformance:
@@ -78,10 +79,10 @@ class Conformance:
     def _run(self, client: str) -> Runs:
         driver, mode = CLIENTS[client]
         slug = "".join(ch if ch.isalnum() else "-" for ch in client.lower())
-        socket_mode = mode == "socket"
 
         self.fake.reset()
-        direct_base = GITHUB if socket_mode else self.fake.url
+        direct_base = {"socket": GITHUB, "localhost": _localhost(self.fake.url)}.get(
+            mode, self.fake.url)
         direct = driver(clients.Target(direct_base, CLIENT_TOKEN,
                                        str(self.fake.unix_socket), slug))
 
@@ -91,16 +92,20 @@ class Conformance:
                            env={"P2P_CACHE_UNIX_SOCKET": str(node_socket)})
         node.start()
         try:
-            node_base = {"http": node.url, "ghes": node.url + "/api/v3",
-                         "socket": GITHUB}[mode]
+            node_base = {"http": node.url, "ghes": node.url + "/api/v3", "socket": GITHUB,
+                         "localhost": _localhost(node.url)}[mode]
             through = driver(clients.Target(node_base, CLIENT_TOKEN, str(node_socket), slug))
         finally:
             node.stop()
             node.http.close()
-        return Runs(direct, through, direct_base, node_base, node.log())
+        return Runs(direct, through, direct_base, node_base)
 
     def close(self) -> None:
         self.fake.stop()
+
+
+def _localhost(url: str) -> str:
+    return url.replace("//127.0.0.1:", "//localhost:")
 
 
 @pytest.fixture(scope="session")
