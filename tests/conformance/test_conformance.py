@@ -20,6 +20,7 @@ def test_same_answer_through_the_node(conformance, client_ready, client, op):
     direct, through = runs.direct[op], runs.through[op]
     problems = [f"straight to GitHub: {p}" for p in expectation_failures(op, direct)]
     problems += [f"through the node: {p}" for p in expectation_failures(op, through)]
-    problems += differences(direct, through, runs.direct_base, runs.node_base)
+    if not problems:  # a client that failed has no answer to compare
+        problems = differences(direct, through, runs.direct_base, runs.node_base)
     record(client, op, problems)
     assert not problems, "\n".join(problems)
