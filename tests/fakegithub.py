@@ -13,7 +13,21 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
 * rate-limit budgets are per credential (anonymous callers per client IP),
   with GitHub's headers and error bodies, so clients can tell primary from
   secondary limits the same way they would against the real thing;
-* list endpoints page with GitHub's ``Link`` header format.
+* list endpoints page with GitHub's ``Link`` header format, naming the
+  repository by id (``/repositories/<id>/issues?page=2``) as GitHub does, and
+  the fake answers those paths too;
+* bodies carry GitHub's hypermedia (``url``, ``*_url``, templated ones like
+  ``issues_url: .../issues{/number}``) naming the fake's own base URL the way
+  GitHub names https://api.github.com, so clients that lazy-load or follow
+  links (PyGithub, octokit's paginate) go where they would on GitHub;
+* unknown paths are 404, Accept variants (``raw+json``, ``.diff`` ...) have
+  their own bodies and ``X-GitHub-Media-Type``, ``/rate_limit`` is ``no-cache``
+  with per-resource buckets, unsupported ``X-GitHub-Api-Version`` is 400;
+* issues can be created and edited, and lists show them.
+
+The base URL is ``http://<Host>`` on TCP.  With ``unix_socket`` the fake also
+listens on a Unix socket and plays GitHub itself there: ``https://<Host>``
+(``https://api.github.com`` for gh's ``http_unix_socket``).
 
 Only the standard library is used so the file can be copied into a bare
 container that has nothing but ``python3``.
@@ -22,7 +36,7 @@ Command line::
 
     python3 tests/fakegithub.py --host 127.0.0.1 --port 0 --latency-ms 80 \
         [--token TOKEN ...] [--rate-limit 5000] [--anon-rate-limit 60] \
-        [--port-file PATH] [--verbose]
+        [--unix-socket PATH] [--port-file PATH] [--verbose]
 
 In-process::
 
@@ -44,6 +58,7 @@ import math
 import os
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -56,14 +71,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 __all__ = ["FakeGitHub", "main"]
 
-# Bodies always name the real API origin, never the fake's address: that way a
-# representation (and so its ETag) does not depend on which Host a client used,
-# exactly as on GitHub.  Only Link headers are built from the Host header.
-API_ORIGIN = "https://api.github.com"
+# API URLs in bodies and Links name the base the fake was reached at (GitHub
+# names https://api.github.com); web URLs (html_url, clone_url) name github.com
+# as on GitHub, since no client fetches them through the API.
+UNIX_HOST = "api.github.com"  # the Host a client on the Unix socket plays
 WEB_ORIGIN = "https://github.com"
+AVATARS = "https://avatars.githubusercontent.com"
 DOCS = "https://docs.github.com/rest"
 DOCS_RATE_LIMIT = DOCS + "/overview/resources-in-the-rest-api#rate-limiting"
 DOCS_SECONDARY = DOCS + "/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
+DOCS_VERSIONS = DOCS + "/about-the-rest-api/api-versions"
+DOCS_MEDIA = DOCS + "/using-the-rest-api/getting-started-with-the-rest-api#media-types"
+API_VERSIONS = ("2022-11-28", "2026-03-10")
+DEFAULT_API_VERSION = "2022-11-28"
 
 # Timestamps are derived from a fixed epoch plus the resource version so that
 # bodies are deterministic across runs yet still move forward on every change
@@ -76,6 +96,23 @@ LIST_KINDS = ("issues", "pulls", "commits")
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 RATE_WINDOW = 3600  # GitHub's primary limits are per rolling hour
+# Every bucket /rate_limit reports: (limit with a token, anonymous limit, window s).
+RESOURCES = {
+    "core": (None, None, RATE_WINDOW),  # None: the fake's configured limits
+    "search": (30, 10, 60),
+    "graphql": (None, 0, RATE_WINDOW),  # GraphQL has no anonymous allowance
+    "integration_manifest": (5000, 5000, RATE_WINDOW),
+    "source_import": (100, 100, 60),
+    "code_scanning_upload": (1000, 60, RATE_WINDOW),
+    "actions_runner_registration": (10000, 10000, RATE_WINDOW),
+    "scim": (15000, 15000, RATE_WINDOW),
+    "dependency_snapshots": (100, 100, 60),
+    "dependency_sbom": (100, 100, RATE_WINDOW),
+    "audit_log": (1750, 1750, RATE_WINDOW),
+    "audit_log_streaming": (15, 15, 60),
+    "code_search": (10, 0, 60),
+    "code_scanning_autofix": (10, 10, 60),
+}
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 REQUEST_LOG_SIZE = 1000
 # How often serve_forever checks for shutdown; the default 0.5 s would make
@@ -156,19 +193,24 @@ class _Bucket:
     """One credential's budget for one rate-limit resource."""
 
     limit: int
+    window: int = RATE_WINDOW
     used: int = 0
     reset_at: int = 0
 
     def roll(self, now: float) -> None:
-        # A fresh window starts lazily, like GitHub: the hour begins with the
-        # first request after the previous window ran out.
+        # A fresh window starts lazily, like GitHub: the window begins with the
+        # first request after the previous one ran out.
         if now >= self.reset_at:
             self.used = 0
-            self.reset_at = int(now) + RATE_WINDOW
+            self.reset_at = int(now) + self.window
 
     @property
     def remaining(self) -> int:
         return max(0, self.limit - self.used)
+
+    def view(self) -> dict:
+        return {"limit": self.limit, "used": self.used,
+                "remaining": self.remaining, "reset": self.reset_at}
 
 
 @dataclass
@@ -186,10 +228,50 @@ class _Reply:
     last_modified: int | None = None  # set on cacheable representations
     headers: dict[str, str] = field(default_factory=dict)
     resource: str = "core"            # which rate-limit bucket answers for it
+    text: str | None = None           # a non-JSON body (diff, raw file ...)
+    content_type: str = "application/json; charset=utf-8"
+    media: str = "github.v3; format=json"  # X-GitHub-Media-Type
     body: bytes = b""
 
     def encode(self) -> None:
-        self.body = b"" if self.payload is None else _json_bytes(self.payload)
+        if self.text is not None:
+            self.body = self.text.encode()
+        else:
+            self.body = b"" if self.payload is None else _json_bytes(self.payload)
+
+
+@dataclass(frozen=True)
+class _Media:
+    """What the Accept header asked for: ``application/vnd.github[.v3][.param][+json]``."""
+
+    param: str | None = None   # raw, text, html, full, diff, patch, sha; None = plain
+    json: bool = True
+
+    @property
+    def header(self) -> str:
+        """X-GitHub-Media-Type, which echoes the parsed pieces."""
+        return ("github.v3" + (f"; param={self.param}" if self.param else "")
+                + ("; format=json" if self.json else ""))
+
+
+BODY_PARAMS = ("raw", "text", "html", "full")  # comment-body media types
+
+
+def _media(accept: str | None) -> _Media:
+    """The first GitHub media type in Accept; anything else means plain JSON,
+    so ``application/vnd.github.v3+json``, ``application/vnd.github+json``,
+    ``application/json`` and ``*/*`` all select the same representation."""
+    for item in (accept or "").split(","):
+        mime = item.split(";", 1)[0].strip().lower()
+        if not mime.startswith("application/vnd.github"):
+            continue
+        rest = mime[len("application/vnd.github"):]
+        is_json = rest.endswith("+json")
+        rest = rest.removesuffix("+json")
+        names = [n for n in rest.split(".") if n and n not in ("v3", "v4")]
+        param = names[0] if names and not names[0].endswith("-preview") else None
+        return _Media(param, is_json or param is None)
+    return _Media()
 
 
 # --------------------------------------------------------------------------- #
@@ -202,7 +284,10 @@ class FakeGitHub:
     ``tokens`` are the credentials that count as valid; each one gets a budget
     of ``rate_limit`` per hour.  Anonymous callers get ``anon_rate_limit`` per
     client IP.  The socket is bound in the constructor so ``url`` is known
-    before ``start()``; ``port=0`` picks a free port.
+    before ``start()``; ``port=0`` picks a free port.  ``unix_socket``, a
+    path, adds a Unix-socket listener (mode 0600) that answers as
+    ``https://api.github.com`` does, for clients such as gh that can only
+    reach a local server that way.
     """
 
     def __init__(
@@ -214,6 +299,7 @@ class FakeGitHub:
         rate_limit: int = 5000,
         *,
         anon_rate_limit: int = 60,
+        unix_socket: str | os.PathLike | None = None,
         verbose: bool = False,
     ) -> None:
         self.host = host
@@ -228,12 +314,22 @@ class FakeGitHub:
         # in-memory and quick) and only sleep / do socket I/O outside it.
         self._lock = threading.Lock()
         self._reset_state()
+        # Repository ids are a pure function of the name, so this survives
+        # reset(): an id a client saw stays resolvable, as on GitHub.
+        self._repo_names: dict[int, str] = {}
 
         server_cls = _Server6 if ":" in host else _Server
-        self._server = server_cls((host, port), _Handler)
-        self._server.fake = self
-        self.port = self._server.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._servers: list[_Server | _UnixServer] = [server_cls((host, port), _Handler)]
+        self.port = self._servers[0].server_address[1]
+        self.unix_socket = os.fspath(unix_socket) if unix_socket else None
+        if self.unix_socket:
+            if os.path.exists(self.unix_socket):
+                os.unlink(self.unix_socket)
+            self._servers.append(_UnixServer(self.unix_socket, _Handler))
+            os.chmod(self.unix_socket, 0o600)
+        for server in self._servers:
+            server.fake = self
+        self._threads: list[threading.Thread] = []
         self._serving = False
 
     # -- lifecycle ---------------------------------------------------------- #
@@ -244,35 +340,41 @@ class FakeGitHub:
         return f"http://{host}:{self.port}"
 
     def start(self) -> "FakeGitHub":
-        """Serve from a background daemon thread; returns self."""
+        """Serve from background daemon threads; returns self."""
         self._serving = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
-            name="fakegithub", daemon=True,
-        )
-        self._thread.start()
+        for server in self._servers:
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
+                name="fakegithub", daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def serve_forever(self) -> None:
         """Serve from the calling thread (used by the command line)."""
-        self._serving = True
+        self.start()
         try:
-            self._server.serve_forever(poll_interval=POLL_INTERVAL)
+            while self._serving:
+                time.sleep(POLL_INTERVAL)
         finally:
-            self._serving = False
+            self.stop()
 
     def stop(self) -> None:
         """Stop serving and drop open keep-alive connections."""
-        if self._serving:
-            self._serving = False
-            self._server.shutdown()
-        self._server.server_close()
-        # Handler threads idling on keep-alive connections would otherwise
-        # keep answering after stop(); cutting their sockets ends them.
-        self._server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        was_serving, self._serving = self._serving, False
+        for server in self._servers:
+            if was_serving:
+                server.shutdown()
+            server.server_close()
+            # Handler threads idling on keep-alive connections would otherwise
+            # keep answering after stop(); cutting their sockets ends them.
+            server.close_connections()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+        if self.unix_socket and os.path.exists(self.unix_socket):
+            os.unlink(self.unix_socket)
 
     def __enter__(self) -> "FakeGitHub":
         return self.start()
@@ -297,9 +399,11 @@ class FakeGitHub:
         self._log: deque[dict] = deque(maxlen=REQUEST_LOG_SIZE)
         self._seq = 0
         self._secrets: dict[str, str] = {}  # "owner/repo/NAME" -> decrypted value
+        # Issues created or edited through the API: "o/r" -> number -> fields.
+        self._issues: dict[str, dict[int, dict]] = {}
 
     def reset(self) -> None:
-        """Zero counters, budgets, versions, pending failures and the log."""
+        """Zero counters, budgets, versions, issues, pending failures and the log."""
         with self._lock:
             self._reset_state()
 
@@ -321,7 +425,7 @@ class FakeGitHub:
     def mutate(self, path: str) -> int:
         """Bump a resource's version (its body and ETag change); returns it."""
         with self._lock:
-            return self._bump(_normalize(path))
+            return self._bump(self._canonical(_normalize(path)) or _normalize(path))
 
     def fail(self, status: int, count: int = 1, retry_after: int = 60) -> None:
         """Make the next ``count`` API requests answer ``status``."""
@@ -346,6 +450,23 @@ class FakeGitHub:
     def _last_modified(self, path: str) -> int:
         return EPOCH + self._version(path) * SECONDS_PER_VERSION
 
+    def _repo_id(self, full: str) -> int:
+        rid = _num("repo:" + full, 10**9)
+        self._repo_names[rid] = full
+        return rid
+
+    def _canonical(self, norm: str) -> str | None:
+        """``/repositories/<id>/x`` as ``/repos/<owner>/<name>/x`` (one resource,
+        two names, as on GitHub); None for an id no answer ever named."""
+        parts = norm.strip("/").split("/")
+        if parts[0] != "repositories":
+            if parts[0] == "repos" and len(parts) >= 3:
+                self._repo_id(f"{parts[1]}/{parts[2]}")
+            return norm
+        if len(parts) < 2 or not parts[1].isdigit() or int(parts[1]) not in self._repo_names:
+            return None
+        return "/".join(["/repos", self._repo_names[int(parts[1])], *parts[2:]])
+
     def _credential(self, authorization: str | None, client: str) -> _Credential | None:
         """Who is calling; None means a token GitHub would reject."""
         if not authorization:
@@ -356,19 +477,19 @@ class FakeGitHub:
             digest = hashlib.sha256(value.encode()).hexdigest()
             login = "user-" + digest[:8]
             return _Credential(f"token:{digest[:16]}", True,
-                               f"user ID {_num(login, 10**8)}", login)
+                               f"user ID {_num('user:' + login, 10**8)}", login)
         return None
 
     def _bucket(self, cred: _Credential, resource: str, now: float) -> _Bucket:
         key = (cred.key, resource)
         bucket = self._buckets.get(key)
         if bucket is None:
-            if resource == "graphql":
-                # GitHub's GraphQL API has no anonymous allowance at all.
-                limit = self.rate_limit if cred.authenticated else 0
+            with_token, anonymous, window = RESOURCES[resource]
+            if cred.authenticated:
+                limit = self.rate_limit if with_token is None else with_token
             else:
-                limit = self.rate_limit if cred.authenticated else self.anon_rate_limit
-            bucket = self._buckets[key] = _Bucket(limit)
+                limit = self.anon_rate_limit if anonymous is None else anonymous
+            bucket = self._buckets[key] = _Bucket(limit, window)
         bucket.roll(now)
         return bucket
 
@@ -381,14 +502,16 @@ class FakeGitHub:
         """Answer one API request; returns the reply and its full headers.
 
         Order of checks mirrors GitHub's edge: injected (infrastructure)
-        failures, then authentication, then the primary budget, then the
-        resource itself, then conditional-request evaluation.
+        failures, then the API version, then authentication, then the budget
+        of the path's rate-limit resource, then the resource itself, then
+        conditional-request evaluation.
         """
         now = time.time()
         with self._lock:
             rid = self._request_id()
             cred = self._credential(req.authorization, req.client)
-            resource = "graphql" if req.norm == "/graphql" else "core"
+            canonical = self._canonical(req.norm)
+            resource = _resource(canonical or req.norm)
             # Headers on errors for a rejected token report the caller's
             # anonymous budget, which is what GitHub shows.
             shown = cred or _Credential(f"anon:{req.client}", False, req.client)
@@ -398,10 +521,15 @@ class FakeGitHub:
             if self._failures:
                 status, retry_after = self._failures.popleft()
                 reply = self._injected(status, retry_after, rid)
+            elif req.api_version is not None and req.api_version not in API_VERSIONS:
+                reply = _error(400, f"Unsupported 'X-GitHub-Api-Version' header:"
+                               f" {req.api_version}. Supported versions are"
+                               f" {', '.join(API_VERSIONS)}.", DOCS_VERSIONS)
             elif cred is None:
                 reply = _error(401, "Bad credentials")
             elif not cred.authenticated and (
                 req.method in WRITE_METHODS or req.norm in ("/user", "/graphql")
+                or req.norm.startswith("/user/") or resource == "code_search"
             ):
                 reply = _error(401, "Requires authentication")
             elif req.norm == "/rate_limit" and req.method in ("GET", "HEAD"):
@@ -413,14 +541,17 @@ class FakeGitHub:
                                   " (But here's the good news: Authenticated requests"
                                   " get a higher rate limit. Check out the documentation"
                                   " for more details.)"), DOCS_RATE_LIMIT)
+            elif canonical is None or _is_missing(canonical.strip("/").split("/")):
+                reply = _error(404, "Not Found")
+                spend = True
             elif req.method in ("GET", "HEAD"):
-                reply = self._read(req, cred)
+                reply = self._read(req, canonical, cred)
                 spend = True
             elif req.norm == "/graphql" and req.method == "POST":
                 reply = self._graphql(req)
                 spend = True
             else:
-                reply = self._write(req)
+                reply = self._write(req, canonical, cred)
                 spend = True
 
             reply.resource = resource
@@ -445,7 +576,7 @@ class FakeGitHub:
                 bucket.used += 1
                 self._units += 1
 
-            headers = self._headers(reply, etag, bucket, rid, cred)
+            headers = self._headers(req, reply, etag, bucket, rid, cred)
             self._requests += 1
             self._by_path[req.raw_path] += 1
             self._methods[req.method] += 1
@@ -460,11 +591,11 @@ class FakeGitHub:
             })
             return reply, headers
 
-    def _headers(self, reply: _Reply, etag: str | None, bucket: _Bucket,
+    def _headers(self, req: "_Request", reply: _Reply, etag: str | None, bucket: _Bucket,
                  rid: str, cred: _Credential | None) -> dict[str, str]:
         h: dict[str, str] = {}
         if reply.status not in (204, 304):
-            h["Content-Type"] = "application/json; charset=utf-8"
+            h["Content-Type"] = reply.content_type
         h["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
         if etag is not None:
             # Only successful representations get validators and freshness;
@@ -475,8 +606,9 @@ class FakeGitHub:
             h["ETag"] = etag
             if reply.last_modified is not None:
                 h["Last-Modified"] = formatdate(reply.last_modified, usegmt=True)
-        h["X-GitHub-Media-Type"] = "github.v3; format=json"
-        h["X-GitHub-Api-Version-Selected"] = "2022-11-28"
+        h["X-GitHub-Media-Type"] = reply.media
+        h["X-GitHub-Api-Version-Selected"] = (
+            req.api_version if req.api_version in API_VERSIONS else DEFAULT_API_VERSION)
         h["X-RateLimit-Limit"] = str(bucket.limit)
         h["X-RateLimit-Remaining"] = str(bucket.remaining)
         h["X-RateLimit-Reset"] = str(bucket.reset_at)
@@ -506,64 +638,146 @@ class FakeGitHub:
 
     # -- representations ------------------------------------------------------ #
 
-    def _read(self, req: "_Request", cred: _Credential) -> _Reply:
-        parts = req.norm.strip("/").split("/")
-        if _is_missing(parts):
-            return _error(404, "Not Found")
-        lm = self._last_modified(req.norm)
+    def _issue_count(self, full: str) -> int:
+        return LIST_LENGTH + sum(1 for n in self._issues.get(full, {}) if n > LIST_LENGTH)
+
+    def _read(self, req: "_Request", path: str, cred: _Credential) -> _Reply:
+        """GET/HEAD of ``path`` (already canonical: /repos/..., never /repositories/...)."""
+        parts = path.strip("/").split("/")
+        api, media = req.base, req.media
+        lm = self._last_modified(path)
+        version = self._version(path)
         if parts[0] == "repos" and parts[3:] == ["actions", "secrets", "public-key"]:
             return self._secrets_public_key()
-        if parts[0] == "repos" and len(parts) == 3:
-            payload = _repo(parts[1], parts[2], self._version(req.norm), lm)
-        elif parts[0] == "repos" and len(parts) == 4 and parts[3] in LIST_KINDS:
-            return self._list(req, parts[1], parts[2], parts[3], lm)
+        if parts[0] == "repos":
+            owner, name, sub = parts[1], parts[2], parts[3:]
+            full = f"{owner}/{name}"
+            if not sub:
+                payload = _repo(api, owner, name, self._repo_id(full), version, lm,
+                                self._issue_count(full))
+            elif len(sub) == 1 and sub[0] in LIST_KINDS:
+                return self._list(req, full, sub[0], lm)
+            elif len(sub) == 2 and sub[0] in ("issues", "pulls"):
+                return self._item(req, full, sub[0], sub[1], version, lm)
+            elif len(sub) == 2 and sub[0] == "commits":
+                return self._commit_item(req, full, sub[1])
+            elif sub[0] == "contents" and media.param in ("raw", "html") and not media.json:
+                # The file itself rather than its JSON description.
+                text = f"contents of {'/'.join(sub[1:])} in {full}, version {version}\n"
+                return _Reply(200, last_modified=lm, text=text, media=media.header,
+                              content_type="text/plain; charset=utf-8")
+            else:
+                payload = {"path": path, "n": version}
         elif parts[0] == "users" and len(parts) == 2:
-            payload = _user(parts[1], self._version(req.norm), lm)
-        elif req.norm == "/user":
-            payload = _user(cred.login or "user", self._version(req.norm), lm)
+            payload = _user(api, parts[1], version, lm)
+        elif path == "/user":
+            payload = _user(api, cred.login or "user", version, lm)
+            # What only the authenticated user sees of themselves.
+            payload.update({"private_gists": 0, "total_private_repos": 0,
+                            "owned_private_repos": 0, "disk_usage": 0, "collaborators": 0,
+                            "two_factor_authentication": True})
+        elif parts[0] == "search" and len(parts) == 2:
+            return self._search(req, parts[1], lm)
         else:
-            payload = {"path": req.norm, "n": self._version(req.norm)}
-        return _Reply(200, payload, lm)
+            payload = {"path": path, "n": version}
+        if media.param and not media.json:
+            return _unsupported_media(req.accept)
+        return _Reply(200, payload, lm, media=media.header)
 
-    def _list(self, req: "_Request", owner: str, repo: str, kind: str, lm: int) -> _Reply:
-        per_page = _int_param(req.query, "per_page", DEFAULT_PER_PAGE)
-        if per_page < 1:
-            per_page = DEFAULT_PER_PAGE
-        per_page = min(per_page, MAX_PER_PAGE)
-        page = max(1, _int_param(req.query, "page", 1))
-        last = max(1, math.ceil(LIST_LENGTH / per_page))
+    def _item(self, req: "_Request", full: str, kind: str, ref: str, version: int,
+              lm: int) -> _Reply:
+        """One issue or pull request, as JSON or (pulls) as a diff or patch."""
+        media = req.media
+        count = self._issue_count(full) if kind == "issues" else LIST_LENGTH
+        if not ref.isdigit() or not 1 <= int(ref) <= count:
+            return _error(404, "Not Found")
+        n = int(ref)
+        if kind == "pulls" and media.param in ("diff", "patch") and not media.json:
+            return _Reply(200, last_modified=lm, text=_diff(full, f"pull {n}", media.param),
+                          media=media.header, content_type=_vnd(media.param))
+        if media.param and not media.json:
+            return _unsupported_media(req.accept)
+        if kind == "issues":
+            payload = _issue(req.base, full, n, version, lm, self._issues.get(full, {}).get(n),
+                             media.param)
+        else:
+            payload = _pull(req.base, full, n, version, lm, media.param,
+                            self._repo_id(full), detail=True)
+        return _Reply(200, payload, lm, media=media.header)
 
-        full = f"{owner}/{repo}"
-        version = self._version(req.norm)
-        start = (page - 1) * per_page
-        # Newest first, like GitHub's default sort for all three lists.
-        numbers = range(LIST_LENGTH - start, max(0, LIST_LENGTH - start - per_page), -1)
-        make = {"issues": _issue, "pulls": _pull, "commits": _commit}[kind]
-        items = [make(full, n, version, lm) for n in numbers]
+    def _commit_item(self, req: "_Request", full: str, ref: str) -> _Reply:
+        listing = f"/repos/{full}/commits"
+        version, lm = self._version(listing), self._last_modified(listing)
+        numbers = [int(ref)] if ref.isdigit() and 1 <= int(ref) <= LIST_LENGTH else [
+            n for n in range(1, LIST_LENGTH + 1) if _sha(full, n, version).startswith(ref)]
+        if len(ref) < 4 or len(numbers) != 1:
+            return _error(422, f"No commit found for SHA: {ref}")
+        n, media = numbers[0], req.media
+        if media.param in ("diff", "patch") and not media.json:
+            return _Reply(200, last_modified=lm, media=media.header,
+                          text=_diff(full, f"commit {_sha(full, n, version)}", media.param),
+                          content_type=_vnd(media.param))
+        if media.param == "sha" and not media.json:
+            return _Reply(200, last_modified=lm, text=_sha(full, n, version),
+                          media=media.header, content_type=_vnd("sha"))
+        if media.param and not media.json:
+            return _unsupported_media(req.accept)
+        return _Reply(200, _commit(req.base, full, n, version, lm), lm, media=media.header)
 
-        reply = _Reply(200, items, lm)
-        if last > 1:
-            reply.headers["Link"] = _link_header(req, page, last)
-        return reply
+    def _list(self, req: "_Request", full: str, kind: str, lm: int) -> _Reply:
+        if req.media.param and not req.media.json:
+            return _unsupported_media(req.accept)
+        total = self._issue_count(full) if kind == "issues" else LIST_LENGTH
+        version = self._version(f"/repos/{full}/{kind}")
+        stored = self._issues.get(full, {})
+        param = req.media.param
+
+        def make(n: int) -> dict:
+            if kind == "issues":
+                return _issue(req.base, full, n, version, lm, stored.get(n), param)
+            if kind == "pulls":
+                return _pull(req.base, full, n, version, lm, param, self._repo_id(full))
+            return _commit(req.base, full, n, version, lm)
+
+        # GitHub names a repository's list pages by the repository's id.
+        where = f"/repositories/{self._repo_id(full)}/{kind}"
+        return _page(req, total, make, lm, where)
+
+    def _search(self, req: "_Request", kind: str, lm: int) -> _Reply:
+        """/search/issues and /search/repositories find things in the repository
+        named by ``repo:owner/name`` in q; other kinds find nothing."""
+        query = req.query.get("q", "")
+        if not query:
+            return _Reply(422, {"message": "Validation Failed", "errors": [
+                {"resource": "Search", "field": "q", "code": "missing"}],
+                "documentation_url": DOCS + "/search/search", "status": "422"})
+        repo = next((w[5:] for w in query.split() if w.startswith("repo:") and "/" in w), None)
+
+        def wrap(total: int, make) -> _Reply:
+            reply = _page(req, total, make, lm, req.path)
+            reply.payload = {"total_count": total, "incomplete_results": False,
+                             "items": reply.payload}
+            if kind == "issues":
+                reply.payload["search_type"] = "lexical"  # API version 2026-03-10
+            return reply
+
+        if kind == "issues" and repo:
+            stored = self._issues.get(repo, {})
+            return wrap(self._issue_count(repo), lambda n: {
+                **_issue(req.base, repo, n, 0, lm, stored.get(n), None), "score": 1.0})
+        if kind == "repositories" and repo:
+            owner, _, name = repo.partition("/")
+            return wrap(1, lambda n: {**_repo(req.base, owner, name, self._repo_id(repo),
+                                              0, lm, self._issue_count(repo)), "score": 1.0})
+        return wrap(0, lambda n: {})
 
     def _rate_limit_body(self, cred: _Credential, now: float) -> _Reply:
-        def view(b: _Bucket) -> dict:
-            return {"limit": b.limit, "used": b.used,
-                    "remaining": b.remaining, "reset": b.reset_at}
-
-        core = view(self._bucket(cred, "core", now))
-        search_limit = 30 if cred.authenticated else 10
-        search = {"limit": search_limit, "used": 0, "remaining": search_limit,
-                  "reset": int(now) + 60}
-        payload = {
-            "resources": {
-                "core": core,
-                "search": search,
-                "graphql": view(self._bucket(cred, "graphql", now)),
-            },
-            "rate": core,
-        }
-        return _Reply(200, payload)
+        resources = {name: self._bucket(cred, name, now).view() for name in RESOURCES}
+        reply = _Reply(200, {"resources": resources, "rate": resources["core"]})
+        # GitHub's own answer: the numbers move with every call, so never
+        # serve this from a cache without asking again.
+        reply.headers["Cache-Control"] = "no-cache"
+        return reply
 
     def _graphql(self, req: "_Request") -> _Reply:
         try:
@@ -576,43 +790,77 @@ class FakeGitHub:
                                             " specified and must be a string."}]})
         return _Reply(200, {"data": {"queryLength": len(query)}})
 
-    def _write(self, req: "_Request") -> _Reply:
-        parts = req.norm.strip("/").split("/")
-        if _is_missing(parts):
-            return _error(404, "Not Found")
+    def _write(self, req: "_Request", path: str, cred: _Credential) -> _Reply:
+        parts = path.strip("/").split("/")
         try:
             received = json.loads(req.body) if req.body.strip() else None
         except ValueError:
             return _error(400, "Problems parsing JSON")
         if parts[0] == "repos" and parts[3:5] == ["actions", "secrets"] and len(parts) == 6:
             return self._put_secret(req, "/".join(parts[1:3]), parts[5], received)
+        if parts[0] == "repos" and len(parts) == 4 and parts[3] == "issues" \
+                and req.method == "POST":
+            return self._create_issue(req, "/".join(parts[1:3]), received, cred)
 
         # A write makes both the resource and the collection listing it stale,
         # so caches holding either must see a new ETag on revalidation.
-        version = self._bump(req.norm)
-        parent = _parent(req.norm)
+        version = self._bump(path)
+        parent = _parent(path)
         if parent is not None:
             self._bump(parent)
 
+        if parts[0] == "repos" and len(parts) == 5 and parts[3] == "issues" \
+                and req.method == "PATCH" and parts[4].isdigit():
+            return self._edit_issue(req, "/".join(parts[1:3]), int(parts[4]), received,
+                                    version)
         if req.method == "DELETE":
-            self._written.discard(req.norm)
+            self._written.discard(path)
             return _Reply(204)
         if req.method == "POST":
             status = 201
         elif req.method == "PUT":
             # Create-or-replace: created the first time, replaced afterwards.
-            status = 200 if req.norm in self._written else 201
+            status = 200 if path in self._written else 201
         else:  # PATCH
             status = 200
-        self._written.add(req.norm)
+        self._written.add(path)
         payload = {
-            "id": _num(f"{req.norm}:{version}", 10**9),
-            "path": req.norm,
+            "id": _num(f"{path}:{version}", 10**9),
+            "path": path,
             "method": req.method,
             "n": version,
             "received": received,
         }
-        return _Reply(status, payload, self._last_modified(req.norm))
+        return _Reply(status, payload, self._last_modified(path))
+
+    def _create_issue(self, req: "_Request", full: str, received: object,
+                      cred: _Credential) -> _Reply:
+        fields = received if isinstance(received, dict) else {}
+        n = self._issue_count(full) + 1
+        # The author is whoever's token made the call: that is how a test
+        # sees which credential a proxy used for a write.
+        self._issues.setdefault(full, {})[n] = {
+            "title": str(fields.get("title", "")), "body": fields.get("body"),
+            "state": "open", "login": cred.login or "ghost"}
+        listing = f"/repos/{full}/issues"
+        self._bump(listing)
+        self._bump(f"/repos/{full}")  # open_issues_count moved
+        path = f"{listing}/{n}"
+        lm = self._last_modified(path)
+        reply = _Reply(201, _issue(req.base, full, n, 0, lm, self._issues[full][n], None), lm)
+        reply.headers["Location"] = f"{req.base}{path}"
+        return reply
+
+    def _edit_issue(self, req: "_Request", full: str, n: int, received: object,
+                    version: int) -> _Reply:
+        if not 1 <= n <= self._issue_count(full):
+            return _error(404, "Not Found")
+        stored = self._issues.setdefault(full, {}).setdefault(n, {})
+        if isinstance(received, dict):
+            stored.update({k: received[k] for k in ("title", "body", "state") if k in received})
+        path = f"/repos/{full}/issues/{n}"
+        lm = self._last_modified(path)
+        return _Reply(200, _issue(req.base, full, n, version, lm, stored, None), lm)
 
     # -- Actions secrets (sealed boxes, as GitHub does) ----------------------- #
 
@@ -671,8 +919,33 @@ def _secret_box():  # -> (key_id, base64 public key, opener) or None without PyN
 
 
 # --------------------------------------------------------------------------- #
-# Body builders (module level: pure functions of path, version and time)
+# Body builders (module level: pure functions of base URL, path, version, time)
 # --------------------------------------------------------------------------- #
+
+# Top-level segments of GitHub's REST API: any other path is 404, as on GitHub.
+API_ROOTS = frozenset({
+    "app", "app-manifests", "applications", "apps", "assignments", "classrooms",
+    "codes_of_conduct", "emojis", "enterprises", "events", "feeds", "gists",
+    "gitignore", "graphql", "installation", "licenses", "markdown", "marketplace_listing",
+    "meta", "networks", "notifications", "octocat", "organizations", "orgs", "projects",
+    "rate_limit", "repos", "repositories", "search", "teams", "user", "users", "versions",
+    "zen",
+})
+# What lives under /repos/{owner}/{repo}/ on GitHub.
+REPO_PARTS = frozenset({
+    "actions", "activity", "assignees", "attestations", "autolinks", "automated-security-fixes",
+    "branches", "check-runs", "check-suites", "code-scanning", "code-security-configuration",
+    "codeowners", "codespaces", "collaborators", "comments", "commits", "community", "compare",
+    "contents", "contributors", "dependabot", "dependency-graph", "deployments", "dispatches",
+    "environments", "events", "forks", "generate", "git", "hooks", "import", "installation",
+    "interaction-limits", "invitations", "issues", "keys", "labels", "languages", "license",
+    "merge-upstream", "merges", "milestones", "notifications", "pages", "private-vulnerability-reporting",
+    "projects", "properties", "pulls", "readme", "releases", "rules", "rulesets",
+    "secret-scanning", "security-advisories", "stargazers", "stats", "statuses",
+    "subscribers", "subscription", "tags", "tarball", "teams", "topics", "traffic",
+    "transfer", "vulnerability-alerts", "zipball",
+})
+
 
 def _error(status: int, message: str, docs: str = DOCS) -> _Reply:
     # GitHub (since 2024) also repeats the status as a string in error bodies.
@@ -680,10 +953,30 @@ def _error(status: int, message: str, docs: str = DOCS) -> _Reply:
                            "status": str(status)})
 
 
+def _unsupported_media(accept: str | None) -> _Reply:
+    return _error(415, f"Unsupported 'Accept' header: {json.dumps([accept or ''])}."
+                  " Must accept 'application/json'.", DOCS_MEDIA)
+
+
 def _is_missing(parts: list[str]) -> bool:
-    return parts[0] == "notfound" or (
-        parts[0] == "repos" and len(parts) >= 3 and parts[2].startswith("missing-")
-    )
+    """Paths GitHub would not know: outside its API, or named missing-* by tests."""
+    if parts[0] not in API_ROOTS:
+        return True
+    if parts[0] == "repos":
+        return (len(parts) < 3 or parts[2].startswith("missing-")
+                or (len(parts) >= 4 and parts[3] not in REPO_PARTS))
+    return False
+
+
+def _resource(path: str) -> str:
+    """The rate-limit bucket a path spends from, as GitHub assigns them."""
+    if path == "/graphql":
+        return "graphql"
+    if path == "/search/code":
+        return "code_search"
+    if path.startswith("/search/"):
+        return "search"
+    return "core"
 
 
 def _not_modified_since(header: str, last_modified: int) -> bool:
@@ -694,58 +987,163 @@ def _not_modified_since(header: str, last_modified: int) -> bool:
     return last_modified <= since
 
 
-def _owner(login: str) -> dict:
+def _vnd(param: str) -> str:
+    return f"application/vnd.github.{param}; charset=utf-8"
+
+
+def _sha(full: str, n: int, version: int) -> str:
+    # The version is part of the sha: a change to the collection reads as
+    # a push that rewrote the list.
+    return hashlib.sha1(f"{full}:commit:{n}:{version}".encode()).hexdigest()
+
+
+def _diff(full: str, what: str, param: str) -> str:
+    diff = (f"diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
+            f"@@ -1 +1 @@\n-{full}\n+{full}: {what}\n")
+    if param == "patch":
+        return (f"From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+                f"Subject: [PATCH] {what}\n\n---\n{diff}")
+    return diff
+
+
+def _body_fields(text: str, param: str | None) -> dict:
+    """Comment bodies per media type: raw (the default) gives body, text gives
+    body_text, html gives body_html, full gives all three."""
+    out = {}
+    if param in (None, "raw", "full"):
+        out["body"] = text
+    if param in ("text", "full"):
+        out["body_text"] = text
+    if param in ("html", "full"):
+        out["body_html"] = f"<p>{text}</p>"
+    return out
+
+
+def _owner(api: str, login: str) -> dict:
+    uid = _num("user:" + login, 10**8)
+    u = f"{api}/users/{login}"
     return {
         "login": login,
-        "id": _num("user:" + login, 10**8),
-        "type": "User",
-        "site_admin": False,
-        "url": f"{API_ORIGIN}/users/{login}",
+        "id": uid,
+        "node_id": f"U_kgDO{uid:08x}",
+        "avatar_url": f"{AVATARS}/u/{uid}?v=4",
+        "gravatar_id": "",
+        "url": u,
         "html_url": f"{WEB_ORIGIN}/{login}",
+        "followers_url": f"{u}/followers",
+        "following_url": f"{u}/following{{/other_user}}",
+        "gists_url": f"{u}/gists{{/gist_id}}",
+        "starred_url": f"{u}/starred{{/owner}}{{/repo}}",
+        "subscriptions_url": f"{u}/subscriptions",
+        "organizations_url": f"{u}/orgs",
+        "repos_url": f"{u}/repos",
+        "events_url": f"{u}/events{{/privacy}}",
+        "received_events_url": f"{u}/received_events",
+        "type": "User",
+        "user_view_type": "public",
+        "site_admin": False,
     }
 
 
-def _repo(owner: str, name: str, version: int, lm: int) -> dict:
+def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
+          open_issues: int) -> dict:
     full = f"{owner}/{name}"
-    rid = _num("repo:" + full, 10**9)
+    u = f"{api}/repos/{full}"
+    stars = _num("stars:" + full, 50000) + version
     return {
         "id": rid,
         "node_id": f"R_kgDO{rid:08x}",
         "name": name,
         "full_name": full,
         "private": False,
-        "owner": _owner(owner),
+        "owner": _owner(api, owner),
         "html_url": f"{WEB_ORIGIN}/{full}",
         "description": f"Fake repository {full}",
         "fork": False,
-        "url": f"{API_ORIGIN}/repos/{full}",
+        "url": u,
+        "forks_url": f"{u}/forks",
+        "keys_url": f"{u}/keys{{/key_id}}",
+        "collaborators_url": f"{u}/collaborators{{/collaborator}}",
+        "teams_url": f"{u}/teams",
+        "hooks_url": f"{u}/hooks",
+        "issue_events_url": f"{u}/issues/events{{/number}}",
+        "events_url": f"{u}/events",
+        "assignees_url": f"{u}/assignees{{/user}}",
+        "branches_url": f"{u}/branches{{/branch}}",
+        "tags_url": f"{u}/tags",
+        "blobs_url": f"{u}/git/blobs{{/sha}}",
+        "git_tags_url": f"{u}/git/tags{{/sha}}",
+        "git_refs_url": f"{u}/git/refs{{/sha}}",
+        "trees_url": f"{u}/git/trees{{/sha}}",
+        "statuses_url": f"{u}/statuses/{{sha}}",
+        "languages_url": f"{u}/languages",
+        "stargazers_url": f"{u}/stargazers",
+        "contributors_url": f"{u}/contributors",
+        "subscribers_url": f"{u}/subscribers",
+        "subscription_url": f"{u}/subscription",
+        "commits_url": f"{u}/commits{{/sha}}",
+        "git_commits_url": f"{u}/git/commits{{/sha}}",
+        "comments_url": f"{u}/comments{{/number}}",
+        "issue_comment_url": f"{u}/issues/comments{{/number}}",
+        "contents_url": f"{u}/contents/{{+path}}",
+        "compare_url": f"{u}/compare/{{base}}...{{head}}",
+        "merges_url": f"{u}/merges",
+        "archive_url": f"{u}/{{archive_format}}{{/ref}}",
+        "downloads_url": f"{u}/downloads",
+        "issues_url": f"{u}/issues{{/number}}",
+        "pulls_url": f"{u}/pulls{{/number}}",
+        "milestones_url": f"{u}/milestones{{/number}}",
+        "notifications_url": f"{u}/notifications{{?since,all,participating}}",
+        "labels_url": f"{u}/labels{{/name}}",
+        "releases_url": f"{u}/releases{{/id}}",
+        "deployments_url": f"{u}/deployments",
         "created_at": _iso(EPOCH - 86400 * (1 + _num("age:" + full, 2000))),
         "updated_at": _iso(lm),
         "pushed_at": _iso(lm),
+        "git_url": f"git://github.com/{full}.git",
+        "ssh_url": f"git@github.com:{full}.git",
+        "clone_url": f"{WEB_ORIGIN}/{full}.git",
+        "svn_url": f"{WEB_ORIGIN}/{full}",
+        "mirror_url": None,
         "homepage": None,
         "size": _num("size:" + full, 100000),
-        "stargazers_count": _num("stars:" + full, 50000) + version,
-        "watchers_count": _num("stars:" + full, 50000) + version,
+        "stargazers_count": stars,
+        "watchers_count": stars,
         "language": "Python",
+        "has_issues": True,
+        "has_projects": True,
+        "has_downloads": True,
+        "has_wiki": True,
+        "has_pages": False,
+        "has_discussions": False,
         "forks_count": _num("forks:" + full, 5000),
-        "open_issues_count": LIST_LENGTH,
-        "default_branch": "main",
-        "visibility": "public",
         "archived": False,
         "disabled": False,
+        "open_issues_count": open_issues,
+        "license": None,
         "topics": [],
+        "visibility": "public",
+        "forks": _num("forks:" + full, 5000),
+        "open_issues": open_issues,
+        "watchers": stars,
+        "default_branch": "main",
+        "network_count": _num("forks:" + full, 5000),
+        "subscribers_count": _num("watchers:" + full, 2000),
     }
 
 
-def _user(login: str, version: int, lm: int) -> dict:
-    user = _owner(login)
+def _user(api: str, login: str, version: int, lm: int) -> dict:
+    user = _owner(api, login)
     user.update({
-        "node_id": f"U_kgDO{user['id']:08x}",
         "name": login.title(),
         "company": None,
         "blog": "",
         "location": None,
+        "email": None,
+        "hireable": None,
+        "bio": None,
         "public_repos": _num("repos:" + login, 300),
+        "public_gists": _num("gists:" + login, 30),
         "followers": _num("followers:" + login, 10000) + version,
         "following": _num("following:" + login, 500),
         "created_at": _iso(EPOCH - 86400 * (1 + _num("age:" + login, 4000))),
@@ -754,68 +1152,155 @@ def _user(login: str, version: int, lm: int) -> dict:
     return user
 
 
-def _issue(full: str, n: int, version: int, lm: int) -> dict:
+def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | None,
+           param: str | None) -> dict:
+    stored = stored or {}
     owner = full.split("/", 1)[0]
+    r = f"{api}/repos/{full}"
+    u = f"{r}/issues/{n}"
+    state = stored.get("state") or ("open" if n % 3 else "closed")
+    created = EPOCH - 3600 * (LIST_LENGTH - n + 1)
     return {
-        "id": _num(f"issue:{full}#{n}", 10**9),
-        "number": n,
-        "title": f"Issue {n} of {full}",
-        "state": "open" if n % 3 else "closed",
-        "user": _owner(owner),
-        "comments": n % 7,
-        "url": f"{API_ORIGIN}/repos/{full}/issues/{n}",
+        "url": u,
+        "repository_url": r,
+        "labels_url": f"{u}/labels{{/name}}",
+        "comments_url": f"{u}/comments",
+        "events_url": f"{u}/events",
         "html_url": f"{WEB_ORIGIN}/{full}/issues/{n}",
-        "created_at": _iso(EPOCH - 3600 * (LIST_LENGTH - n + 1)),
-        "updated_at": _iso(lm),
-    }
-
-
-def _pull(full: str, n: int, version: int, lm: int) -> dict:
-    owner = full.split("/", 1)[0]
-    return {
-        "id": _num(f"pull:{full}#{n}", 10**9),
+        "id": _num(f"issue:{full}#{n}", 10**9),
+        "node_id": f"I_kwDO{_num(f'issue:{full}#{n}', 10**9):08x}",
         "number": n,
-        "title": f"Pull request {n} of {full}",
-        "state": "open" if n % 4 else "closed",
-        "draft": n % 5 == 0,
-        "user": _owner(owner),
-        "head": {"ref": f"feature-{n}",
-                 "sha": hashlib.sha1(f"{full}:head:{n}:{version}".encode()).hexdigest()},
-        "base": {"ref": "main"},
-        "url": f"{API_ORIGIN}/repos/{full}/pulls/{n}",
-        "html_url": f"{WEB_ORIGIN}/{full}/pull/{n}",
-        "created_at": _iso(EPOCH - 3600 * (LIST_LENGTH - n + 1)),
+        "title": stored.get("title") or f"Issue {n} of {full}",
+        "user": _owner(api, stored.get("login") or owner),
+        "labels": [],
+        "state": state,
+        "locked": False,
+        "assignee": None,
+        "assignees": [],
+        "milestone": None,
+        "comments": n % 7,
+        "created_at": _iso(created),
         "updated_at": _iso(lm),
+        "closed_at": None if state == "open" else _iso(max(created, lm)),
+        "author_association": "OWNER",
+        **_body_fields(stored.get("body") or f"Body of issue {n}.", param),
+        "timeline_url": f"{u}/timeline",
+        "state_reason": None if state == "open" else "completed",
     }
 
 
-def _commit(full: str, n: int, version: int, lm: int) -> dict:
+def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
+          rid: int, detail: bool = False) -> dict:
+    """A pull request as lists show it; ``detail`` adds what only GET of one shows."""
+    owner, name = full.split("/", 1)
+    repo = _repo(api, owner, name, rid, version, lm, LIST_LENGTH)
+    r = f"{api}/repos/{full}"
+    u = f"{r}/pulls/{n}"
+    state = "open" if n % 4 else "closed"
+    created = EPOCH - 3600 * (LIST_LENGTH - n + 1)
+    head_sha = hashlib.sha1(f"{full}:head:{n}:{version}".encode()).hexdigest()
+    pull = {
+        "url": u,
+        "id": _num(f"pull:{full}#{n}", 10**9),
+        "node_id": f"PR_kwDO{_num(f'pull:{full}#{n}', 10**9):08x}",
+        "html_url": f"{WEB_ORIGIN}/{full}/pull/{n}",
+        "diff_url": f"{WEB_ORIGIN}/{full}/pull/{n}.diff",
+        "patch_url": f"{WEB_ORIGIN}/{full}/pull/{n}.patch",
+        "issue_url": f"{r}/issues/{n}",
+        "number": n,
+        "state": state,
+        "locked": False,
+        "title": f"Pull request {n} of {full}",
+        "user": _owner(api, owner),
+        **_body_fields(f"Body of pull request {n}.", param),
+        "created_at": _iso(created),
+        "updated_at": _iso(lm),
+        "closed_at": None if state == "open" else _iso(max(created, lm)),
+        "merged_at": None,
+        "draft": n % 5 == 0,
+        "commits_url": f"{u}/commits",
+        "review_comments_url": f"{u}/comments",
+        "review_comment_url": f"{r}/pulls/comments{{/number}}",
+        "comments_url": f"{r}/issues/{n}/comments",
+        "statuses_url": f"{r}/statuses/{head_sha}",
+        "labels": [],
+        "milestone": None,
+        "head": {"label": f"{owner}:feature-{n}", "ref": f"feature-{n}", "sha": head_sha,
+                 "user": _owner(api, owner), "repo": repo},
+        "base": {"label": f"{owner}:main", "ref": "main",
+                 "sha": hashlib.sha1(f"{full}:base:{version}".encode()).hexdigest(),
+                 "user": _owner(api, owner), "repo": repo},
+        "_links": {rel: {"href": href} for rel, href in (
+            ("self", u), ("html", f"{WEB_ORIGIN}/{full}/pull/{n}"),
+            ("issue", f"{r}/issues/{n}"), ("comments", f"{r}/issues/{n}/comments"),
+            ("review_comments", f"{u}/comments"),
+            ("review_comment", f"{r}/pulls/comments{{/number}}"),
+            ("commits", f"{u}/commits"), ("statuses", f"{r}/statuses/{head_sha}"))},
+        "author_association": "OWNER",
+        "auto_merge": None,
+    }
+    if detail:
+        pull.update({"merged": False, "mergeable": True, "rebaseable": True,
+                     "mergeable_state": "clean", "merged_by": None, "comments": n % 7,
+                     "review_comments": n % 3, "maintainer_can_modify": False,
+                     "commits": 1 + n % 4, "additions": 1, "deletions": 1, "changed_files": 1})
+    return pull
+
+
+def _commit(api: str, full: str, n: int, version: int, lm: int) -> dict:
     owner = full.split("/", 1)[0]
-    # The version is part of the sha: a change to the collection reads as
-    # a push that rewrote the list.
-    sha = hashlib.sha1(f"{full}:commit:{n}:{version}".encode()).hexdigest()
+    sha = _sha(full, n, version)
+    r = f"{api}/repos/{full}"
     date = _iso(lm - 600 * (LIST_LENGTH - n))
+    tree = hashlib.sha1(f"{full}:tree:{n}:{version}".encode()).hexdigest()
+    parent = _sha(full, n - 1, version) if n > 1 else None
     return {
         "sha": sha,
         "node_id": f"C_kwDO{sha[:16]}",
         "commit": {
-            "message": f"Commit {n} of {full}",
             "author": {"name": owner, "email": f"{owner}@example.com", "date": date},
             "committer": {"name": owner, "email": f"{owner}@example.com", "date": date},
+            "message": f"Commit {n} of {full}",
+            "tree": {"sha": tree, "url": f"{r}/git/trees/{tree}"},
+            "url": f"{r}/git/commits/{sha}",
+            "comment_count": 0,
         },
-        "author": _owner(owner),
-        "url": f"{API_ORIGIN}/repos/{full}/commits/{sha}",
+        "url": f"{r}/commits/{sha}",
         "html_url": f"{WEB_ORIGIN}/{full}/commit/{sha}",
+        "comments_url": f"{r}/commits/{sha}/comments",
+        "author": _owner(api, owner),
+        "committer": _owner(api, owner),
+        "parents": [] if parent is None else [
+            {"sha": parent, "url": f"{r}/commits/{parent}",
+             "html_url": f"{WEB_ORIGIN}/{full}/commit/{parent}"}],
     }
 
 
-def _link_header(req: "_Request", page: int, last: int) -> str:
-    """GitHub's Link header: absolute URLs, other query params kept, page
-    last, rels in GitHub's order (prev, next, last, first)."""
+def _page(req: "_Request", total: int, make, lm: int, where: str) -> _Reply:
+    """One page of a list of ``total`` items, newest first (GitHub's default
+    sort for issues, pulls and commits), with GitHub's Link header pointing at
+    ``where`` (the list's canonical path)."""
+    per_page = _int_param(req.query, "per_page", DEFAULT_PER_PAGE)
+    if per_page < 1:
+        per_page = DEFAULT_PER_PAGE
+    per_page = min(per_page, MAX_PER_PAGE)
+    page = max(1, _int_param(req.query, "page", 1))
+    last = max(1, math.ceil(total / per_page))
+    start = (page - 1) * per_page
+    numbers = range(total - start, max(0, total - start - per_page), -1)
+    reply = _Reply(200, [make(n) for n in numbers], lm, media=req.media.header)
+    if last > 1:
+        reply.headers["Link"] = _link_header(req, where, page, last)
+    return reply
+
+
+def _link_header(req: "_Request", where: str, page: int, last: int) -> str:
+    """GitHub's Link header: absolute URLs on the API base, other query params
+    kept, page last, rels in GitHub's order (prev, next, last, first)."""
     keep = [(k, v) for k, v in req.query_pairs if k != "page"]
 
     def url(n: int) -> str:
-        return f"http://{req.host}{req.path}?{urlencode(keep + [('page', str(n))])}"
+        return f"{req.base}{where}?{urlencode(keep + [('page', str(n))])}"
 
     rels = []
     if page > 1:
@@ -840,18 +1325,25 @@ class _Request:
     query_pairs: list[tuple[str, str]]
     query: dict[str, str]
     host: str
+    base: str                 # the API base URL answers name: scheme://Host
     client: str
     authorization: str | None
     if_none_match: str | None
     if_modified_since: str | None
+    accept: str | None
+    media: _Media
+    api_version: str | None
     body: bytes
 
 
-class _Server(ThreadingHTTPServer):
+class _Tracking:
+    """Servers that can cut their open keep-alive connections on stop()."""
+
     daemon_threads = True       # never let a stuck client block shutdown
     allow_reuse_address = True
     request_queue_size = 512    # a fleet connecting at once must not hit SYN retries (1 s)
     fake: FakeGitHub
+    scheme = "http"
 
     def __init__(self, *args, **kwargs) -> None:
         self._connections: set[socket.socket] = set()
@@ -878,8 +1370,18 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class _Server(_Tracking, ThreadingHTTPServer):
+    pass
+
+
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+class _UnixServer(_Tracking, socketserver.ThreadingUnixStreamServer):
+    # The socket plays https://api.github.com itself (gh's http_unix_socket
+    # sends Host: api.github.com over plain HTTP), so answers name that base.
+    scheme = "https"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -897,7 +1399,13 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "github.com"
 
+    def address_string(self) -> str:
+        # A Unix-socket peer has no address (client_address is "").
+        return self.client_address[0] if self.client_address else "unix"
+
     def setup(self) -> None:
+        # TCP_NODELAY exists on TCP sockets only.
+        self.disable_nagle_algorithm = not isinstance(self.server, _UnixServer)
         super().setup()
         self.server.track(self.connection, True)
 
@@ -962,6 +1470,8 @@ class _Handler(BaseHTTPRequestHandler):
         if delay > 0:
             time.sleep(delay / 1000.0)
 
+        default_host = UNIX_HOST if self.server.scheme == "https" else fake.url[7:]
+        host = self.headers.get("Host") or default_host
         req = _Request(
             method=method,
             path=path,
@@ -969,11 +1479,15 @@ class _Handler(BaseHTTPRequestHandler):
             raw_path=path + (f"?{split.query}" if split.query else ""),
             query_pairs=pairs,
             query=dict(pairs),
-            host=self.headers.get("Host") or f"{fake.host}:{fake.port}",
-            client=self.client_address[0],
+            host=host,
+            base=f"{self.server.scheme}://{host}",
+            client=self.address_string(),
             authorization=self.headers.get("Authorization"),
             if_none_match=self.headers.get("If-None-Match"),
             if_modified_since=self.headers.get("If-Modified-Since"),
+            accept=self.headers.get("Accept"),
+            media=_media(self.headers.get("Accept")),
+            api_version=self.headers.get("X-GitHub-Api-Version"),
             body=body,
         )
         reply, headers = fake._process(req)
@@ -1000,7 +1514,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_fake/ip":
             # An IP-echo service like api.ipify.org: the caller's address as plain text
             # (or ?ip=..., to play a public address on loopback).
-            text = query.get("ip") or self.client_address[0]
+            text = query.get("ip") or self.address_string()
             self._send(200, {"Content-Type": "text/plain"}, text.encode(),
                        head=method == "HEAD")
             return
@@ -1058,6 +1572,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="hourly budget per token")
     parser.add_argument("--anon-rate-limit", type=int, default=60,
                         help="hourly budget per anonymous client IP")
+    parser.add_argument("--unix-socket", help="also answer on this Unix socket, as"
+                        " https://api.github.com (for gh's http_unix_socket)")
     parser.add_argument("--port-file", help="write the bound port here")
     parser.add_argument("--verbose", action="store_true",
                         help="log every request to stderr")
@@ -1065,7 +1581,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fake = FakeGitHub(args.host, args.port, args.latency_ms, args.token,
                       args.rate_limit, anon_rate_limit=args.anon_rate_limit,
-                      verbose=args.verbose)
+                      unix_socket=args.unix_socket, verbose=args.verbose)
     if args.port_file:
         # Write-then-rename so a poller never reads a half-written file.
         tmp = f"{args.port_file}.tmp{os.getpid()}"
