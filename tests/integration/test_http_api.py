@@ -244,6 +244,7 @@ def test_answers_keep_the_headers_clients_use(nodes, fake):
         if name in direct.headers:
             assert miss.headers[name] == hit.headers[name] == direct.headers[name], name
     assert miss.headers["x-github-request-id"] and "date" in hit.headers
+    assert hit.headers["x-github-request-id"] == miss.headers["x-github-request-id"]
     assert miss.headers["x-github-request-id"] != direct.headers["x-github-request-id"]
     # Errors are GitHub's own answer, request id included.
     missing = node.get("/repos/octo/missing-repo")

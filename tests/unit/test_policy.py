@@ -452,3 +452,25 @@ class TestRewriteHypermedia:
     def test_lookalike_hosts_are_not_rewritten(self):
         body = b'{"url":"https://api.github.com.evil.example/x"}'
         assert rewrite_hypermedia(body, self.UP, self.LOCAL) == body
+
+
+# -- GitHub's two spellings of a repository ------------------------------------------------
+
+class TestRepositoryAliases:
+    def test_root(self):
+        from p2pcache.policy import repo_root
+        assert repo_root("/repos/o/r/issues/1") == "/repos/o/r"
+        assert repo_root("/repos/o/r") == "/repos/o/r"
+        assert repo_root("/repos/o") is None and repo_root("/users/o") is None
+
+    def test_ids_from_links_and_the_repo_body(self):
+        from p2pcache.policy import aliased_paths, repository_ids
+        page = Entry("k", "/repos/o/r/issues", 200,
+                     {"link": '<https://api.github.com/repositories/42/issues?page=2>; '
+                              'rel="next"'}, b"[]", NOW)
+        repo = Entry("k2", "/repos/o/r", 200, {}, b'{"id": 7, "name": "r"}', NOW)
+        odd = Entry("k3", "/repos/o/r", 200, {}, b'{"id": true}', NOW)
+        assert repository_ids("/repos/o/r", [page, repo, odd]) == {"42", "7"}
+        assert aliased_paths(["/repos/o/r/issues", "/repos/o/r"], "/repos/o/r", {"42"}) == \
+            ["/repositories/42/issues", "/repositories/42"]
+        assert aliased_paths(["/user"], "/repos/o/r", {"42"}) == []

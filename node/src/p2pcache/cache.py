@@ -122,6 +122,11 @@ class Cache:
         if request.method not in policy.CACHEABLE_METHODS and response.status < 400:
             paths = policy.invalidated_paths(request.target)
             try:
+                root = policy.repo_root(request.target.path)
+                if root is not None:
+                    known = await trio.to_thread.run_sync(self.store.entries_under, root)
+                    paths += policy.aliased_paths(paths, root,
+                                                  policy.repository_ids(root, known))
                 self.counters.invalidated += await trio.to_thread.run_sync(
                     self.store.invalidate, paths)
             except StoreError as exc:

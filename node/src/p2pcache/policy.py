@@ -7,6 +7,7 @@ unit-tested without sockets (the hishel / ghproxy way).
 from __future__ import annotations
 
 import enum
+import json
 import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -18,11 +19,12 @@ CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CACHEABLE_STATUSES = frozenset({200})
 # Response headers that describe the transfer or the moment, not the resource: never stored
-# (the node re-frames the body, and dates, request ids and budgets belong to one answer).
+# (the node re-frames the body; dates and budgets belong to one answer). The request id is
+# kept: a hit shows the id of the GitHub answer that last vouched for its body.
 TRANSFER_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length",
     "te", "trailer", "upgrade", "proxy-connection", "proxy-authenticate", "set-cookie",
-    "date", "age", "x-github-request-id", "strict-transport-security"})
+    "date", "age", "strict-transport-security"})
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-used",
                       "x-ratelimit-reset", "x-ratelimit-resource")
 # Request headers that change what GitHub answers, and so belong in the key.
@@ -128,6 +130,40 @@ def invalidated_paths(target: Target) -> list[str]:
     path = target.path.rstrip("/") or "/"
     parent = path.rsplit("/", 1)[0]
     return [path] + ([parent] if parent else [])
+
+
+_REPO_ROOT = re.compile(r"/repos/[^/]+/[^/]+")
+_REPOSITORIES_ID = re.compile(r"/repositories/([0-9]{1,20})(?=[/?>]|$)")
+
+
+def repo_root(path: str) -> str | None:
+    """`/repos/OWNER/REPO` of a path under it, else None."""
+    match = _REPO_ROOT.match(path)
+    return match.group(0) if match and path[match.end():match.end() + 1] in ("", "/") else None
+
+
+def repository_ids(root: str, entries: list[Entry]) -> set[str]:
+    """The numeric ids GitHub uses for a repository, learned from what is cached under its
+    `/repos/OWNER/REPO` root: its own JSON `id`, and the `/repositories/<id>/...` form that
+    GitHub's Link headers name for list pages."""
+    ids: set[str] = set()
+    for entry in entries:
+        ids.update(_REPOSITORIES_ID.findall(entry.headers.get("link", "")))
+        if entry.path == root and b'"id"' in entry.body:
+            try:
+                value = json.loads(entry.body).get("id")
+            except (ValueError, AttributeError, RecursionError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                ids.add(str(value))
+    return ids
+
+
+def aliased_paths(paths: list[str], root: str, ids: set[str]) -> list[str]:
+    """The same paths in GitHub's `/repositories/<id>` spelling, so a write through
+    `/repos/o/r/issues` also drops the list pages cached under `/repositories/<id>/issues`."""
+    return [f"/repositories/{i}{p[len(root):]}" for p in paths if repo_root(p) == root
+            for i in sorted(ids)]
 
 
 def is_rate_limited(response: ApiResponse) -> bool:

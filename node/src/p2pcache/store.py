@@ -241,6 +241,21 @@ class Store:
                 count -= 1
         return total, count
 
+    def entries_under(self, path: str, limit: int = 8) -> list[Entry]:
+        """The entry at `path` and a few below it whose Link names GitHub's
+        `/repositories/<id>` form: what tells a write which aliases it must also drop."""
+        like = path.rstrip("/").replace("\\", "\\\\").replace("%", "\\%") \
+            .replace("_", "\\_") + "/%"
+        with self._read_lock:
+            if self._reader is None:
+                return []
+            rows = self._reader.execute(
+                "SELECT key, path, status, headers, body, fetched_at FROM entries "
+                "WHERE path = ? OR (path LIKE ? ESCAPE '\\' AND headers LIKE "
+                "'%/repositories/%') LIMIT ?", (path, like, limit)).fetchall()
+        return [Entry(r[0], r[1], r[2], fields.clean(json.loads(r[3]).items()), bytes(r[4]),
+                      r[5]) for r in rows]
+
     def invalidate(self, paths: list[str]) -> int:
         """Delete entries at these paths and below them; returns how many went."""
         removed = 0
