@@ -55,16 +55,27 @@ def api_reply(response: ApiResponse, upstream_base: str, local_base: str) -> Rep
     return Reply(response.status, headers, response.body)
 
 
-def refuse_browser(request: ApiRequest, bound_host: str) -> Reply | None:
+def host_name(request: ApiRequest) -> str:
+    """The name in the client's Host header, without port or brackets, lower case."""
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.endswith("]") else host.strip("[]")
+    return name.lower()
+
+
+def refuse_browser(request: ApiRequest, bound_host: str,
+                   upstream_host: str = "") -> Reply | None:
     """The API spends the node's token, so web pages must not reach it: a browser marks
-    cross-site requests with Origin, and DNS rebinding shows up as a foreign Host."""
+    cross-site requests with Origin, and DNS rebinding shows up as a foreign Host. The
+    upstream's own name is not foreign: transparent mode sends it here on purpose (and a
+    rebinding page cannot present it)."""
     if "origin" in request.headers:
         return json_reply(403, {"message": "p2pcache: requests from web pages are refused"})
     host = request.headers.get("host", "")
-    name = host.rsplit(":", 1)[0].strip("[]") if not host.endswith("]") else host.strip("[]")
+    name = host_name(request)
     # Only a loopback-bound API is reachable by rebinding alone; one bound wider (in a
     # container, say) was exposed on purpose and is addressed by service names.
-    if _loopback(bound_host) and name and not _local_name(name, bound_host):
+    if _loopback(bound_host) and name and name != upstream_host \
+            and not _local_name(name, bound_host):
         return json_reply(403, {"message": f"p2pcache: unexpected Host {host!r}"})
     return None
 
@@ -91,6 +102,11 @@ async def serve(host: str, port: int, handler: Handler,
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners)
     await trio.serve_listeners(partial(_connection, handler), listeners)
+
+
+async def serve_connection(handler: Handler, stream: trio.abc.Stream, scheme: str) -> None:
+    """Answer one client connection (plain TCP, or TLS from tls.py: scheme "https")."""
+    await _connection(handler, stream)
 
 
 async def _connection(handler: Handler, stream: trio.SocketStream) -> None:

@@ -9,11 +9,12 @@ import signal
 import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import multiaddr
 import trio
 
-from . import __version__, addresses, http_api, identity, policy
+from . import __version__, addresses, http_api, identity, pinned, policy, tls
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -50,7 +51,9 @@ class Node:
         self.key_pair = identity.load_or_create(settings.data_dir)
         self.peer_id = str(identity.peer_id(self.key_pair))
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
-        self.upstream = Upstream(settings.upstream, settings.token)
+        self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
+            settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
+        self.upstream_host = urlsplit(settings.upstream).hostname or ""
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
@@ -80,6 +83,8 @@ class Node:
                     # Before the API answers, so /-/multiaddr is final once healthz is up.
                     await self._discover_address(nursery)
                 await self._start_http(nursery)
+                if s.https:
+                    await self._start_https(nursery)
                 await self._publish()
                 _running = self
                 task_status.started(self)
@@ -137,6 +142,18 @@ class Node:
         where = self.http_base if self.http_base.endswith("//" + bound) else \
             f"{bound} ({self.http_base} from this machine)"
         log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", where)
+
+    async def _start_https(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        assert s.https and s.tls_cert and s.tls_key
+        try:
+            context = tls.server_context(s.tls_cert, s.tls_key)
+            await nursery.start(tls.serve, s.https, context, self.handle_http)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot serve HTTPS for {self.upstream_host} on {s.https}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        log.info("✓ HTTPS for %s on %s (transparent mode)", self.upstream_host,
+                 "the socket we were given" if s.https.startswith("fd:") else s.https)
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
@@ -226,9 +243,12 @@ class Node:
         return await self.cache.get(request, from_peer=True)
 
     async def handle_http(self, request: ApiRequest) -> Reply:
-        refusal = http_api.refuse_browser(request, self.settings.http_host)
+        refusal = http_api.refuse_browser(request, self.settings.http_host, self.upstream_host)
         if refusal is not None:
             return refusal
+        # A client that used the upstream's own name (transparent mode) gets GitHub's bytes.
+        own_name = http_api.host_name(request) == self.upstream_host
+        local_base = self.settings.upstream if own_name else self.http_base
         path = request.target.split("?", 1)[0]
         if path == "/-/reachability" and request.method == "GET":
             return json_reply(200, await self.reachability())
@@ -240,7 +260,7 @@ class Node:
             response = await self.cache.passthrough(request)
         else:
             return json_reply(405, {"message": f"p2pcache: {request.method} is not passed on"})
-        return api_reply(response, self.settings.upstream, self.http_base)
+        return api_reply(response, self.settings.upstream, local_base)
 
     def _own_endpoint(self, path: str, method: str) -> Reply:
         if method not in ("GET", "HEAD"):

@@ -25,7 +25,8 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._client = httpx.AsyncClient(
@@ -33,6 +34,7 @@ class Upstream:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"user-agent": f"p2pcache/{__version__}"},
             follow_redirects=False,
+            transport=transport,  # pinned.py in transparent mode
         )
 
     def _headers(self, request: ApiRequest, conditional: dict[str, str],
