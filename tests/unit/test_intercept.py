@@ -124,8 +124,10 @@ def test_the_hosts_edit_leaves_one_address_and_reverts_byte_for_byte():
 def _system(tmp_path: Path) -> intercept.System:
     hosts = tmp_path / "hosts"
     hosts.write_text(HOSTS)
+    (tmp_path / "certs").mkdir()
     return intercept.System(hosts=hosts, ca_dir=tmp_path / "ca", bundle=tmp_path / "bundle",
-                            update_command=("true",), records=tmp_path / "records")
+                            certs_dir=tmp_path / "certs", update_command=("true",),
+                            records=tmp_path / "records")
 
 
 def _sha(path: Path) -> str:

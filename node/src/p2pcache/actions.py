@@ -507,9 +507,10 @@ def undo_interception(env: Mapping[str, str]) -> int:
             print(f"✓ {line}")
     elif info is not None:
         tag = str(info.get("tag", ""))
-        if intercept.is_ours(int(info.get("guardian_pid", 0)), str(info.get("guardian_start"))):
+        guardian = int(info.get("guardian_pid", 0)), str(info.get("guardian_start"))
+        if intercept.is_ours(*guardian):  # it exits once the trust store is rebuilt
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and _redirected(tag):
+            while time.monotonic() < deadline and intercept.is_ours(*guardian):
                 time.sleep(0.1)
         if _redirected(tag):
             if not _sudo_works():

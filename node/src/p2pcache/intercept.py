@@ -163,6 +163,7 @@ class System:
     hosts: Path = Path("/etc/hosts")
     ca_dir: Path = Path("/usr/local/share/ca-certificates")
     bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+    certs_dir: Path = Path("/etc/ssl/certs")  # where update-ca-certificates links each CA
     update_command: tuple[str, ...] = ("update-ca-certificates",)
     records: Path = Path("/run/p2pcache-intercept")
 
@@ -336,6 +337,12 @@ def _undo(record: Record, system: System) -> list[str]:
     ca_file = Path(record.ca_file)
     if ca_file.exists() or ca_file.is_symlink():
         ca_file.unlink()
+        # update-ca-certificates rebuilds the bundle but keeps the links it made for a
+        # removed local CA (only --fresh, which redoes every link, drops them): ours go here.
+        ours = (str(ca_file), f"{record.tag}.pem")
+        for link in system.certs_dir.iterdir() if system.certs_dir.is_dir() else ():
+            if link.is_symlink() and os.readlink(link) in ours:
+                link.unlink()
         _update_trust_store(system)
         done.append(f"trust store: per-job CA for {record.host} removed")
     return done
