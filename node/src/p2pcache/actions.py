@@ -240,20 +240,25 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
             plan.close_socket()
     node_start = intercept.start_time(proc.pid)
     write_new(state / PID_FILE, f"{proc.pid} {node_start}".encode(), user)
+    problems = (intercept.InterceptError, OSError, subprocess.SubprocessError)
+    if plan:
+        try:  # while the node starts: the trust store takes seconds
+            plan.trust(proc.pid, node_start)
+        except problems as exc:
+            plan = plan.abandon(exc)
 
     client_ready = _wait_ready(proc, settings, wait, log_path)
     if client_ready is None:
+        if plan:
+            plan.undo()
         return 1
     stats, connected = client_ready
     exported = {"P2P_CACHE_API_URL": settings.http_base, "P2P_CACHE_HTTP": http}
     if plan:
         try:
-            exported.update(plan.install(proc.pid, node_start))
-        except (intercept.InterceptError, OSError, subprocess.SubprocessError) as exc:
-            print(f"⚠️  Transparent mode is off: {exc}; falling back to base-URL mode",
-                  flush=True)
-            plan.undo()
-            plan = None
+            exported.update(plan.redirect())
+        except problems as exc:
+            plan = plan.abandon(exc)
     outputs = {"api-url": settings.http_base, "peer-id": str(stats.get("peer_id")),
                "connected": "true" if connected else "false", "log": str(log_path),
                "transparent": "true" if plan else "false"}
@@ -406,30 +411,42 @@ class Interception:
                                                    f"answer ({exc})") from None
                 time.sleep(0.1)
 
-    def install(self, node_pid: int, node_start: str) -> dict[str, str]:
-        """Guardian first, then trust store and hosts; returns what GITHUB_ENV gets."""
+    def trust(self, node_pid: int, node_start: str) -> None:
+        """The record, the guardian (watching the node from now on), the trust store."""
         from . import intercept
 
-        self.check_tls()
         intercept.records_dir(self.system)
-        record = intercept.Record(
+        self.record = intercept.Record(
             tag=self.tag, host=self.host, address=intercept.LISTEN_ADDRESS,
             hosts_before=self.system.hosts.read_text(), hosts_after_sha256="",
             ca_file=str(self.system.ca_dir / f"{self.tag}.crt"),
             node_pid=node_pid, node_start=node_start)
-        record.save(self.system)
-        record.guardian_pid, record.guardian_start = intercept.start_guardian(self.tag,
-                                                                            self.system)
-        self.trust_store_s = intercept.install(record, self.ca_pem, self.system)
+        self.record.save(self.system)
+        self.record.guardian_pid, self.record.guardian_start = intercept.start_guardian(
+            self.tag, self.system)
         write_new(self.state / INTERCEPT_FILE, json.dumps({
-            "host": self.host, "tag": self.tag, "ca_file": record.ca_file,
-            "guardian_pid": record.guardian_pid,
-            "guardian_start": record.guardian_start}).encode(), self.user, 0o644)
+            "host": self.host, "tag": self.tag, "ca_file": self.record.ca_file,
+            "guardian_pid": self.record.guardian_pid,
+            "guardian_start": self.record.guardian_start}).encode(), self.user, 0o644)
+        self.trust_store_s = intercept.trust(self.record, self.ca_pem, self.system)
+
+    def redirect(self) -> dict[str, str]:
+        """Once the node answers HTTPS: HOST to the node. Returns what GITHUB_ENV gets."""
+        from . import intercept
+
+        self.check_tls()
+        intercept.redirect(self.record, self.system)
         bundle = str(self.system.bundle)
         # Node and pip's requests do not read the system store; the full bundle (not our CA
         # alone) keeps every other host working, and once torn down it no longer holds it.
         return {"NODE_EXTRA_CA_CERTS": bundle, "REQUESTS_CA_BUNDLE": bundle,
                 "SSL_CERT_FILE": bundle, "P2P_CACHE_TRANSPARENT": self.host}
+
+    def abandon(self, exc: BaseException) -> None:  # the plan, gone
+        print(f"⚠️  Transparent mode is off: {exc}; falling back to base-URL mode",
+              flush=True)
+        self.undo()
+        return None
 
     def undo(self) -> None:
         from . import intercept

@@ -269,9 +269,9 @@ class _Lock:
         os.close(self._fd)
 
 
-def install(record: Record, ca_pem: bytes, system: System) -> float:
-    """Trust the CA and redirect the host; returns the seconds the trust store took.
-    The record is on disk first, so a start that dies half-way can be undone."""
+def trust(record: Record, ca_pem: bytes, system: System) -> float:
+    """Put the CA into the system trust store; returns the seconds it took. The record is
+    on disk first, so a start that dies half-way can be undone."""
     with _Lock(system):
         record.save(system)
         ca_file = Path(record.ca_file)
@@ -282,17 +282,31 @@ def install(record: Record, ca_pem: bytes, system: System) -> float:
         os.chmod(ca_file, 0o644)  # NODE_EXTRA_CA_CERTS is read by the job's user
         start = time.monotonic()
         _update_trust_store(system)
-        took = time.monotonic() - start
-        # Only now the redirection: a client never meets the leaf before the CA is trusted.
-        current = system.hosts.read_bytes()
-        if current.decode() != record.hosts_before:
-            record.hosts_before = current.decode()
-        after = redirect_hosts(record.hosts_before, record.host, record.address,
-                               record.tag).encode()
+        return time.monotonic() - start
+
+
+def redirect(record: Record, system: System) -> None:
+    """Make HOST resolve to the node (after trust(): a client never meets the leaf before
+    the CA is trusted)."""
+    with _Lock(system):
+        # The guardian tears down under this lock: once it has, or the node is gone,
+        # redirecting would send the job to a dead node.
+        if not record_path(system, record.tag).exists() or (
+                record.node_pid and start_time(record.node_pid) != record.node_start):
+            raise InterceptError("the node ended before the redirection")
+        current = system.hosts.read_text()
+        record.hosts_before = current
+        after = redirect_hosts(current, record.host, record.address, record.tag).encode()
         record.hosts_after_sha256 = sha256(after)
         record.save(system)
         write_in_place(system.hosts, after)
-        return took
+
+
+def install(record: Record, ca_pem: bytes, system: System) -> float:
+    """trust() then redirect()."""
+    took = trust(record, ca_pem, system)
+    redirect(record, system)
+    return took
 
 
 def _update_trust_store(system: System) -> None:
