@@ -3,6 +3,7 @@ GITHUB_ENV / GITHUB_OUTPUT / GITHUB_STEP_SUMMARY files and a real server node.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -180,3 +181,25 @@ def test_summary_signals_only_the_node_it_started(actions_env, content):
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_transparent_mode_is_the_actions_default_and_the_examples_leave_steps_unchanged():
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["inputs"]["transparent"]["default"] == "true"
+    start = next(s["run"] for s in action["runs"]["steps"] if s.get("id") == "start")
+    assert "--transparent --intercept" in start and "inputs.transparent == 'true'" in start
+    for name in ("amd64", "arm64", "multiarch"):
+        workflow = yaml.safe_load((ROOT / "examples" / "workflows" / f"{name}-ci.yml").read_text())
+        steps = workflow["jobs"]["build"]["steps"]
+        join = next(i for i, s in enumerate(steps) if s.get("id") == "p2p")
+        assert steps[join]["with"]["transparent"] == "true"
+        after = steps[join + 1:]
+        uses = [s.get("uses", "") for s in after]
+        assert any(u.startswith("actions/setup-node@") for u in uses)
+        assert any(u.startswith("actions/github-script@") for u in uses)
+        gh = next(s for s in after if s.get("run", "").startswith("gh api"))
+        script = next(s for s in after if s.get("uses", "").startswith("actions/github-script"))
+        # unchanged steps: nothing in them points at the node
+        for step in (gh, script):
+            assert "P2P_CACHE" not in json.dumps(step)
+
