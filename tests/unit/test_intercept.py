@@ -189,3 +189,49 @@ def test_a_records_dir_others_can_write_is_refused(tmp_path):
     system.records.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(intercept.InterceptError):
         intercept.records_dir(system)
+
+
+def test_a_hosts_file_that_is_not_utf8_comes_back_byte_for_byte(tmp_path):
+    system = _system(tmp_path)
+    system.hosts.write_bytes(b"127.0.0.1 localhost\n10.0.0.9 caf\xe9-latin1\n")
+    before = _sha(system.hosts)
+    record = intercept.Record(tag="p2pcache-t1", host=HOST, address="127.0.0.43",
+                              hosts_before="", hosts_after_sha256="",
+                              ca_file=str(system.ca_dir / "p2pcache-t1.crt"))
+    intercept.install(record, b"CA PEM", system)
+    assert b"127.0.0.43 api.github.com" in system.hosts.read_bytes()
+    intercept.teardown(system)
+    assert _sha(system.hosts) == before
+
+
+def test_the_ip_exclusion_is_what_stops_an_ip_leaf():
+    """The control: a CA constrained to the DNS name alone still vouches for an address
+    (RFC 5280 constrains only the name types listed), which is why IPs are excluded."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dns-only")])
+    loose = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(NOW - datetime.timedelta(hours=1))
+             .not_valid_after(NOW + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                          False), critical=True)
+             .add_extension(x509.NameConstraints([x509.DNSName(HOST)], None), critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                            critical=False)
+             .sign(key, hashes.SHA256()))
+    ip = ipaddress.ip_address("140.82.112.6")
+    leaf, _ = intercept.make_leaf(ip, loose, key)
+    verify(loose, leaf, x509.IPAddress(ip))  # accepted: the hole the exclusion closes
+
+
+def test_a_bad_intercept_host_is_one_line_and_exit_2(capsys):
+    from p2pcache import cli
+
+    assert cli.main(["actions", "start", "--transparent", "--intercept", "10.0.0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--intercept" in err

@@ -418,7 +418,7 @@ class Interception:
         intercept.records_dir(self.system)
         self.record = intercept.Record(
             tag=self.tag, host=self.host, address=intercept.LISTEN_ADDRESS,
-            hosts_before=self.system.hosts.read_text(), hosts_after_sha256="",
+            hosts_before=intercept.read_hosts(self.system.hosts), hosts_after_sha256="",
             ca_file=str(self.system.ca_dir / f"{self.tag}.crt"),
             node_pid=node_pid, node_start=node_start)
         self.record.save(self.system)

@@ -200,6 +200,15 @@ def unredirect_hosts(text: str, tag: str) -> str:
     return "".join(out)
 
 
+def read_hosts(path: Path) -> str:
+    """Any bytes survive the round trip (surrogateescape), so teardown restores them exactly."""
+    return path.read_bytes().decode("utf-8", "surrogateescape")
+
+
+def hosts_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
 def write_in_place(path: Path, data: bytes) -> None:
     """In containers /etc/hosts is a bind mount: a rename over it fails (EBUSY)."""
     with open(path, "r+b") as f:
@@ -294,9 +303,9 @@ def redirect(record: Record, system: System) -> None:
         if not record_path(system, record.tag).exists() or (
                 record.node_pid and start_time(record.node_pid) != record.node_start):
             raise InterceptError("the node ended before the redirection")
-        current = system.hosts.read_text()
+        current = read_hosts(system.hosts)
         record.hosts_before = current
-        after = redirect_hosts(current, record.host, record.address, record.tag).encode()
+        after = hosts_bytes(redirect_hosts(current, record.host, record.address, record.tag))
         record.hosts_after_sha256 = sha256(after)
         record.save(system)
         write_in_place(system.hosts, after)
@@ -342,9 +351,10 @@ def _undo(record: Record, system: System) -> list[str]:
         current = None
     if current is not None:
         if sha256(current) == record.hosts_after_sha256:
-            restored = record.hosts_before.encode()  # untouched since: back byte for byte
+            restored = hosts_bytes(record.hosts_before)  # untouched since: byte for byte
         else:
-            restored = unredirect_hosts(current.decode(), record.tag).encode()
+            restored = hosts_bytes(unredirect_hosts(current.decode("utf-8", "surrogateescape"),
+                                                    record.tag))
         if restored != current:
             write_in_place(system.hosts, restored)
             done.append(f"{system.hosts}: {record.host} no longer redirected")
