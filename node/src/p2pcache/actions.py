@@ -27,7 +27,8 @@ INTERCEPT_FILE = "intercept.json"
 # What a step started under sudo still needs of the job's environment (sudo drops GITHUB_*).
 SUDO_KEEP = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "RUNNER_TEMP",
              "GITHUB_API_URL", "GITHUB_REPOSITORY", "GH_TOKEN", "GITHUB_TOKEN",
-             "MCP_P2P_BOOTSTRAP_PEERS", "IPFS_ACCELERATE_GITHUB_REPO", "PYTHONPATH")
+             "MCP_P2P_BOOTSTRAP_PEERS", "IPFS_ACCELERATE_GITHUB_REPO", "PYTHONPATH",
+             "HOME", "XDG_RUNTIME_DIR")  # the last two: the same state dir without RUNNER_TEMP
 
 
 # -- pure formatting --------------------------------------------------------------------
@@ -202,7 +203,8 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
     env.setdefault("P2P_CACHE_DATA_DIR", str(state / "data"))
     env["P2P_CACHE_PORT"] = str(port)
     env["P2P_CACHE_HTTP"] = http
-    env["HOME"] = user.home
+    if user.is_other:
+        env["HOME"] = user.home  # the node runs as the job's user, not as root
     settings = config.load({}, env, need_data_dir=False)
     data_dir = Path(env["P2P_CACHE_DATA_DIR"])
     if not data_dir.exists():
