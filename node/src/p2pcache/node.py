@@ -53,7 +53,10 @@ class Node:
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
         self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
-        self.upstream_host = urlsplit(settings.upstream).hostname or ""
+        upstream = urlsplit(settings.upstream)
+        self.upstream_host = upstream.hostname or ""
+        self.upstream_scheme = upstream.scheme
+        self.upstream_authority = _authority(upstream.netloc, upstream.scheme)
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
@@ -247,7 +250,8 @@ class Node:
         if refusal is not None:
             return refusal
         # A client that used the upstream's own name (transparent mode) gets GitHub's bytes.
-        own_name = http_api.host_name(request) == self.upstream_host
+        own_name = _authority(request.headers.get("host", ""), self.upstream_scheme) == \
+            self.upstream_authority
         local_base = self.settings.upstream if own_name else self.http_base
         path = request.target.split("?", 1)[0]
         if path == "/-/reachability" and request.method == "GET":
@@ -342,6 +346,13 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             raise StartupError(f"cannot listen for peers on {host}:{port}: "
                                f"{exc.strerror or exc} (is another node running?)") from None
+
+
+def _authority(netloc: str, scheme: str) -> str:
+    """host[:port] as compared: lower case, without the scheme's default port."""
+    netloc = netloc.lower()
+    default = ":443" if scheme == "https" else ":80"
+    return netloc[:-len(default)] if netloc.endswith(default) else netloc
 
 
 def _cleartext(url: str) -> bool:
