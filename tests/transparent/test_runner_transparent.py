@@ -299,3 +299,20 @@ def test_without_sudo_it_says_so_in_one_line_and_uses_base_url_mode(runner, befo
     assert not differences(before, system_state(runner))
     runner.exec(f"{VENV}/p2pcache actions summary --http 127.0.0.1:9185", user="nosudo",
                 env=env, check=False)
+
+
+def test_link_headers_come_back_as_github_sent_them(runner):
+    """The client used GitHub's own host, so nothing is rewritten to the node's base."""
+    start(runner)
+    env = step_env(runner)
+    path = "repos/transparent/links/issues?per_page=30"
+    through = runner.exec(f"curl -sS -D - -o /dev/null -H 'authorization: Bearer {TOKEN}' "
+                          f"'https://api.github.com/{path}' | tr -d '\\r' | grep -i '^link:'",
+                          user="runner", env=env).stdout
+    direct = runner.exec(f"{DIRECT} -D - -o /dev/null -H 'authorization: Bearer {TOKEN}' "
+                         f"'https://api.github.com/{path}' | tr -d '\\r' | grep -i '^link:'"
+                         ).stdout
+    # the value byte for byte (a header's name is case-insensitive; h11 sends lower case)
+    assert through and through.split(":", 1)[1] == direct.split(":", 1)[1]
+    runner.exec(f"{VENV}/p2pcache actions summary --http 127.0.0.1:9180", user="runner",
+                env=env, check=False, timeout=120)
