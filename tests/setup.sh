@@ -16,4 +16,5 @@ bash "$(dirname "${BASH_SOURCE[0]}")/nat/setup.sh"  # NAT lab: ip, nft, miniupnp
 bash "$(dirname "${BASH_SOURCE[0]}")/docker/setup.sh"  # Docker engine + Compose: tests/docker
 bash "$(dirname "${BASH_SOURCE[0]}")/ansible/setup.sh"  # ssh client: tests/ansible
 bash "$(dirname "${BASH_SOURCE[0]}")/conformance/setup.sh"  # gh, curl, Node clients: tests/conformance
+bash "$(dirname "${BASH_SOURCE[0]}")/transparent/setup.sh"  # npm: tests/transparent
 echo "tests/setup.sh: system prerequisites ready"

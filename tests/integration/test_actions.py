@@ -3,6 +3,7 @@ GITHUB_ENV / GITHUB_OUTPUT / GITHUB_STEP_SUMMARY files and a real server node.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,80 @@ def test_the_action_and_examples_are_wired_to_the_commands():
         assert join["with"]["port"] == port
         assert join["with"]["bootstrap-peers"] == "${{ secrets.MCP_P2P_BOOTSTRAP_PEERS }}"
         assert steps[-1]["if"] == "always()" and steps[-1]["with"]["port"] == port
+
+
+# -- the step's private directory and the PID it signals (issue 10, item 7) -------------
+
+
+def test_without_runner_temp_the_state_is_not_in_a_shared_tmp(tmp_path):
+    from p2pcache.actions import state_dir
+
+    env = {"HOME": str(tmp_path / "home"), "TMPDIR": "/tmp",
+           "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    path = state_dir(env)
+    assert path == tmp_path / "run" / "p2pcache"
+    assert path.stat().st_mode & 0o777 == 0o700
+    del env["XDG_RUNTIME_DIR"]
+    assert not str(state_dir(env, create=False)).startswith("/tmp/")
+
+
+@pytest.mark.parametrize("prepare", ["symlink", "open to others"])
+def test_a_prepared_state_dir_is_refused(fake, actions_env, tmp_path, prepare):
+    env, _ = actions_env
+    temp = Path(env["RUNNER_TEMP"])
+    temp.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if prepare == "symlink":
+        (temp / "p2pcache").symlink_to(elsewhere)
+    else:
+        (temp / "p2pcache").mkdir()
+        (temp / "p2pcache").chmod(0o755)
+    started = run("start", env, "--port", str(free_port()), "--http",
+                  f"127.0.0.1:{free_port()}")
+    assert started.returncode == 1
+    assert "is not a private directory" in started.stderr
+    assert not list(elsewhere.iterdir())  # nothing written through the symlink
+
+
+@pytest.mark.parametrize("content", ["{pid}", "{pid} {start}"])
+def test_summary_signals_only_the_node_it_started(actions_env, content):
+    """A PID file naming another process (here a sleep, whose start time may even match)
+    must not get that process killed."""
+    from p2pcache.intercept import start_time
+
+    env, _ = actions_env
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        state = Path(env["RUNNER_TEMP"]) / "p2pcache"
+        state.mkdir(parents=True, mode=0o700)
+        (state / "p2pcache-node.pid").write_text(
+            content.format(pid=victim.pid, start=start_time(victim.pid)))
+        done = run("summary", env, "--http", f"127.0.0.1:{free_port()}")
+        assert done.returncode == 0, done.stderr
+        assert victim.poll() is None, "summary killed a process that is not its node"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_transparent_mode_is_the_actions_default_and_the_examples_leave_steps_unchanged():
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["inputs"]["transparent"]["default"] == "true"
+    start = next(s["run"] for s in action["runs"]["steps"] if s.get("id") == "start")
+    assert "--transparent --intercept" in start and "inputs.transparent == 'true'" in start
+    for name in ("amd64", "arm64", "multiarch"):
+        workflow = yaml.safe_load((ROOT / "examples" / "workflows" / f"{name}-ci.yml").read_text())
+        steps = workflow["jobs"]["build"]["steps"]
+        join = next(i for i, s in enumerate(steps) if s.get("id") == "p2p")
+        assert steps[join]["with"]["transparent"] == "true"
+        after = steps[join + 1:]
+        uses = [s.get("uses", "") for s in after]
+        assert any(u.startswith("actions/setup-node@") for u in uses)
+        assert any(u.startswith("actions/github-script@") for u in uses)
+        gh = next(s for s in after if s.get("run", "").startswith("gh api"))
+        script = next(s for s in after if s.get("uses", "").startswith("actions/github-script"))
+        # unchanged steps: nothing in them points at the node
+        for step in (gh, script):
+            assert "P2P_CACHE" not in json.dumps(step)
+

@@ -173,8 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Used by the composite action (action.yml). `start` launches a runner "
                     "node in the background, prints the setup guide's lines, waits (bounded) "
                     "for the bootstrap connection and exports P2P_CACHE_API_URL through "
-                    "GITHUB_ENV and GITHUB_OUTPUT. `summary` writes hit rate, API calls saved "
-                    "and peer hits to GITHUB_STEP_SUMMARY and stops the node.")
+                    "GITHUB_ENV and GITHUB_OUTPUT. With --transparent (root, or passwordless "
+                    "sudo) every call of the job to https://HOST goes through the node: a "
+                    "per-job CA name-constrained to HOST, the system trust store, /etc/hosts "
+                    "and a guardian that undoes it if the node dies. `summary` writes hit "
+                    "rate, API calls saved and peer hits to GITHUB_STEP_SUMMARY, stops the "
+                    "node and undoes transparent mode.")
     actions.add_argument("step", choices=("start", "summary"))
     actions.add_argument("--port", type=int, default=9000,
                          help="the runner node's libp2p port (default 9000)")
@@ -183,7 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--wait", type=float, default=30.0,
                          help="seconds to wait for the bootstrap connection (default 30)")
     actions.add_argument("--keep-running", action="store_true",
-                         help="summary: leave the node running")
+                         help="summary: leave the node running (and transparent mode on)")
+    actions.add_argument("--transparent", action="store_true",
+                         help="start: capture every call to https://HOST (needs root or "
+                              "passwordless sudo; without, base-URL mode)")
+    actions.add_argument("--intercept", default=None, metavar="HOST",
+                         help="start: the host transparent mode captures (default "
+                              "api.github.com; a GitHub Enterprise Server user passes theirs)")
+    _data_dir(actions)
+    actions.add_argument("--upstream", default=None, metavar="URL",
+                         help="GitHub API base URL [env GITHUB_API_URL]")
+    actions.add_argument("--bootstrap", action="append", default=None, metavar="MULTIADDR",
+                         help="server node to join [env MCP_P2P_BOOTSTRAP_PEERS]")
+    actions.add_argument("--listen-host", default=None,
+                         help="address to listen on for peers [env P2P_CACHE_LISTEN_HOST]")
+    actions.add_argument("--announce", default=None, metavar="ADDR",
+                         help="public IP or multiaddr to publish [env P2P_CACHE_ANNOUNCE]")
+    actions.add_argument("--ttl", default=None, metavar="SECONDS",
+                         help="freshness before revalidation [env P2P_CACHE_TTL]")
     return parser
 
 
@@ -200,6 +221,7 @@ def _http(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `actions start --transparent` runs itself again under sudo
     from .client import NodeUnavailable
     from .config import ConfigError
 
@@ -467,8 +489,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_actions(args: argparse.Namespace) -> int:
     from . import actions
 
+    from .intercept import InterceptError, check_host
+
     if args.step == "start":
-        return actions.start(args.port, args.http, args.wait)
+        if args.intercept is not None:
+            try:
+                check_host(args.intercept)
+            except InterceptError as exc:
+                print(f"p2pcache: {exc}", file=sys.stderr)
+                return 2
+        argv = sys.argv[1:] if args.argv is None else list(args.argv)
+        return actions.start(args.port, args.http, args.wait, transparent=args.transparent,
+                             intercept_host=args.intercept, flags=vars(args),
+                             argv=argv[argv.index("actions") + 1:])
     return actions.summary(args.port, args.http, stop=not args.keep_running)
 
 

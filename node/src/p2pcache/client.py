@@ -18,10 +18,13 @@ class NodeUnavailable(Exception):
 class NodeClient:
     def __init__(self, base: str) -> None:
         self.base = base.rstrip("/")
+        # One client for all calls, and no CA bundle: the local API is plain HTTP, and
+        # loading certifi's bundle costs ~0.3 s per client (`actions start` polls ~20 times).
+        self._http = httpx.Client(timeout=TIMEOUT, verify=False, trust_env=False)
 
     def get(self, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
         try:
-            return httpx.get(self.base + target, headers=headers, timeout=TIMEOUT)
+            return self._http.get(self.base + target, headers=headers)
         except httpx.TransportError as exc:
             raise NodeUnavailable(
                 f"no node answers at {self.base} ({exc.__class__.__name__}); start one with "

@@ -61,6 +61,12 @@ class Settings:
     publish_secret: str | None = None  # OWNER/REPO whose MCP_P2P_BOOTSTRAP_PEERS we keep
     unix_socket: Path | None = None  # the local API also here (mode 0600), e.g. for gh
     lend_token: bool = False  # writes/GraphQL without a client token use the node's token
+    # transparent mode (actions start --transparent sets these; intercept.py, tls.py)
+    https: str | None = None  # host:port or fd:N of the HTTPS listener for the upstream's host
+    tls_cert: Path | None = None
+    tls_key: Path | None = field(default=None, repr=False)
+    upstream_addresses: tuple[str, ...] = ()  # the upstream's IPs, resolved before redirecting
+    upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
 
     @property
     def http_base(self) -> str:
@@ -267,6 +273,7 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         kw["unix_socket"] = check_unix_socket(name, Path(str(value)).expanduser())
     lend = flags.get("lend_token")
     kw["lend_token"] = bool(lend) if lend else _truthy(env.get("P2P_CACHE_LEND_TOKEN", ""))
+    _transparent(env, kw)
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token
@@ -284,6 +291,37 @@ def check_unix_socket(name: str, path: Path) -> Path:
     if path.exists() and not path.is_socket():
         raise ConfigError(name, str(path), "a file that is not a socket is in the way")
     return path
+def _transparent(env: Mapping[str, str], kw: dict[str, object]) -> None:
+    """The environment-only settings of transparent mode."""
+    import ipaddress
+
+    value = env.get("P2P_CACHE_HTTPS")
+    if value:
+        if value.startswith("fd:"):
+            if not value[3:].isascii() or not value[3:].isdigit():
+                raise ConfigError("P2P_CACHE_HTTPS", value, "expected host:port or fd:N")
+        else:
+            _http("P2P_CACHE_HTTPS", value)
+        kw["https"] = value
+        for var, name in (("P2P_CACHE_TLS_CERT", "tls_cert"), ("P2P_CACHE_TLS_KEY", "tls_key")):
+            path = env.get(var)
+            if not path or not os.access(path, os.R_OK):
+                raise ConfigError(var, path or "", "P2P_CACHE_HTTPS needs a readable PEM file")
+            kw[name] = Path(path)
+    value = env.get("P2P_CACHE_UPSTREAM_ADDRESSES", "")
+    addresses = []
+    for item in split_peers(value):
+        try:
+            addresses.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ConfigError("P2P_CACHE_UPSTREAM_ADDRESSES", value,
+                              f"{item!r} is not an IP address") from None
+    kw["upstream_addresses"] = tuple(addresses)
+    value = env.get("P2P_CACHE_UPSTREAM_CA_BUNDLE")
+    if value:
+        if not os.access(value, os.R_OK):
+            raise ConfigError("P2P_CACHE_UPSTREAM_CA_BUNDLE", value, "not a readable file")
+        kw["upstream_ca_bundle"] = Path(value)
 
 
 def check_announce(name: str, value: str) -> str:

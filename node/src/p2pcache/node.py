@@ -14,7 +14,7 @@ from typing import Any
 import multiaddr
 import trio
 
-from . import __version__, addresses, http_api, identity, policy
+from . import __version__, addresses, http_api, identity, pinned, policy, tls
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -51,7 +51,8 @@ class Node:
         self.key_pair = identity.load_or_create(settings.data_dir)
         self.peer_id = str(identity.peer_id(self.key_pair))
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
-        self.upstream = Upstream(settings.upstream, settings.token)
+        self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
+            settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
                            lend_token=settings.lend_token)
         self.http_limits = Limits()
@@ -84,6 +85,8 @@ class Node:
                     # Before the API answers, so /-/multiaddr is final once healthz is up.
                     await self._discover_address(nursery)
                 await self._start_http(nursery)
+                if s.https:
+                    await self._start_https(nursery)
                 await self._publish()
                 _running = self
                 task_status.started(self)
@@ -154,6 +157,22 @@ class Node:
         where = self.http_base if self.http_base.endswith("//" + bound) else \
             f"{bound} ({self.http_base} from this machine)"
         log.info("✓ Local API on %s (GitHub REST paths, /-/stats, /-/multiaddr)", where)
+
+    async def _start_https(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        assert s.https and s.tls_cert and s.tls_key
+        try:
+            context = tls.server_context(s.tls_cert, s.tls_key)
+            # No Host check beyond the upstream's: our certificate names only that host, so
+            # no rebinding page can complete a handshake here.
+            site = Site("https", self.upstream.base, self.http_base)
+            await nursery.start(tls.serve, s.https, context, self.handle_http, site,
+                                self.http_limits)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot serve HTTPS for {self.upstream.base.host} on "
+                               f"{s.https}: {getattr(exc, 'strerror', None) or exc}") from None
+        log.info("✓ HTTPS for %s on %s (transparent mode)", self.upstream.base.host,
+                 "the socket we were given" if s.https.startswith("fd:") else s.https)
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings

@@ -1,0 +1,145 @@
+"""Transparent mode's two network edges on loopback, without root: the node's HTTPS
+listener for the intercepted host (tls.py), and its pinned way to the real upstream
+(pinned.py). The root side (trust store, /etc/hosts, guardian) runs in the runner
+container of tests/transparent/.
+
+The upstream is the fake GitHub API over HTTPS as api.github.com, its certificate from a
+test "public root"; clients reach the node with curl --resolve and the per-job CA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import FLEET_TOKEN, free_port
+from fakegithub import FakeGitHub
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transparent"))
+from upstream_tls import make_public_root, wrap  # noqa: E402
+
+from p2pcache import intercept  # noqa: E402
+
+HOST = "api.github.com"
+
+
+@pytest.fixture
+def tls_fake(tmp_path):
+    root, cert, key = make_public_root(tmp_path, HOST)
+    fake = wrap(FakeGitHub("127.0.0.1", 0, tokens=[FLEET_TOKEN]), cert, key)
+    fake.start()
+    yield fake, root
+    fake.stop()
+
+
+@pytest.fixture
+def job_ca(tmp_path):
+    creds = intercept.make_credentials(HOST)
+    paths = {}
+    for name, data in (("ca.pem", creds.ca_pem), ("leaf.pem", creds.leaf_pem),
+                       ("leaf.key", creds.leaf_key_pem)):
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+def curl(port: int, ca: Path, path: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["curl", "-sS", "--include", "--resolve", f"{HOST}:{port}:127.0.0.1",
+         "--cacert", str(ca), f"https://{HOST}:{port}{path}"],
+        capture_output=True, timeout=30)
+
+
+def headers_of(response: bytes) -> dict[str, str]:
+    head = response.split(b"\r\n\r\n", 1)[0].decode()
+    return {k.strip().lower(): v.strip() for k, _, v in
+            (line.partition(":") for line in head.splitlines()[1:])}
+
+
+def test_https_for_the_host_answers_through_the_cache_with_githubs_bytes(
+        nodes, tls_fake, job_ca):
+    fake, root = tls_fake
+    https = free_port()
+    node = nodes("runner", upstream=f"https://{HOST}:{fake.port}", env={
+        "P2P_CACHE_UPSTREAM_ADDRESSES": "127.0.0.1", "P2P_CACHE_UPSTREAM_CA_BUNDLE": str(root),
+        "P2P_CACHE_HTTPS": f"127.0.0.1:{https}", "P2P_CACHE_TLS_CERT": str(job_ca["leaf.pem"]),
+        "P2P_CACHE_TLS_KEY": str(job_ca["leaf.key"])})
+    node.wait_for_log("HTTPS for api.github.com on")
+    first = curl(https, job_ca["ca.pem"], "/repos/octo/hello")
+    assert first.returncode == 0, first.stderr.decode() + node.log()
+    second = curl(https, job_ca["ca.pem"], "/repos/octo/hello")
+    assert headers_of(first.stdout)["x-p2p-cache"] == "miss"
+    assert headers_of(second.stdout)["x-p2p-cache"] == "hit"
+    # GitHub's bytes for a client that named the host it reached: here the listener's port
+    # differs from the upstream's (on a runner both are 443, and nothing is rewritten).
+    direct = httpx.get(f"https://127.0.0.1:{fake.port}/repos/octo/hello",
+                       headers={"host": f"{HOST}:{https}",
+                                "authorization": f"Bearer {FLEET_TOKEN}"}, verify=False)
+    body = second.stdout.split(b"\r\n\r\n", 1)[1]
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(direct.content).hexdigest()
+    assert fake.stats()["by_path"]["/repos/octo/hello"] == 2  # the node once, `direct` once
+
+
+def test_a_client_that_does_not_trust_the_job_ca_is_refused_and_the_node_goes_on(
+        nodes, tls_fake, job_ca, tmp_path):
+    fake, root = tls_fake
+    https = free_port()
+    node = nodes("runner", upstream=f"https://{HOST}:{fake.port}", env={
+        "P2P_CACHE_UPSTREAM_ADDRESSES": "127.0.0.1", "P2P_CACHE_UPSTREAM_CA_BUNDLE": str(root),
+        "P2P_CACHE_HTTPS": f"127.0.0.1:{https}", "P2P_CACHE_TLS_CERT": str(job_ca["leaf.pem"]),
+        "P2P_CACHE_TLS_KEY": str(job_ca["leaf.key"])})
+    node.wait_for_log("HTTPS for api.github.com on")
+    refused = curl(https, root, "/repos/octo/hello")  # some other CA
+    assert refused.returncode != 0
+    garbage = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{https}/repos/octo/hello"],
+                             capture_output=True, text=True, timeout=30)  # plain HTTP on 443
+    assert garbage.returncode != 0 or "200 OK" not in garbage.stdout
+    assert curl(https, job_ca["ca.pem"], "/repos/octo/hello").returncode == 0
+
+
+def test_the_node_never_trusts_its_own_ca_for_the_upstream(nodes, job_ca, tmp_path):
+    """An upstream presenting a leaf of the per-job CA (what the node itself serves) is
+    refused: the pinned transport verifies against the public roots only."""
+    impostor = wrap(FakeGitHub("127.0.0.1", 0, tokens=[FLEET_TOKEN]), job_ca["leaf.pem"],
+                    job_ca["leaf.key"]).start()
+    try:
+        node = nodes("runner", upstream=f"https://{HOST}:{impostor.port}",
+                     env={"P2P_CACHE_UPSTREAM_ADDRESSES": "127.0.0.1",
+                          "SSL_CERT_FILE": str(job_ca["ca.pem"]),
+                          "REQUESTS_CA_BUNDLE": str(job_ca["ca.pem"])})
+        answer = node.get("/repos/octo/hello")
+        assert answer.status_code in (502, 503, 504), answer.text
+        assert impostor.stats()["requests"] == 0
+    finally:
+        impostor.stop()
+
+
+def test_pinned_addresses_are_tried_in_order(nodes, tls_fake):
+    """The first address refuses connections; the node goes on to the next."""
+    fake, root = tls_fake
+    dead = free_port()  # nothing listens on 127.0.0.3:<fake port> either
+    node = nodes("runner", upstream=f"https://{HOST}:{fake.port}", env={
+        "P2P_CACHE_UPSTREAM_ADDRESSES": "127.0.0.3,127.0.0.1",
+        "P2P_CACHE_UPSTREAM_CA_BUNDLE": str(root)})
+    assert dead
+    answer = node.get("/repos/octo/hello")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["full_name"] == "octo/hello"
+
+
+@pytest.mark.parametrize("env, var", [
+    ({"P2P_CACHE_UPSTREAM_ADDRESSES": "api.github.com"}, "P2P_CACHE_UPSTREAM_ADDRESSES"),
+    ({"P2P_CACHE_HTTPS": "127.0.0.1:8443"}, "P2P_CACHE_TLS_CERT"),
+    ({"P2P_CACHE_HTTPS": "fd:x"}, "P2P_CACHE_HTTPS"),
+    ({"P2P_CACHE_UPSTREAM_CA_BUNDLE": "/nonexistent.pem"}, "P2P_CACHE_UPSTREAM_CA_BUNDLE"),
+])
+def test_bad_transparent_settings_are_one_line_and_exit_2(nodes, env, var):
+    node = nodes("bad", start=False, env=env)
+    node.start(wait=False)
+    assert node.proc.wait(30) == 2
+    assert var in node.log() and "Traceback" not in node.log()

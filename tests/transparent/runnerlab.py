@@ -1,0 +1,191 @@
+"""Harness of the transparent-mode tests: a container that plays a GitHub-hosted runner.
+
+Images (the tests' Docker engine, tests/docker/setup.sh):
+  - p2pcache-transparent-runner:<inputs> from runner/Dockerfile on the debootstrap base,
+    with npm packages and wheels fetched on the host (the container reaches no registry);
+    rebuilt only when runner/ or the base image changes (the tag is their hash);
+  - p2pcache:transparent-test, the node's image as `make image` builds it (layer cache);
+  - p2pcache-transparent-runner:test, the two together plus the client scripts and the
+    fake (a layer of copies, seconds).
+The container runs with --network none: everything it talks to is on its own loopback.
+
+(No conftest.py here, for the reason tests/docker/dockerlab.py gives.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tests" / "docker"))
+sys.path.insert(0, str(REPO / "tests"))
+import dockerlab  # noqa: E402
+from dockerlab import docker  # noqa: E402
+
+BASE_IMAGE = os.environ.get("BASE_IMAGE", "p2pcache-base:bookworm")
+RUNNER_BASE = "p2pcache-transparent-runner"
+NODE_IMAGE = "p2pcache:transparent-test"
+TEST_IMAGE = "p2pcache-transparent-runner:test"
+LABEL = "p2pcache.transparent-lab"
+VENV = "/opt/p2pcache/bin"
+
+
+def missing_prerequisite() -> str | None:
+    reason = dockerlab.missing_prerequisite()
+    if reason:
+        return reason
+    if shutil.which("npm") is None:
+        return "no npm on the host (the runner's JavaScript clients come from npm): " \
+               "run `bash tests/transparent/setup.sh` as root"
+    return None
+
+
+def _base_image_id() -> str:
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
+        subprocess.run(["bash", "docker/base-image.sh", BASE_IMAGE], cwd=REPO, check=True,
+                       env=dockerlab.env(), timeout=900, capture_output=True, text=True)
+    return docker("image", "inspect", "--format", "{{.Id}}", BASE_IMAGE).stdout.strip()
+
+
+def runner_base() -> tuple[str, float]:
+    """The runner image (apt, npm, pip parts), built when its inputs changed."""
+    digest = hashlib.sha256(_base_image_id().encode())
+    for path in sorted((HERE / "runner").rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    tag = f"{RUNNER_BASE}:{digest.hexdigest()[:16]}"
+    if docker("image", "inspect", tag, check=False).returncode == 0:
+        return tag, 0.0
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="p2pcache-runner-") as tmp:
+        ctx = Path(tmp)
+        for path in (HERE / "runner").iterdir():
+            shutil.copy(path, ctx / path.name)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
+                        "--omit=dev", "--loglevel=error"], cwd=ctx, check=True, timeout=600,
+                       capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
+                        "--disable-pip-version-check", "--only-binary=:all:",
+                        "-r", "requirements.txt", "-d", "wheels"], cwd=ctx, check=True,
+                       timeout=600, capture_output=True, text=True)
+        docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag,
+               str(ctx), timeout=1200)
+    return tag, time.monotonic() - start
+
+
+def build_images() -> dict[str, float]:
+    """All three images; returns the seconds each part took."""
+    took = {}
+    base, took["runner_base_s"] = runner_base()
+    start = time.monotonic()
+    subprocess.run(["bash", "docker/build-image.sh"], cwd=REPO, check=True, timeout=1200,
+                   capture_output=True, text=True, env=dockerlab.env({"IMAGE": NODE_IMAGE}))
+    took["node_image_s"] = time.monotonic() - start
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="p2pcache-runner-test-") as tmp:
+        ctx = Path(tmp)
+        shutil.copytree(HERE / "clients", ctx / "clients")
+        shutil.copy(HERE / "upstream_tls.py", ctx)
+        shutil.copy(REPO / "tests" / "fakegithub.py", ctx)
+        (ctx / "Dockerfile").write_text(
+            f"FROM {base}\n"
+            f"COPY --from={NODE_IMAGE} /opt/p2pcache /opt/p2pcache\n"
+            "COPY clients/ /opt/clients/\n"
+            "COPY upstream_tls.py fakegithub.py /opt/fake/\n")
+        docker("build", "--quiet", "-t", TEST_IMAGE, str(ctx), timeout=600)
+    took["test_image_s"] = time.monotonic() - start
+    return took
+
+
+RESULTS = REPO / "bench" / "results" / "transparent.json"
+
+
+def record(**figures: object) -> None:
+    """Merge figures into bench/results/transparent.json (read by people, not by tests)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        current = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        current = {}
+    current.update(figures)
+    current["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        current["load_average_1m"] = round(os.getloadavg()[0], 2)  # these are wall times
+    except OSError:
+        pass
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    tmp.replace(RESULTS)
+
+
+class Runner:
+    """One runner container; exec() runs a command as root or as the job's user."""
+
+    def __init__(self) -> None:
+        self.name = f"p2pcache-transparent-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        for old in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split():
+            docker("rm", "-f", old, check=False)  # what a dead test run left behind
+        docker("run", "-d", "--init", "--network", "none", "--name", self.name,
+               "--label", f"{LABEL}=1", TEST_IMAGE, "sleep", "infinity")
+
+    def exec(self, command: str, user: str = "root", env: dict[str, str] | None = None,
+             check: bool = True, timeout: float = 120,
+             detach: bool = False) -> subprocess.CompletedProcess[str]:
+        args = ["exec", "-u", user, "-w", "/home/runner" if user == "runner" else "/"]
+        for key, value in (env or {}).items():
+            args += ["-e", f"{key}={value}"]
+        if detach:
+            args.append("-d")
+        return docker(*args, self.name, "bash", "-c", command, check=check, timeout=timeout)
+
+    def read(self, path: str) -> str:
+        return self.exec(f"cat {path}").stdout
+
+    def sha256(self, *paths: str) -> dict[str, str]:
+        out = self.exec("sha256sum " + " ".join(paths)).stdout.split("\n")
+        return {line.split()[1]: line.split()[0] for line in out if line.strip()}
+
+    def listing(self, directory: str) -> list[str]:
+        """Names and link targets: what update-ca-certificates adds and removes."""
+        return self.exec(f"find {directory} -mindepth 1 -printf '%P -> %l\\n' | sort"
+                         ).stdout.splitlines()
+
+    def json(self, command: str, **kw: object) -> dict:
+        result = self.exec(command, check=False, **kw)  # type: ignore[arg-type]
+        try:
+            return json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return {"error": f"exit {result.returncode}: {result.stdout[-800:]}"
+                             f"{result.stderr[-800:]}"}
+
+    def close(self) -> None:
+        docker("rm", "-f", self.name, check=False)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """GITHUB_ENV as the runner reads it: NAME=value lines and NAME<<DELIM heredocs."""
+    values: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            body = []
+            for inner in lines:
+                if inner == delimiter:
+                    break
+                body.append(inner)
+            values[name] = "\n".join(body)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+    return values
