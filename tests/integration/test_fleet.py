@@ -44,11 +44,15 @@ def get_all_at_once(runners, paths, rounds: int = 1) -> list[httpx.Response]:
         return list(pool.map(fetch, jobs))
 
 
-def direct(fake, path: str) -> httpx.Response:
-    """What GitHub itself answers (for comparing bodies); not counted by the tests."""
+def direct(fake, path: str, like: httpx.Response | None = None) -> httpx.Response:
+    """What GitHub itself answers (for comparing bodies); not counted by the tests. `like`:
+    ask as the client of that answer did (its Host), since hypermedia URLs name it."""
     from conftest import FLEET_TOKEN
 
-    return httpx.get(fake.url + path, headers={"authorization": f"token {FLEET_TOKEN}"})
+    headers = {"authorization": f"token {FLEET_TOKEN}"}
+    if like is not None:
+        headers["host"] = like.request.headers["host"]
+    return httpx.get(fake.url + path, headers=headers)
 
 
 def test_simultaneous_misses_reach_github_once_each(nodes, fake):
@@ -62,7 +66,7 @@ def test_simultaneous_misses_reach_github_once_each(nodes, fake):
     assert by_path == {str(parse(p)): 1 for p in PATHS}, \
         "each unique request must reach GitHub once"
     for path, response in results:
-        assert response.content == direct(fake, path).content
+        assert response.content == direct(fake, path, like=response).content
         assert response.headers["x-p2p-cache"] in ("peer", "coalesced", "hit")
         assert response.headers["etag"] == direct(fake, path).headers["etag"]
     fake_now = fake.stats()
@@ -106,7 +110,7 @@ def test_stale_entries_are_revalidated_with_free_304s(nodes, fake):
     assert len(revalidations) == len(paths), "every stale entry was asked with its ETag"
     for path, response in results:
         assert response.status_code == 200
-        assert response.content == direct(fake, path).content
+        assert response.content == direct(fake, path, like=response).content
     assert server.stats()["not_modified"] == len(paths) - 1
 
 
@@ -120,7 +124,7 @@ def test_wrong_secret_gets_github_answers_but_no_peer_hits(nodes, fake):
     for path in PATHS[:4]:
         response = intruder.get(path)
         assert response.status_code == 200
-        assert response.content == direct(fake, path).content
+        assert response.content == direct(fake, path, like=response).content
         assert response.headers["x-p2p-cache"] == "miss"
     stats = intruder.stats()
     assert stats["peer_hits"] == 0
@@ -247,7 +251,7 @@ def test_a_server_cut_off_from_github_lets_runners_ask_themselves(nodes, fake):
     response = runner.get("/repos/cut/off")
     assert response.status_code == 200
     assert response.headers["x-p2p-cache"] == "miss"
-    assert response.content == direct(fake, "/repos/cut/off").content
+    assert response.content == direct(fake, "/repos/cut/off", like=response).content
     assert runner.stats()["peer_failures"] == 1
     assert server.get("/repos/cut/off").status_code == 502  # its own clients learn why
 

@@ -17,7 +17,10 @@ def test_answers_as_github_does_and_says_where_from(nodes, fake):
     github = httpx.get(fake.url + "/repos/octo/hello",
                        headers={"authorization": f"token {FLEET_TOKEN}"})
     assert first.status_code == second.status_code == 200
-    assert first.content == second.content == github.content
+    # GitHub names the host its client used in hypermedia URLs; the node names itself.
+    as_seen = httpx.get(fake.url + "/repos/octo/hello", headers={
+        "authorization": f"token {FLEET_TOKEN}", "host": f"127.0.0.1:{node.http_port}"})
+    assert first.content == second.content == as_seen.content
     assert first.headers["etag"] == second.headers["etag"] == github.headers["etag"]
     assert first.headers["content-type"] == github.headers["content-type"]
     assert first.headers["x-p2p-cache"] == "miss"
@@ -90,7 +93,7 @@ def test_writes_and_graphql_carry_only_the_clients_credentials(nodes, fake):
 
     lent = nodes("lender", args=["--lend-token"])
     lent_patch = lent.http.patch("/repos/octo/hello/issues/1", json={"title": "x"})
-    assert lent_patch.status_code == 200 and lent_patch.json()["received"] == {"title": "x"}
+    assert lent_patch.status_code == 200 and lent_patch.json()["title"] == "x"
 
 
 def test_github_errors_are_passed_on_and_never_cached(nodes, fake):
