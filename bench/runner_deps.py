@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable,
                    help="interpreter of the environment under test (p2pcache installed)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--write-requirements", action="store_true",
+                   help="also rewrite runner/requirements.txt: docker/requirements.lock's "
+                        "pins for the distributions some process loaded (run it with the "
+                        "python of a full `pip install ./node`)")
     args = p.parse_args(argv)
     inventory = json.loads(subprocess.run([args.python, "-c", INVENTORY], check=True,
                                           capture_output=True, text=True).stdout)
@@ -207,7 +212,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {', '.join(dists)}")
     print(f"never loaded ({len(never)}): {', '.join(never)}")
     print(f"wrote {out}")
+    if args.write_requirements:
+        print(f"wrote {write_requirements(report)}")
     return 0
+
+
+def write_requirements(report: dict) -> Path:
+    """runner/requirements.txt from the trace: the image's pins, only what is loaded."""
+    keep = set(report["loaded_anywhere"]) - {"p2pcache"}
+    pins = []
+    for line in (ROOT / "docker" / "requirements.lock").read_text().splitlines():
+        name = line.partition("==")[0].strip()
+        if line and not line.startswith("#") and name.lower().replace("_", "-") in keep:
+            pins.append(line.strip())
+        elif name == "setuptools":
+            setuptools = line.strip()
+    missing = keep - {p.partition("==")[0].lower().replace("_", "-") for p in pins}
+    if missing:
+        raise SystemExit(f"docker/requirements.lock lacks {sorted(missing)}: run docker/lock.sh")
+    left_out = textwrap.fill(", ".join(report["never_loaded"]), 88, initial_indent="# ",
+                             subsequent_indent="# ")
+    text = f"""\
+# What a runner node installs (runner/install.sh, with --no-deps): docker/requirements.lock's
+# pins for the {len(pins)} distributions a p2pcache process loads. bench/runner_deps.py traces
+# sys.modules in a server node, runner nodes and the CLI while they serve misses, peer hits
+# and local hits. py-libp2p 0.8.1 also declares these, which no process imports:
+{left_out}
+# Made by `python bench/runner_deps.py --write-requirements`; do not edit by hand.
+#
+# Build requirement of node/ (the pip fallback builds it with --no-build-isolation):
+{setuptools}
+#
+# Runtime:
+""" + "\n".join(pins) + "\n"
+    path = ROOT / "runner" / "requirements.txt"
+    path.write_text(text)
+    return path
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
 # Fast because it installs only what a node loads: runner/requirements.txt, pinned, with
 # --no-deps (no resolver, and none of py-libp2p's dependencies that no p2pcache process
 # imports, such as grpcio; bench/runner_deps.py is the trace), then node/ itself. It uses uv
-# (from PATH, else a pinned uv fetched with pip) and falls back to pip alone. A VENV that
-# already holds a working install (the action restores it with actions/cache) is kept.
+# (from PATH, else a pinned uv fetched with pip) and falls back to pip alone;
+# P2P_CACHE_INSTALLER=pip skips uv. A VENV that already holds a working install (the action
+# restores it with actions/cache) is kept.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 reqs=$root/runner/requirements.txt
@@ -37,8 +38,9 @@ if [ -x "$venv/bin/p2pcache" ] && "$venv/bin/python" -c 'import p2pcache.cli' 2>
 fi
 rm -rf "$venv"
 
-uv=$(command -v uv || true)
-if [ -z "$uv" ]; then
+uv=
+[ "${P2P_CACHE_INSTALLER:-}" = pip ] || uv=$(command -v uv || true)
+if [ -z "$uv" ] && [ "${P2P_CACHE_INSTALLER:-}" != pip ]; then
     # Kept in the user's cache directory: a self-hosted runner fetches it once.
     tools=${XDG_CACHE_HOME:-$HOME/.cache}/p2pcache/uv-$UV_VERSION
     if [ -x "$tools/bin/uv" ] || "$PYTHON" -m pip install --quiet --disable-pip-version-check \
@@ -50,7 +52,7 @@ if [ -n "$uv" ]; then
     "$uv" venv --quiet --python "$(command -v "$PYTHON")" "$venv"
     "$uv" pip install --quiet --python "$venv/bin/python" --no-deps -r "$reqs" "$root/node"
 else
-    echo "uv is not available: installing with pip (slower)"
+    echo "installing with pip (uv is not available, or P2P_CACHE_INSTALLER=pip)"
     "$PYTHON" -m venv "$venv"
     pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
     # node/ and fastecdsa (PyPI has only its source) build with the pinned setuptools in

@@ -116,3 +116,18 @@ def test_the_cache_key_follows_the_environment_and_the_sources(action, tmp_path)
         assert key(tmp_path / "a" / "p2pcache-venv") != first  # a new release of the action
     finally:
         source.write_text(original)
+
+
+def test_pip_alone_installs_the_same_runner(action, tmp_path):
+    """Where uv cannot be had: the pip path, pinned setuptools, no build isolation."""
+    venv = tmp_path / "p2pcache-venv"
+    done = subprocess.run(["bash", str(action / "runner" / "install.sh"), str(venv)],
+                          env={**step_env(), "P2P_CACHE_INSTALLER": "pip"},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "installing with pip" in done.stdout
+    dists = installed(venv)
+    assert {"p2pcache", "libp2p", "fastecdsa", "pip"} <= dists and "grpcio" not in dists
+    node = subprocess.run([str(venv / "bin" / "python"), "-c", "import p2pcache.node"],
+                          env=step_env(), capture_output=True, text=True, timeout=120)
+    assert node.returncode == 0, node.stderr
