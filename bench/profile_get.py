@@ -3,9 +3,11 @@
 
 Runs bench/fleet.py's p2pcache cold run (5 runners x 100 GETs over the same 100 paths, all
 starting together, fake GitHub at 80 ms) while py-spy samples the server node and one runner
-node (on-CPU samples only, Python frames). Each process's CPU seconds over the run
-(psutil) divided by the GETs it handled gives CPU per GET. Every sample is put in one
-bucket by the innermost frame that names a part:
+node: only the thread holding the GIL (--gil), so a sample is Python running, never a wait
+in epoll or a socket call. Each process's CPU seconds over the run (psutil), split in user
+(Python, OpenSSL, SQLite) and system (the kernel: loopback TCP, epoll), divided by the GETs
+it handled gives CPU per GET; the user share is spread over the buckets in proportion to
+the samples. Every sample is put in one bucket by the innermost frame that names a part:
 
   noise      py-libp2p's Noise secure channel (libp2p/security/noise, noiseprotocol)
   yamux      py-libp2p's stream multiplexer (libp2p/stream_muxer)
@@ -63,12 +65,22 @@ BUCKETS = [
 ]
 
 
-def bucket_of(stack: list[str]) -> str:
+# Plumbing that works on behalf of its caller: a sample there is charged to the innermost
+# frame above it that is not plumbing ("trio" only when trio's own run loop is all there is).
+PLUMBING = ("trio/", "outcome/", "contextlib.py", "threading.py", "<attrs generated",
+            "asyncio/", "queue.py", "selectors.py", "functools.py", "abc.py", "typing.py")
+
+
+def bucket_of(stack: list[str], *, through_plumbing: bool = False) -> str:
     for frame in reversed(stack):  # innermost first
+        if through_plumbing and any(mark in frame for mark in PLUMBING):
+            continue
         for name, marks in BUCKETS:
             if any(mark in frame for mark in marks):
                 return name
-    return "other"
+        if through_plumbing:
+            return "other"
+    return "trio" if through_plumbing else "other"
 
 
 def read_collapsed(path: Path) -> Counter:
@@ -81,29 +93,47 @@ def read_collapsed(path: Path) -> Counter:
     return stacks
 
 
-def summarize(stacks: Counter, cpu_s: float, gets: int) -> dict:
+def summarize(stacks: Counter, cpu: tuple[float, float], gets: int) -> dict:
+    user_s, system_s = cpu
+    cpu_s = user_s + system_s
     total = sum(stacks.values()) or 1
     buckets: Counter = Counter()
+    owners: Counter = Counter()
     own: Counter = Counter()
     for stack, n in stacks.items():
         frames = stack.split(";")
         # py-spy puts the thread name first ("process 123:..." / "thread (0x..)").
         frames = [f for f in frames if "(" in f and ":" in f]
         buckets[bucket_of(frames)] += n
+        owners[bucket_of(frames, through_plumbing=True)] += n
         if frames:
             own[frames[-1]] += n
-    per_get_ms = 1000 * cpu_s / gets if gets else None
+    per_get_ms = 1000 * cpu_s / gets
+    user_ms = 1000 * user_s / gets
     return {
-        "cpu_s": round(cpu_s, 3),
+        "cpu_s": round(cpu_s, 3), "user_s": round(user_s, 3), "system_s": round(system_s, 3),
         "gets": gets,
-        "cpu_ms_per_get": round(per_get_ms, 3) if per_get_ms else None,
+        "cpu_ms_per_get": round(per_get_ms, 3),
+        "system_ms_per_get": round(1000 * system_s / gets, 3),
         "samples": total,
         "buckets_pct": {k: round(100 * v / total, 1) for k, v in buckets.most_common()},
-        "buckets_ms_per_get": ({k: round(per_get_ms * v / total, 3)
-                                for k, v in buckets.most_common()} if per_get_ms else None),
+        # The user CPU per GET, spread over the buckets by their share of the samples.
+        "buckets_user_ms_per_get": {k: round(user_ms * v / total, 3)
+                                    for k, v in buckets.most_common()},
+        # The same, with trio's (and other plumbing's) samples charged to their caller.
+        "owners_pct": {k: round(100 * v / total, 1) for k, v in owners.most_common()},
+        "owners_user_ms_per_get": {k: round(user_ms * v / total, 3)
+                                   for k, v in owners.most_common()},
         "top_own": [{"frame": f, "pct": round(100 * n / total, 1)}
                     for f, n in own.most_common(25)],
     }
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user, times.system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,15 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             raw = tmp / f"{name}.txt"
             spies[name] = (raw, subprocess.Popen(
                 [py_spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--format",
-                 "raw", "--output", str(raw), "--nonblocking"],
+                 "raw", "--output", str(raw), "--nonblocking", "--gil"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         time.sleep(1.0)  # py-spy attached
-        before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
+        before = {name: cpu_split(pid) for name, pid in pids.items()}
         runners_before = cpu_seconds(all_runner_pids)
         fake.reset()
         got = run_runners("p2pcache", [n.url for n in fleet.runners], paths, args.concurrency,
                           "same", 1, None)
-        after = {name: cpu_seconds([pid]) for name, pid in pids.items()}
+        after = {name: cpu_split(pid) for name, pid in pids.items()}
         runners_cpu = cpu_seconds(all_runner_pids) - runners_before
         for raw, spy in spies.values():
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -168,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             if not raw.exists():
                 raise SystemExit(f"py-spy wrote nothing for {name}")
             shutil.copy(raw, args.out / f"profile_get.{name}.txt")
-            report["nodes"][name] = summarize(read_collapsed(raw), after[name] - before[name],
-                                              served[name])
+            cpu = (after[name][0] - before[name][0], after[name][1] - before[name][1])
+            report["nodes"][name] = summarize(read_collapsed(raw), cpu, served[name])
     finally:
         fleet.stop()
         fake.stop()
@@ -181,10 +211,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['units']} units; runner nodes {report['runner_nodes_cpu_ms_per_get']} ms "
           f"CPU per GET, clients {report['client_cpu_ms_per_get']} ms")
     for name, node in report["nodes"].items():
-        print(f"\n{name}: {node['cpu_ms_per_get']} ms CPU per GET it handled "
-              f"({node['gets']} GETs, {node['samples']} samples)")
-        for bucket, pct in node["buckets_pct"].items():
-            print(f"  {bucket:<9} {pct:5.1f}%  {node['buckets_ms_per_get'][bucket]:.3f} ms")
+        print(f"\n{name}: {node['cpu_ms_per_get']} ms CPU per GET it handled, of which "
+              f"{node['system_ms_per_get']} ms in the kernel ({node['gets']} GETs, "
+              f"{node['samples']} samples of Python holding the GIL)")
+        print("  innermost part            | trio charged to its caller")
+        inner = list(node["buckets_pct"].items())
+        outer = list(node["owners_pct"].items())
+        for i in range(max(len(inner), len(outer))):
+            left = (f"{inner[i][0]:<9} {inner[i][1]:5.1f}% "
+                    f"{node['buckets_user_ms_per_get'][inner[i][0]]:6.3f} ms"
+                    if i < len(inner) else "")
+            right = (f"{outer[i][0]:<9} {outer[i][1]:5.1f}% "
+                     f"{node['owners_user_ms_per_get'][outer[i][0]]:6.3f} ms"
+                     if i < len(outer) else "")
+            print(f"  {left:<26}| {right}")
         print("  top functions (own samples):")
         for row in node["top_own"][:12]:
             print(f"    {row['pct']:5.1f}%  {row['frame']}")
