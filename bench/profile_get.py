@@ -18,7 +18,8 @@ the samples. Every sample is put in one bucket by the innermost frame that names
   upstream   the GitHub client: httpx / httpcore / upstream.py
   sqlite     store.py and sqlite3
   json       json encoding and decoding outside the parts above
-  trio       trio's scheduler and socket I/O (epoll, send/recv calls)
+  trio       trio's scheduler and socket I/O (epoll, send/recv calls); in the second view
+             ("charged to its caller") only trio's run loop itself
   p2pcache   the node's own code elsewhere (cache, policy, coalescing, mesh, stats)
   other      anything else
 
@@ -71,10 +72,17 @@ PLUMBING = ("trio/", "outcome/", "contextlib.py", "threading.py", "<attrs genera
             "asyncio/", "queue.py", "selectors.py", "functools.py", "abc.py", "typing.py")
 
 
+# Frames below trio.run: a sample whose first non-plumbing frame is one of these is trio's
+# run loop itself (scheduling, deadlines, epoll bookkeeping).
+RUN_LOOP = ("p2pcache/cli.py", "p2pcache/__main__.py", "runpy")
+
+
 def bucket_of(stack: list[str], *, through_plumbing: bool = False) -> str:
     for frame in reversed(stack):  # innermost first
         if through_plumbing and any(mark in frame for mark in PLUMBING):
             continue
+        if through_plumbing and any(mark in frame for mark in RUN_LOOP):
+            return "trio"
         for name, marks in BUCKETS:
             if any(mark in frame for mark in marks):
                 return name
@@ -99,6 +107,7 @@ def summarize(stacks: Counter, cpu: tuple[float, float], gets: int) -> dict:
     total = sum(stacks.values()) or 1
     buckets: Counter = Counter()
     owners: Counter = Counter()
+    owner_frames: Counter = Counter()
     own: Counter = Counter()
     for stack, n in stacks.items():
         frames = stack.split(";")
@@ -106,6 +115,9 @@ def summarize(stacks: Counter, cpu: tuple[float, float], gets: int) -> dict:
         frames = [f for f in frames if "(" in f and ":" in f]
         buckets[bucket_of(frames)] += n
         owners[bucket_of(frames, through_plumbing=True)] += n
+        owner = next((f for f in reversed(frames)
+                      if not any(mark in f for mark in PLUMBING + RUN_LOOP)), "trio run loop")
+        owner_frames[owner] += n
         if frames:
             own[frames[-1]] += n
     per_get_ms = 1000 * cpu_s / gets
@@ -126,6 +138,8 @@ def summarize(stacks: Counter, cpu: tuple[float, float], gets: int) -> dict:
                                    for k, v in owners.most_common()},
         "top_own": [{"frame": f, "pct": round(100 * n / total, 1)}
                     for f, n in own.most_common(25)],
+        "top_callers_of_plumbing": [{"frame": f, "pct": round(100 * n / total, 1)}
+                                    for f, n in owner_frames.most_common(25)],
     }
 
 
@@ -225,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{node['owners_user_ms_per_get'][outer[i][0]]:6.3f} ms"
                      if i < len(outer) else "")
             print(f"  {left:<26}| {right}")
-        print("  top functions (own samples):")
-        for row in node["top_own"][:12]:
+        print("  top functions, trio's samples charged to their caller:")
+        for row in node["top_callers_of_plumbing"][:12]:
             print(f"    {row['pct']:5.1f}%  {row['frame']}")
     print(f"\nwrote {out}")
     return 0
