@@ -113,8 +113,15 @@ def test_a_dead_server_does_not_fail_the_job(fake, actions_env):
 def test_the_action_and_examples_are_wired_to_the_commands():
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
-    script = "\n".join(step["run"] for step in action["runs"]["steps"])
+    steps = action["runs"]["steps"]
+    script = "\n".join(step.get("run", "") for step in steps)
     assert "📦 Installing P2P cache dependencies..." in script
+    # The install step is runner/install.sh, its venv cached under the key it computes.
+    assert 'runner/install.sh" "$RUNNER_TEMP/p2pcache-venv"' in script
+    cache = next(step for step in steps if step.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"]["key"] == "${{ steps.p2pcache-env.outputs.key }}"
+    assert cache["with"]["path"] == "${{ steps.p2pcache-env.outputs.path }}"
+    assert 'install.sh" --cache-key "$RUNNER_TEMP/p2pcache-venv"' in script
     assert "p2pcache\" actions start" in script and "inputs.port" in script
     assert action["inputs"]["port"]["default"] == "9000"
     summary = yaml.safe_load((ROOT / "summary" / "action.yml").read_text())

@@ -1,6 +1,6 @@
 """Smoke test of bench/fleet.py: the fleet benchmark runs end to end with tiny parameters
-(--quick: 2 runners x 10 paths, 5 ms latency, scale 1 and 2) and its JSON has the promised
-shape and the invariants the comparison rests on.
+(--quick: 2 runners x 10 paths, 5 ms latency, scale 1 and 2, staggered over 1 s) and its JSON
+has the promised shape and the invariants the comparison rests on.
 
 hishel and matplotlib come with the `bench` extra, which `make test` installs too; outside CI,
 without them, the hishel scenario and the chart are left out and the rest is still checked."""
@@ -19,7 +19,9 @@ from conftest import require
 ROOT = Path(__file__).resolve().parents[2]
 RUNNERS, PATHS = 2, 10  # what --quick means
 REQUIRED = {"scenario", "run", "runners", "upstream_requests", "rate_limit_units", "wall_s",
-            "p50_ms", "p99_ms", "server_cpu_s", "server_rss_mb"}
+            "median_runner_s", "p50_ms", "p99_ms", "server_cpu_s", "server_rss_mb", "arrival",
+            "runner_s"}
+RUNS = ("cold", "warm", "staggered")
 
 
 def _have(module: str) -> bool:
@@ -39,11 +41,11 @@ def test_quick_fleet_benchmark(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        out, _ = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=420)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)  # fleet.py stops its nodes on SIGTERM
         out, _ = proc.communicate(timeout=30)
-        raise AssertionError(f"fleet.py --quick took over 240 s:\n{out}") from None
+        raise AssertionError(f"fleet.py --quick took over 420 s:\n{out}") from None
     assert proc.returncode == 0, f"fleet.py failed:\n{out}"
     json_path = tmp_path / "fleet.json"
     assert str(json_path) in out
@@ -52,8 +54,13 @@ def test_quick_fleet_benchmark(tmp_path: Path) -> None:
     assert isinstance(rows, list) and rows
     for row in rows:
         assert REQUIRED <= row.keys(), f"missing keys in {row}"
-        assert row["scenario"] in scenarios and row["run"] in ("cold", "warm")
+        assert row["scenario"] in scenarios and row["run"] in RUNS
         assert row["wall_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+        # One runner's API time is its first request to its last answer: the median runner's
+        # is within the wall time, which also counts the later runners' arrival.
+        assert len(row["runner_s"]) == row["runners"]
+        assert 0 < row["median_runner_s"] <= row["wall_s"] + 0.001
+        assert row["arrival"] == ("staggered" if row["run"] == "staggered" else "lockstep")
         assert row["statuses"] == {"200": row["client_requests"]}
         assert row["client_requests"] == row["runners"] * PATHS
 
@@ -63,15 +70,24 @@ def test_quick_fleet_benchmark(tmp_path: Path) -> None:
         assert len(found) == 1, f"want one {scenario} {run} x{runners} row, got {found}"
         return found[0]
 
-    # No cache: every runner pays for every path, cold or warm.
-    for run in ("cold", "warm"):
+    # Staggered arrivals: the later runner starts about --stagger / runners after the first,
+    # so the wall time spans the arrival window (0.5 s here); lockstep runners start together.
+    for run in RUNS:
+        row = one("no_cache", run)
+        if run == "staggered":
+            assert row["stagger_s"] == 1.0 and row["wall_s"] >= 0.5
+        else:
+            assert row["start_skew_ms"] < 500
+
+    # No cache: every runner pays for every path, however they arrive.
+    for run in RUNS:
         row = one("no_cache", run)
         assert row["rate_limit_units"] == row["upstream_requests"] == RUNNERS * PATHS
         assert row["server_cpu_s"] is None and row["server_rss_mb"] is None
 
     # A per-runner cache starts empty in a new job and each runner asks each path once.
     if "hishel" in scenarios:
-        for run in ("cold", "warm"):
+        for run in RUNS:
             assert one("hishel", run)["rate_limit_units"] == RUNNERS * PATHS
 
     # p2pcache cold: the fleet pays exactly once per unique path, simultaneous start or not
@@ -85,13 +101,20 @@ def test_quick_fleet_benchmark(tmp_path: Path) -> None:
     assert warm["rate_limit_units"] == 0
     assert warm["not_modified"] >= PATHS
     assert warm["upstream_requests"] == warm["not_modified"]
+    # p2pcache staggered: a fresh server node; the first runner pays once per path and the
+    # later one is answered by the fleet (a peer answer, or joined to the first one's fetch).
+    staggered = one("p2pcache", "staggered")
+    assert staggered["rate_limit_units"] == PATHS
+    assert staggered["runner_upstream_requests"] == 0
+    assert staggered["answers"] == {"peer": RUNNERS * PATHS}
     # Scale: one row per fleet size, each cold and each paying once per path.
     scale = [r for r in rows if r["scenario"] == "p2pcache" and r["run"] == "cold"]
     assert sorted(r["runners"] for r in scale) == [1, 2]
-    for row in scale + [warm]:
+    for row in scale + [warm, staggered]:
         assert row["rate_limit_units"] <= PATHS
         assert row["server_cpu_s"] > 0 and row["server_rss_mb"] > 10
 
-    assert (tmp_path / "fleet.md").read_text().count("| p2pcache |") == 3
+    table = (tmp_path / "fleet.md").read_text()
+    assert table.count("| p2pcache |") == 4 and table.count("| staggered |") == len(scenarios)
     if chart:
         assert (tmp_path / "fleet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
 
     if args.command != "serve":
-        _quiet_libraries()
+        _quiet_libraries(load_libp2p=args.command not in CLIENT_COMMANDS)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -289,10 +289,12 @@ def _setup_logging(verbose: bool) -> None:
         _quiet_libraries()
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(load_libp2p: bool = True) -> None:
     """py-libp2p logs expected failures (a refused dial) as errors; ours say what matters.
-    It sets its own level when imported, so import it first."""
-    import libp2p  # noqa: F401
+    It sets its own level when imported, so import it first (unless the command never
+    loads it)."""
+    if load_libp2p:
+        import libp2p  # noqa: F401
 
     for noisy in ("libp2p", "multiaddr", "httpx", "httpcore", "async_service"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -505,6 +507,9 @@ def cmd_actions(args: argparse.Namespace) -> int:
     return actions.summary(args.port, args.http, stop=not args.keep_running)
 
 
+# Commands that only talk to a running node over HTTP: they never load py-libp2p, whose
+# import alone costs about 2 s of CPU (bench/runner_deps.py), on every `actions start`.
+CLIENT_COMMANDS = ("actions", "multiaddr", "stats", "api")
 COMMANDS = {"actions": cmd_actions, "serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
             "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor}
 
