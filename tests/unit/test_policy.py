@@ -449,6 +449,11 @@ class TestRewriteHypermedia:
         assert b'https://api.github.com/x' in out  # inside a string value: untouched
         assert b'"url": "http://127.0.0.1:9180/users/u"' in out
 
+    def test_links_hrefs(self):
+        body = b'{"_links":{"self":{"href":"https://api.github.com/repos/o/r/pulls/1"}}}'
+        assert rewrite_hypermedia(body, self.UP, self.LOCAL) == \
+            b'{"_links":{"self":{"href":"http://127.0.0.1:9180/repos/o/r/pulls/1"}}}'
+
     def test_lookalike_hosts_are_not_rewritten(self):
         body = b'{"url":"https://api.github.com.evil.example/x"}'
         assert rewrite_hypermedia(body, self.UP, self.LOCAL) == body

@@ -275,14 +275,20 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
     return 0
 
 
+START_TIMEOUT = 60.0  # seconds a starting node may take to answer its local API
+
+
 def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
                 log_path: Path) -> tuple[dict[str, Any], bool] | None:
     from .client import NodeClient, NodeUnavailable
 
     client = NodeClient(settings.http_base)
-    deadline = time.monotonic() + wait
+    # `wait` bounds the wait for a peer; a node that starts slowly on a busy runner gets
+    # longer to answer at all, since failing then would cost the job its cache for nothing.
+    started = time.monotonic()
+    connect_by, answer_by = started + wait, started + max(wait, START_TIMEOUT)
     stats: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
+    while True:
         if proc.poll() is not None:
             print(f"✗ The P2P cache node exited ({proc.returncode}); its log:\n"
                   + log_path.read_text(errors="replace"), file=sys.stderr)
@@ -291,13 +297,15 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
             stats = client.stats()
         except (NodeUnavailable, Exception):
             stats = None
-        if stats and (not settings.bootstrap or stats.get("connected_peers")):
+        now = time.monotonic()
+        if stats and (not settings.bootstrap or stats.get("connected_peers")
+                      or now >= connect_by):
             break
+        if stats is None and now >= answer_by:
+            print(f"✗ The P2P cache node did not answer within {answer_by - started:.0f} s; "
+                  f"see {log_path}", file=sys.stderr)
+            return None
         time.sleep(0.1)
-    if stats is None:
-        print(f"✗ The P2P cache node did not answer within {wait:.0f} s; see {log_path}",
-              file=sys.stderr)
-        return None
     connected = bool(stats.get("connected_peers"))
     if settings.bootstrap:
         print("✓ Connected to bootstrap peer" if connected else

@@ -60,6 +60,8 @@ MAX_STREAMS_PER_PEER = 8  # inbound cache streams open at once per peer ID
 MAX_INBOUND_STREAMS = 256  # inbound cache streams open at once, all peers together
 MAX_PARTIAL_BYTES = 4 * 1024 * 1024  # unfinished request frames buffered, all peers together
 MAX_PEER_PATH = 8192  # characters of a path a peer may ask for
+TOO_LARGE = "response too large for the mesh"
+MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
 LIVENESS_INTERVAL = 10.0  # seconds between libp2p pings of a connected bootstrap peer
 LIVENESS_TIMEOUT = 5.0
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
@@ -80,9 +82,20 @@ def short(peer: ID | str) -> str:
     return text if len(text) <= 16 else f"{text[:8]}…{text[-6:]}"
 
 
+def rendezvous_order(key: str, peers: list[ID]) -> list[ID]:
+    """Each key has a home peer, then a second, a third...: every node ranks the servers
+    alike, so a fleet with several servers fetches a key once, and when its home does not
+    answer they all agree on the next one."""
+    return sorted(peers, key=lambda p: hashlib.sha256(f"{p}|{key}".encode()).digest(),
+                  reverse=True)
+
+
 def rendezvous(key: str, peers: list[ID]) -> ID:
-    """Each key has one home peer, so a fleet with several servers still fetches it once."""
-    return max(peers, key=lambda p: hashlib.sha256(f"{p}|{key}".encode()).digest())
+    return rendezvous_order(key, peers)[0]
+
+
+class AskGitHub(Exception):
+    """A server's answer that no other server would better: the asker goes to GitHub."""
 
 
 class _ConnectionLog(INotifee):
@@ -142,6 +155,8 @@ class PeerChannel:
         if etag:
             meta["etag"] = etag
         message = await self.call(meta, key)
+        if message is not None and message.meta.get("error") == TOO_LARGE:
+            raise AskGitHub(TOO_LARGE)  # every server would fetch it and say the same
         return None if message is None else _peer_answer(message)
 
     async def call(self, meta: dict[str, object], key: str) -> Message | None:
@@ -392,11 +407,18 @@ class Mesh:
             return None
         if len(str(request.target)) > MAX_PEER_PATH:
             return None  # a responder would refuse it: GitHub directly, stream left alone
-        peer = rendezvous(key, servers)
-        with trio.move_on_after(self.peer_timeout):
-            channel = await self._channel(peer)
-            if channel is not None:
-                return await channel.request(request, key, etag)
+        # A home that does not answer (dead, reset, timed out, could not reach GitHub) hands
+        # the key to the next server in the same order: still about once for the fleet.
+        for peer in rendezvous_order(key, servers)[:MAX_SERVERS_ASKED]:
+            with trio.move_on_after(self.peer_timeout):
+                channel = await self._channel(peer)
+                if channel is not None:
+                    try:
+                        answer = await channel.request(request, key, etag)
+                    except AskGitHub:
+                        return None
+                    if answer is not None:
+                        return answer
         return None
 
     async def _channel(self, peer: ID) -> PeerChannel | None:
@@ -550,7 +572,7 @@ class Mesh:
         if response.generated:  # we could not reach GitHub: the asker may do better
             return {"error": "upstream unreachable from this peer"}, b""
         if len(response.body) > MAX_FRAME_BYTES - 1024 * 1024:
-            return {"error": "response too large for the mesh"}, b""
+            return {"error": TOO_LARGE}, b""
         body_meta: dict[str, object] = {
             "status": response.status, "headers": response.headers,
             "fetched_at": response.fetched_at or time.time(), "source": response.source}

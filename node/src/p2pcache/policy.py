@@ -215,14 +215,15 @@ def rewrite_links(link: str, upstream_base: str, local_base: str) -> str:
 
 
 def rewrite_hypermedia(body: bytes, upstream_base: str, local_base: str) -> bytes:
-    """Point the `url` and `*_url` values of a JSON body at the base the client used, so
-    clients that follow them (PyGithub's lazy objects) stay on the cache. Only those
-    values change; every other byte stays GitHub's (a URL quoted in an issue's text too)."""
+    """Point the `url`, `*_url` and `href` (in `_links`) values of a JSON body at the base
+    the client used, so clients that follow them (PyGithub's lazy objects) stay on the
+    cache. Only those values change; every other byte stays GitHub's (a URL quoted in an
+    issue's text too)."""
     upstream = upstream_base.rstrip("/").encode()
     if upstream not in body:
         return body
     local = local_base.rstrip("/").encode()
-    pattern = re.compile(rb'("(?:url|[A-Za-z0-9_]+_url)"\s*:\s*")' + re.escape(upstream)
+    pattern = re.compile(rb'("(?:url|href|[A-Za-z0-9_]+_url)"\s*:\s*")' + re.escape(upstream)
                          + rb'(?=[/"{?])')
     return pattern.sub(lambda m: m.group(1) + local, body)
 
