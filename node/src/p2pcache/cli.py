@@ -184,6 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds to wait for the bootstrap connection (default 30)")
     actions.add_argument("--keep-running", action="store_true",
                          help="summary: leave the node running")
+    mcp = sub.add_parser(
+        "mcp", formatter_class=_Formatter, help="an MCP server (stdio) whose tools read GitHub "
+        "through the node",
+        description="A Model Context Protocol server on stdin/stdout for coding agents. Tools: "
+                    "github_get (any GitHub REST GET through the cache, with paging), "
+                    "cache_stats, fleet_status, doctor; no write tools. It talks to the node "
+                    "running at --http. If none answers there, it starts one of its own "
+                    "(`p2pcache serve --http` at that address, configured by the same "
+                    "environment) and stops it when the session ends; --no-start turns that "
+                    "off. Only protocol goes to stdout; logs go to stderr.",
+        epilog='MCP client configuration: {"mcpServers": {"p2pcache": {"command": "p2pcache", '
+               '"args": ["mcp"]}}}')
+    mcp.add_argument("--no-start", action="store_true",
+                     help="never start a node; tools report that none runs")
+    _http(mcp)
     return parser
 
 
@@ -464,6 +479,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp import serve_stdio
+
+    return serve_stdio(_settings(args, need_data_dir=False), start_node=not args.no_start)
+
+
 def cmd_actions(args: argparse.Namespace) -> int:
     from . import actions
 
@@ -473,7 +494,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"actions": cmd_actions, "serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
-            "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor}
+            "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor,
+            "mcp": cmd_mcp}
 
 if __name__ == "__main__":
     sys.exit(main())

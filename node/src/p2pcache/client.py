@@ -19,9 +19,11 @@ class NodeClient:
     def __init__(self, base: str) -> None:
         self.base = base.rstrip("/")
 
-    def get(self, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def get(self, target: str, headers: dict[str, str] | None = None,
+            timeout: float | None = None) -> httpx.Response:
         try:
-            return httpx.get(self.base + target, headers=headers, timeout=TIMEOUT)
+            return httpx.get(self.base + target, headers=headers,
+                             timeout=TIMEOUT if timeout is None else timeout)
         except httpx.TransportError as exc:
             raise NodeUnavailable(
                 f"no node answers at {self.base} ({exc.__class__.__name__}); start one with "
