@@ -15,4 +15,5 @@ fi
 bash "$(dirname "${BASH_SOURCE[0]}")/nat/setup.sh"  # NAT lab: ip, nft, miniupnpd chroot
 bash "$(dirname "${BASH_SOURCE[0]}")/docker/setup.sh"  # Docker engine + Compose: tests/docker
 bash "$(dirname "${BASH_SOURCE[0]}")/ansible/setup.sh"  # ssh client: tests/ansible
+bash "$(dirname "${BASH_SOURCE[0]}")/mcp/setup.sh"  # MCP Inspector (npm): test_mcp_inspector
 echo "tests/setup.sh: system prerequisites ready"
