@@ -12,6 +12,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 import anyio
+import pytest
 import httpx
 from conftest import FLEET_TOKEN, NAMESPACE, free_port
 from mcp import ClientSession
@@ -250,3 +251,32 @@ def test_stdout_carries_only_protocol_with_its_own_node(tmp_path, fake):
     assert {t["name"] for t in messages[1]["result"]["tools"]} == TOOLS
     assert b"Peer ID:" in err  # the node's log went to stderr
     assert FLEET_TOKEN.encode() not in out + err
+
+
+def test_sigterm_with_stdin_open_stops_session_and_its_node(tmp_path, fake):
+    """Some clients end a server with SIGTERM while its stdin is still open."""
+    http = f"127.0.0.1:{free_port()}"
+    env = mcp_env(http, GH_TOKEN=FLEET_TOKEN, GITHUB_API_URL=fake.url,
+                  P2P_CACHE_LISTEN_HOST="127.0.0.1", P2P_CACHE_PORT=str(free_port()),
+                  P2P_CACHE_DATA_DIR=str(tmp_path / "own"), MCP_P2P_BOOTSTRAP_PEERS="")
+    proc = subprocess.Popen([sys.executable, "-m", "p2pcache", "mcp"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{http}/-/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the session never started its node")
+        proc.terminate()
+        assert proc.wait(30) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://{http}/-/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

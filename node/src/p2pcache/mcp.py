@@ -11,7 +11,9 @@ stderr, stdin closed) and stops it when the session ends, so stdout carries only
 from __future__ import annotations
 
 import ctypes
+import inspect
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -205,7 +207,11 @@ def build_server(tools: Tools) -> MCPServer:
 
     server = MCPServer("p2pcache", version=__version__, instructions=INSTRUCTIONS)
 
-    @server.tool(annotations=READ_ONLY)
+    def tool(fn: Any) -> Any:
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__), annotations=READ_ONLY)
+        return fn
+
+    @tool
     async def github_get(
         path: Annotated[str, Field(
             description="GitHub REST path relative to the API root, with its query string: "
@@ -231,21 +237,21 @@ def build_server(tools: Tools) -> MCPServer:
         return await anyio.to_thread.run_sync(tools.github_get, path, accept, paginate,
                                               max_pages)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def cache_stats() -> dict[str, Any]:
         """The node's counters: hit_rate, api_calls_saved, peer_hits, local_hits, misses,
         upstream_requests, not_modified (free 304s), coalesced, entries, bytes, and
         rate_limits (GitHub's remaining budget per resource: core, search, graphql ...)."""
         return await anyio.to_thread.run_sync(tools.cache_stats)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def fleet_status() -> dict[str, Any]:
         """This node in the fleet: peer_id, bootstrap_multiaddr (what runners put into
         MCP_P2P_BOOTSTRAP_PEERS), connected_peers, and reachability (whether a peer could
         dial this node from outside; tested within about 20 s, null when no peer can try)."""
         return await anyio.to_thread.run_sync(tools.fleet_status)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def doctor() -> DoctorReport:
         """`p2pcache doctor`: configuration, bootstrap peers dialled, the node running and
         reachable, host firewall; each check with status ok/warn/fail/info and its fixes."""
@@ -316,14 +322,19 @@ def serve_stdio(settings: config.Settings, start_node: bool = True) -> int:
                         format="%(asctime)s %(levelname)-7s %(message)s")
     client = NodeClient(settings.http_base)
     own = OwnNode(settings)
-    if start_node and not _node_answers(client):
-        own.start(client)
-    # An MCP client ends a session by closing stdin, or with SIGTERM: both reach `finally`.
+    # An MCP client ends a session by closing stdin, or with SIGTERM: both stop our node.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        if start_node and not _node_answers(client):
+            own.start(client)
         build_server(Tools(client, settings)).run("stdio")
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, SystemExit):
+        own.stop()
+        # The stdio transport's reader thread is blocked in a read of the still-open stdin,
+        # and the interpreter would wait for it forever: leave without joining it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     finally:
         own.stop()
     return 0
