@@ -280,3 +280,64 @@ def test_sigterm_with_stdin_open_stops_session_and_its_node(tmp_path, fake):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_streamable_http_transport_on_loopback(nodes, fake):
+    """--listen: the same tools over the SDK's streamable HTTP transport; a browser page
+    (Origin) and DNS rebinding (foreign Host) are refused, and the server goes on."""
+    from mcp import Client
+
+    node = nodes("solo")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "p2pcache", "mcp", "--no-start",
+                             "--listen", f"127.0.0.1:{port}"], env=mcp_env(node_http(node)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}}
+    accept = {"accept": "application/json, text/event-stream"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "no HTTP listener"
+                time.sleep(0.2)
+        for hostile, status in (({"origin": "http://evil.example"}, 403),
+                                ({"origin": f"http://127.0.0.1:{port}"}, 403),
+                                ({"host": f"evil.example:{port}"}, 421),
+                                ({"host": "evil.example"}, 421)):
+            assert httpx.post(url, json=init, headers={**accept, **hostile}).status_code == \
+                status, hostile
+
+        async def run() -> Any:
+            with anyio.fail_after(60):
+                async with Client(url) as client:
+                    names = {t.name for t in (await client.list_tools()).tools}
+                    calls = [await client.call_tool("github_get", {"path": "users/octocat"})
+                             for _ in range(2)]
+                    return names, calls
+
+        names, calls = anyio.run(run)
+        assert names == TOOLS
+        assert [c.structured_content["source"] for c in calls] == ["miss", "hit"]
+        assert fake.stats()["by_path"]["/users/octocat"] == 1
+        assert proc.stdout is not None
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.stdout.read() == b""  # nothing but protocol, and over HTTP not even that
+
+
+def test_listen_is_loopback_only():
+    for value in ("0.0.0.0:9181", "192.0.2.1:9181", "[::]:9181", "example.com:9181",
+                  "127.0.0.1:0", "127.0.0.1"):
+        done = subprocess.run([sys.executable, "-m", "p2pcache", "mcp", "--listen", value],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 2, (value, done.stderr)
+        assert "--listen" in done.stderr and done.stdout == ""

@@ -193,11 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "running at --http. If none answers there, it starts one of its own "
                     "(`p2pcache serve --http` at that address, configured by the same "
                     "environment) and stops it when the session ends; --no-start turns that "
-                    "off. Only protocol goes to stdout; logs go to stderr.",
+                    "off. Only protocol goes to stdout; logs go to stderr. --listen serves "
+                    "the same tools over streamable HTTP on loopback instead.",
         epilog='MCP client configuration: {"mcpServers": {"p2pcache": {"command": "p2pcache", '
                '"args": ["mcp"]}}}')
     mcp.add_argument("--no-start", action="store_true",
                      help="never start a node; tools report that none runs")
+    mcp.add_argument("--listen", default=None, metavar="HOST:PORT",
+                     help="serve the tools over streamable HTTP at http://HOST:PORT/mcp "
+                          "instead of stdio (loopback only; foreign Host or any Origin refused)")
     _http(mcp)
     return parser
 
@@ -480,9 +484,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    from .mcp import serve_stdio
+    from .mcp import listen_address, serve
 
-    return serve_stdio(_settings(args, need_data_dir=False), start_node=not args.no_start)
+    listen = listen_address(args.listen) if args.listen else None
+    return serve(_settings(args, need_data_dir=False), not args.no_start, listen)
 
 
 def cmd_actions(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ An MCP server over stdio (official SDK) whose tools are thin views of the runnin
 local API: `github_get` (any REST GET through the cache), `cache_stats`, `fleet_status`
 and `doctor`. It writes nothing to GitHub: agents write through their own tools.
 
-With no node answering at --http, it starts one of its own (`p2pcache serve`, logs on
+`--listen` serves the same tools over the SDK's streamable HTTP transport on loopback, with
+Host and Origin checked as the local API does. With no node answering at --http, it starts one of its own (`p2pcache serve`, logs on
 stderr, stdin closed) and stops it when the session ends, so stdout carries only protocol.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import ipaddress
 import logging
 import os
 import re
@@ -25,6 +27,7 @@ import anyio
 import httpx
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -318,7 +321,30 @@ def _node_answers(client: NodeClient) -> bool:
         return False
 
 
-def serve_stdio(settings: config.Settings, start_node: bool = True) -> int:
+def listen_address(value: str) -> tuple[str, int]:
+    """--listen HOST:PORT for the HTTP transport: loopback only, like the local API's default,
+    since the tools hand out the node's view of GitHub to whoever can connect."""
+    host, port = config._http("--listen", value)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise config.ConfigError("--listen", value, "the MCP HTTP transport listens on "
+                                 "loopback only (127.0.0.1, ::1 or localhost)")
+    return host, port
+
+
+def http_security(port: int) -> TransportSecuritySettings:
+    """DNS rebinding shows up as a foreign Host, a browser page as an Origin: refuse both."""
+    hosts = [f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=hosts, allowed_origins=[])
+
+
+def serve(settings: config.Settings, start_node: bool = True,
+          listen: tuple[str, int] | None = None) -> int:
+    """Serve the tools on stdio (or streamable HTTP at `listen`) until the client leaves."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(message)s")
     client = NodeClient(settings.http_base)
@@ -328,7 +354,18 @@ def serve_stdio(settings: config.Settings, start_node: bool = True) -> int:
     try:
         if start_node and not _node_answers(client):
             own.start(client)
-        build_server(Tools(client, settings)).run("stdio")
+        server = build_server(Tools(client, settings))
+        if listen is None:
+            server.run("stdio")
+        else:
+            host, port = listen
+            # uvicorn writes its access log to stdout: over HTTP, stdout is just more log.
+            sys.stdout.flush()
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            log.info("p2pcache mcp: streamable HTTP at http://%s:%d/mcp",
+                     f"[{host}]" if ":" in host else host, port)
+            server.run("streamable-http", host=host, port=port,
+                       transport_security=http_security(port))
     except (KeyboardInterrupt, SystemExit):
         own.stop()
         # The stdio transport's reader thread is blocked in a read of the still-open stdin,
@@ -341,4 +378,4 @@ def serve_stdio(settings: config.Settings, start_node: bool = True) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_PAGES", "MAX_PAGES", "Tools", "api_target", "build_server", "serve_stdio"]
+__all__ = ["DEFAULT_PAGES", "MAX_PAGES", "Tools", "api_target", "build_server", "listen_address", "serve"]
