@@ -4,9 +4,10 @@ An MCP server over stdio (official SDK) whose tools are thin views of the runnin
 local API: `github_get` (any REST GET through the cache), `cache_stats`, `fleet_status`
 and `doctor`. It writes nothing to GitHub: agents write through their own tools.
 
-`--listen` serves the same tools over the SDK's streamable HTTP transport on loopback, with
-Host and Origin checked as the local API does. With no node answering at --http, it starts one of its own (`p2pcache serve`, logs on
+With no node answering at --http, it starts one of its own (`p2pcache serve`, logs on
 stderr, stdin closed) and stops it when the session ends, so stdout carries only protocol.
+`--listen` serves the same tools over the SDK's streamable HTTP transport on loopback, with
+Host and Origin checked as the local API does.
 """
 
 from __future__ import annotations
