@@ -333,9 +333,8 @@ def test_streamable_http_transport_on_loopback(nodes, fake):
     assert proc.stdout.read() == b""  # nothing but protocol, and over HTTP not even that
 
 
-def test_listen_is_loopback_only():
-    for value in ("0.0.0.0:9181", "192.0.2.1:9181", "[::]:9181", "example.com:9181",
-                  "127.0.0.1:0", "127.0.0.1"):
+def test_listen_elsewhere_than_loopback_is_refused():
+    for value in ("0.0.0.0:9181",):  # every other refused value: tests/unit/test_mcp_paths.py
         done = subprocess.run([sys.executable, "-m", "p2pcache", "mcp", "--listen", value],
                               capture_output=True, text=True, timeout=60,
                               stdin=subprocess.DEVNULL)
