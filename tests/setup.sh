@@ -17,4 +17,5 @@ bash "$(dirname "${BASH_SOURCE[0]}")/docker/setup.sh"  # Docker engine + Compose
 bash "$(dirname "${BASH_SOURCE[0]}")/ansible/setup.sh"  # ssh client: tests/ansible
 bash "$(dirname "${BASH_SOURCE[0]}")/conformance/setup.sh"  # gh, curl, Node clients: tests/conformance
 bash "$(dirname "${BASH_SOURCE[0]}")/transparent/setup.sh"  # npm: tests/transparent
+bash "$(dirname "${BASH_SOURCE[0]}")/mcp/setup.sh"  # MCP Inspector (npm): test_mcp_inspector
 echo "tests/setup.sh: system prerequisites ready"

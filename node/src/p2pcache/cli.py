@@ -205,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="public IP or multiaddr to publish [env P2P_CACHE_ANNOUNCE]")
     actions.add_argument("--ttl", default=None, metavar="SECONDS",
                          help="freshness before revalidation [env P2P_CACHE_TTL]")
+    mcp = sub.add_parser(
+        "mcp", formatter_class=_Formatter, help="an MCP server (stdio) whose tools read GitHub "
+        "through the node",
+        description="A Model Context Protocol server on stdin/stdout for coding agents. Tools: "
+                    "github_get (any GitHub REST GET through the cache, with paging), "
+                    "cache_stats, fleet_status, doctor; no write tools. It talks to the node "
+                    "running at --http. If none answers there, it starts one of its own "
+                    "(`p2pcache serve --http` at that address, configured by the same "
+                    "environment) and stops it when the session ends; --no-start turns that "
+                    "off. Only protocol goes to stdout; logs go to stderr. --listen serves "
+                    "the same tools over streamable HTTP on loopback instead.",
+        epilog='MCP client configuration: {"mcpServers": {"p2pcache": {"command": "p2pcache", '
+               '"args": ["mcp"]}}}')
+    mcp.add_argument("--no-start", action="store_true",
+                     help="never start a node; tools report that none runs")
+    mcp.add_argument("--listen", default=None, metavar="HOST:PORT",
+                     help="serve the tools over streamable HTTP at http://HOST:PORT/mcp "
+                          "instead of stdio (loopback only; foreign Host or any Origin refused)")
+    _http(mcp)
     return parser
 
 
@@ -488,6 +507,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp import listen_address, serve
+
+    listen = listen_address(args.listen) if args.listen else None
+    return serve(_settings(args, need_data_dir=False), not args.no_start, listen)
+
+
 def cmd_actions(args: argparse.Namespace) -> int:
     from . import actions
 
@@ -511,7 +537,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
 # import alone costs about 2 s of CPU (bench/runner_deps.py), on every `actions start`.
 CLIENT_COMMANDS = ("actions", "multiaddr", "stats", "api")
 COMMANDS = {"actions": cmd_actions, "serve": cmd_serve, "id": cmd_id, "multiaddr": cmd_multiaddr, "stats": cmd_stats,
-            "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor}
+            "api": cmd_api, "publish": cmd_publish, "upnp": cmd_upnp, "doctor": cmd_doctor,
+            "mcp": cmd_mcp}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,9 +22,11 @@ class NodeClient:
         # loading certifi's bundle costs ~0.3 s per client (`actions start` polls ~20 times).
         self._http = httpx.Client(timeout=TIMEOUT, verify=False, trust_env=False)
 
-    def get(self, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def get(self, target: str, headers: dict[str, str] | None = None,
+            timeout: float | None = None) -> httpx.Response:
         try:
-            return self._http.get(self.base + target, headers=headers)
+            return self._http.get(self.base + target, headers=headers,
+                                  timeout=TIMEOUT if timeout is None else timeout)
         except httpx.TransportError as exc:
             raise NodeUnavailable(
                 f"no node answers at {self.base} ({exc.__class__.__name__}); start one with "
