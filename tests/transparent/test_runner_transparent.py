@@ -231,7 +231,7 @@ def test_a_peer_hit_through_the_interception(runner, server):
 def test_writes_and_graphql_pass_through(runner):
     env = {**step_env(runner), "GH_TOKEN": TOKEN}
     created = runner.exec("gh api -X POST repos/transparent/writes/issues -f title=hello "
-                          "--jq .received.title", user="runner", env=env, check=False)
+                          "--jq .title", user="runner", env=env, check=False)
     assert created.returncode == 0 and created.stdout.strip() == "hello", created.stderr
     graphql = runner.exec("gh api graphql -f query='{ viewer { login } }'", user="runner",
                           env=env, check=False)
