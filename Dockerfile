@@ -88,7 +88,7 @@ RUN set -eu; \
     missing=$(find /opt/p2pcache -name '*.so*' -type f -exec sh -c \
         'ldd "$1" | grep "not found" | sed "s|^|$1: |"' _ {} \;); \
     if [ -n "$missing" ]; then echo "$missing" >&2; exit 1; fi; \
-    python3 -c 'import p2pcache.node, p2pcache.cli'; \
+    python3 -c 'import p2pcache.node, p2pcache.cli, p2pcache.mcp'; \
     p2pcache --version
 
 USER 10001:10001

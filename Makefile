@@ -20,7 +20,7 @@ system:
 $(PY): node/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e 'node[test,bench]'
+	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	touch $(PY)
 
 venv: $(PY)
@@ -28,7 +28,7 @@ venv: $(PY)
 ## bench: the benchmarks (latency, the fleet comparison, what a runner loads, how fast it
 ## starts, where a GET's CPU goes); figures go to bench/results/
 bench: $(PY)
-	$(PY) -m pip install --quiet -e 'node[test,bench]'
+	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
 	$(PY) bench/fleet.py
 	$(PY) bench/runner_deps.py

@@ -21,7 +21,7 @@ mkdir "$tmp/node"
 cp -r node/pyproject.toml node/src "$tmp/node/"
 [ ! -f node/README.md ] || cp node/README.md "$tmp/node/"
 "$PY" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "$tmp/node"
+"$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "$tmp/node[mcp]"
 {
   echo "# The image's Python dependencies, pinned. Made by docker/lock.sh from node/pyproject.toml"
   echo "# with $("$PY" -c 'import platform; print("CPython", platform.python_version())') on Linux x86_64; do not edit by hand."

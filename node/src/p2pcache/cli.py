@@ -508,7 +508,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    from .mcp import listen_address, serve
+    try:
+        from .mcp import listen_address, serve
+    except ImportError as exc:  # the SDK is an extra: runners do not carry it
+        print(f"p2pcache mcp needs the MCP SDK ({exc.name or exc}): "
+              "pip install 'p2pcache[mcp]' (the container image has it)", file=sys.stderr)
+        return 2
 
     listen = listen_address(args.listen) if args.listen else None
     return serve(_settings(args, need_data_dir=False), not args.no_start, listen)
