@@ -19,7 +19,7 @@ from typing import Callable
 import trio
 
 from . import policy
-from .cache import Cache
+from .cache import Cache, Refreshed
 from .models import ApiRequest, ApiResponse
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,9 @@ class Refresher:
     async def _refresh(self, key: str, request: ApiRequest) -> None:
         try:
             result = await self.cache.refresh(request)
+        except Exception:  # a background task must never take the node down with it
+            log.exception("Refresh-ahead failed unexpectedly; pausing it")
+            result = Refreshed(None, self.clock() + policy.REFRESH_PAUSE_S)
         finally:
             self._refreshing.discard(key)
         self.asks.refreshed(key, result.fetched_at)
