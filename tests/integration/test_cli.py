@@ -69,6 +69,7 @@ def test_client_commands_say_when_no_node_runs():
     ([], {"P2P_CACHE_TTL": "-1"}, "invalid P2P_CACHE_TTL='-1'"),
     ([], {"GITHUB_API_URL": "ftp://x"}, "invalid GITHUB_API_URL='ftp://x'"),
     ([], {"P2P_CACHE_ANNOUNCE": "not-an-ip"}, "invalid P2P_CACHE_ANNOUNCE='not-an-ip'"),
+    ([], {"P2P_CACHE_REFRESH_AHEAD": "maybe"}, "invalid P2P_CACHE_REFRESH_AHEAD='maybe'"),
 ])
 def test_bad_configuration_is_one_line_and_exit_2(tmp_path, args, env, text):
     full_env = {**os.environ, "P2P_CACHE_DATA_DIR": str(tmp_path), **env}
@@ -106,7 +107,8 @@ def test_help_teaches(tmp_path):
                       ("--bootstrap", "MCP_P2P_BOOTSTRAP_PEERS"),
                       ("--data-dir", "P2P_CACHE_DATA_DIR"), ("--upstream", "GITHUB_API_URL"),
                       ("--announce", "P2P_CACHE_ANNOUNCE"), ("--upnp", "P2P_CACHE_UPNP"),
-                      ("--ttl", "P2P_CACHE_TTL")]:
+                      ("--ttl", "P2P_CACHE_TTL"),
+                      ("--refresh-ahead", "P2P_CACHE_REFRESH_AHEAD")]:
         assert flag in serve and var in serve
 
 

@@ -112,7 +112,8 @@ def test_github_errors_are_passed_on_and_never_cached(nodes, fake):
 
 
 def test_stale_entry_answers_when_github_fails_or_limits(nodes, fake):
-    node = nodes("solo", ttl=0.5)
+    # Refresh-ahead off: it would keep this twice-asked entry fresh (test_refresh.py).
+    node = nodes("solo", ttl=0.5, env={"P2P_CACHE_REFRESH_AHEAD": "0"})
     fresh = node.get("/repos/octo/stale")
     time.sleep(0.7)
     fake.fail(502, count=1)

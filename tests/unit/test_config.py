@@ -348,3 +348,27 @@ def test_data_dir_that_is_a_file(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="--data-dir"):
         load({"data_dir": str(blocker)}, {}, need_data_dir=True)
+
+
+def test_refresh_ahead_on_for_servers_off_for_runners_by_default():
+    assert cfg().refresh_ahead is True
+    assert cfg(env={"MCP_P2P_BOOTSTRAP_PEERS": ADDR1}).refresh_ahead is False
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("ON", True),
+                                             ("0", False), ("no", False), ("off", False)])
+def test_refresh_ahead_from_env(value, expected):
+    assert cfg(env={"P2P_CACHE_REFRESH_AHEAD": value}).refresh_ahead is expected
+    runner = {"P2P_CACHE_REFRESH_AHEAD": value, "MCP_P2P_BOOTSTRAP_PEERS": ADDR1}
+    assert cfg(env=runner).refresh_ahead is expected
+
+
+def test_refresh_ahead_flag_beats_env():
+    assert cfg({"refresh_ahead": False}, {"P2P_CACHE_REFRESH_AHEAD": "1"}).refresh_ahead is False
+    assert cfg({"refresh_ahead": True}, {"P2P_CACHE_REFRESH_AHEAD": "0"}).refresh_ahead is True
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled"])
+def test_bad_refresh_ahead_is_a_config_error(value):
+    with pytest.raises(ConfigError, match=f"P2P_CACHE_REFRESH_AHEAD={value!r}"):
+        cfg(env={"P2P_CACHE_REFRESH_AHEAD": value})

@@ -7,6 +7,7 @@ import pytest
 from p2pcache.models import ApiRequest, ApiResponse, Entry
 from p2pcache.policy import (
     DEFAULT_ACCEPT,
+    REFRESH_PAUSE_S,
     SECONDARY_LIMIT_WAIT_S,
     Action,
     RateLimit,
@@ -21,6 +22,10 @@ from p2pcache.policy import (
     is_rate_limited,
     not_modified_for,
     not_modified_response,
+    refresh_due,
+    refresh_lead,
+    refresh_pause_until,
+    refreshable,
     refreshed,
     rewrite_hypermedia,
     rewrite_links,
@@ -479,3 +484,70 @@ class TestRepositoryAliases:
         assert aliased_paths(["/repos/o/r/issues", "/repos/o/r"], "/repos/o/r", {"42"}) == \
             ["/repositories/42/issues", "/repositories/42"]
         assert aliased_paths(["/user"], "/repos/o/r", {"42"}) == []
+
+
+# -- refresh-ahead ------------------------------------------------------------------------
+
+class TestRefreshDue:
+    TTL = 60.0
+
+    def due(self, asks=2, asked_ago=1.0, age=55.0, ttl=TTL) -> bool:
+        return refresh_due(asks, NOW - asked_ago, NOW - age, NOW, ttl)
+
+    def test_hot_entry_within_the_lead_is_due(self):
+        assert refresh_lead(self.TTL) == 10.0
+        assert self.due(age=50.0) and self.due(age=59.9)
+
+    def test_too_early(self):
+        assert not self.due(age=49.9)
+
+    def test_asked_once_is_never_due(self):
+        assert not self.due(asks=1) and not self.due(asks=0)
+        assert self.due(asks=3)
+
+    def test_not_asked_lately_is_not_due(self):
+        assert self.due(asked_ago=300.0)
+        assert not self.due(asked_ago=300.1)
+
+    def test_recent_window_grows_with_long_ttls(self):
+        assert refresh_due(2, NOW - 1000.0, NOW - 595.0, NOW, 600.0), "2 x ttl = 1200 s"
+        assert not refresh_due(2, NOW - 1201.0, NOW - 595.0, NOW, 600.0)
+
+    def test_short_ttl_leads_by_a_quarter(self):
+        assert refresh_lead(2.0) == 0.5
+        assert not self.due(age=1.49, ttl=2.0) and self.due(age=1.5, ttl=2.0)
+
+    def test_already_stale_hot_entry_is_still_due(self):
+        # Refreshing was paused, say: a hot stale entry is better revalidated ahead of
+        # the next client than by it.
+        assert self.due(age=500.0)
+
+
+class TestRefreshable:
+    def test_needs_a_validator(self):
+        assert refreshable(entry(etag='W/"a"'))
+        assert refreshable(entry(last_modified="Mon, 01 Jan 2024 00:00:00 GMT"))
+        assert not refreshable(entry())
+
+    def test_no_cache_entries_are_not_refreshed(self):
+        assert not refreshable(entry(etag='W/"a"', cache_control="no-cache"))
+
+
+class TestRefreshPause:
+    def test_success_and_not_modified_do_not_pause(self):
+        assert refresh_pause_until(resp(200), NOW) is None
+        assert refresh_pause_until(resp(304, b""), NOW) is None
+
+    def test_gone_only_ends_that_entry(self):
+        assert refresh_pause_until(resp(404), NOW) is None
+
+    def test_secondary_limit_waits_its_retry_after(self):
+        assert refresh_pause_until(resp(429, retry_after="600"), NOW) == NOW + 600
+
+    def test_any_refusal_or_failure_waits_at_least_a_minute(self):
+        assert refresh_pause_until(resp(429, retry_after="5"), NOW) == NOW + REFRESH_PAUSE_S
+        assert refresh_pause_until(resp(403), NOW) == NOW + REFRESH_PAUSE_S
+        assert refresh_pause_until(resp(502), NOW) == NOW + REFRESH_PAUSE_S
+
+    def test_a_forged_hold_is_capped(self):
+        assert refresh_pause_until(resp(429, retry_after="999999999"), NOW) == NOW + 3600

@@ -205,6 +205,8 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
     env["P2P_CACHE_HTTP"] = http
     if user.is_other:
         env["HOME"] = user.home  # the node runs as the job's user, not as root
+    # A job's node lives for one job: it is a runner even when no server is configured.
+    env.setdefault("P2P_CACHE_REFRESH_AHEAD", "0")
     settings = config.load({}, env, need_data_dir=False)
     data_dir = Path(env["P2P_CACHE_DATA_DIR"])
     if not data_dir.exists():

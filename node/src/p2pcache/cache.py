@@ -41,7 +41,20 @@ class Peers(Protocol):
 @dataclass
 class _Outcome:
     response: ApiResponse
-    counted_as: str  # which one of the per-request buckets this answer falls in
+    counted_as: str  # the counter this answer falls in (a per-request bucket, or a refresh's)
+
+
+@dataclass
+class Refreshed:
+    """What a refresh-ahead left behind, for refresh.py's bookkeeping."""
+
+    fetched_at: float | None  # when GitHub last vouched for the entry; None: nothing to refresh
+    pause_until: float = 0.0  # refresh nothing before this (GitHub refused, failed, or holds)
+
+
+class _RefreshFailed(Exception):
+    def __init__(self, pause_until: float | None) -> None:
+        self.pause_until = pause_until
 
 
 class Cache:
@@ -134,6 +147,64 @@ class Cache:
         response.source = "miss"
         return response
 
+    async def refresh(self, request: ApiRequest) -> Refreshed:
+        """Revalidate a hot entry before it goes stale (refresh.py chooses which, and when).
+
+        It runs as the key's flight: a client whose entry went stale meanwhile shares its
+        answer (counted coalesced), and a client's fill already under way is shared instead
+        of repeated. Its 304 is free and its 200 costs the unit the change is worth."""
+        key = policy.cache_key(request)
+        entry = self.store.get(key)
+        if entry is None or not policy.refreshable(entry):
+            return Refreshed(None)  # dropped by a write or evicted, or never worth it
+        if self.clock() < self._blocked_until:
+            self.counters.refreshes_skipped += 1
+            return Refreshed(entry.fetched_at, self._blocked_until)
+        try:
+            outcome, shared = await self._flights.run(key, lambda: self._refill(request, key))
+        except _RefreshFailed as failed:
+            return Refreshed(None if failed.pause_until is None else self._fetched_at(key),
+                             failed.pause_until or 0.0)
+        counted_as = "refreshes_skipped" if shared else outcome.counted_as
+        setattr(self.counters, counted_as, getattr(self.counters, counted_as) + 1)
+        return Refreshed(outcome.response.fetched_at)
+
+    async def _refill(self, request: ApiRequest, key: str) -> _Outcome:
+        entry = self.store.get(key)
+        if entry is None:
+            raise _RefreshFailed(None)  # dropped while a client's flight held the key
+        now = self.clock()
+        if now - entry.fetched_at < self.ttl - policy.refresh_lead(self.ttl):
+            # A client's revalidation got there first.
+            return _Outcome(self._from_entry(entry, "hit"), "refreshes_skipped")
+        self.counters.refreshes += 1
+        get = ApiRequest("GET", request.target, request.headers)
+        try:
+            response = await self._upstream(get, policy.conditional_headers(entry),
+                                            Credentials.FLEET)
+        except UpstreamError as exc:
+            log.warning("Refresh-ahead: GitHub unreachable (%s)", exc)
+            self.counters.refreshes_failed += 1
+            raise _RefreshFailed(now + policy.REFRESH_PAUSE_S) from None
+        now = self.clock()
+        if response.status == 304:
+            entry = policy.refreshed(entry, response, now)
+            await self._save(entry)
+            return _Outcome(self._from_entry(entry, "revalidated", moment=response.headers),
+                            "refreshes_not_modified")
+        if policy.is_cacheable_response(response, self.max_entry_bytes):
+            fresh = policy.entry_from(key, request, response, now)
+            await self._save(fresh)
+            return _Outcome(self._from_entry(fresh, "miss", moment=response.headers),
+                            "refreshes_changed")
+        self.counters.refreshes_failed += 1
+        self._hold_if_limited(response, now)
+        raise _RefreshFailed(policy.refresh_pause_until(response, now))
+
+    def _fetched_at(self, key: str) -> float | None:
+        entry = self.store.get(key)
+        return entry.fetched_at if entry is not None else None
+
     # -- the miss path ------------------------------------------------------------------
 
     async def _fill(self, request: ApiRequest, key: str, entry: Entry | None,
@@ -200,15 +271,18 @@ class Cache:
             fresh = policy.entry_from(key, request, response, now)
             await self._save(fresh)
             return self._from_entry(fresh, "miss", moment=response.headers)
+        self._hold_if_limited(response, now)
+        if entry is not None and policy.serve_stale_instead(response):
+            return self._stale(entry)
+        response.source = "miss"
+        return response
+
+    def _hold_if_limited(self, response: ApiResponse, now: float) -> None:
         until = policy.blocked_until(response, now)
         if until is not None:
             self._blocked_until, self._limit_answer = until, response
             log.warning("GitHub rate limit: holding upstream requests for %.0f s",
                         until - now)
-        if entry is not None and policy.serve_stale_instead(response):
-            return self._stale(entry)
-        response.source = "miss"
-        return response
 
     async def _upstream(self, request: ApiRequest, conditional: dict[str, str],
                         credentials: Credentials) -> ApiResponse:

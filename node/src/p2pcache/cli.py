@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="writes and GraphQL that arrive WITHOUT Authorization go out with "
                             "the node's token (off: they go out anonymous and GitHub answers "
                             "401) [env P2P_CACHE_LEND_TOKEN=1]")
+    serve.add_argument("--refresh-ahead", action=argparse.BooleanOptionalAction, default=None,
+                       help="revalidate entries asked for more than once shortly before they "
+                            "go stale, in the background (free 304s) [env "
+                            "P2P_CACHE_REFRESH_AHEAD=1|0, default: on for a server node "
+                            "(no bootstrap peers), off for a runner]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 

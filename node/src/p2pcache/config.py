@@ -67,6 +67,7 @@ class Settings:
     tls_key: Path | None = field(default=None, repr=False)
     upstream_addresses: tuple[str, ...] = ()  # the upstream's IPs, resolved before redirecting
     upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
+    refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
 
     @property
     def http_base(self) -> str:
@@ -274,6 +275,16 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
     lend = flags.get("lend_token")
     kw["lend_token"] = bool(lend) if lend else _truthy(env.get("P2P_CACHE_LEND_TOKEN", ""))
     _transparent(env, kw)
+
+    # Refresh-ahead is on by default on server nodes (no bootstrap peers): runners ask them.
+    value, name = _pick(flags.get("refresh_ahead"), env, "P2P_CACHE_REFRESH_AHEAD",
+                        "--refresh-ahead")
+    if value in (None, ""):
+        kw["refresh_ahead"] = not good
+    elif str(value).strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        kw["refresh_ahead"] = _truthy(str(value))
+    else:
+        raise ConfigError(name, value, "expected 1 or 0 (true/false, yes/no, on/off)")
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token

@@ -22,6 +22,7 @@ from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, t
 from .mesh import Mesh
 from .nat import Mapping, UpnpError, UpnpMapper
 from .publish import PublishError, publish_secret, write_file
+from .refresh import MAX_IN_FLIGHT, PER_MINUTE, Refresher
 from .models import ApiRequest, ApiResponse
 from .stats import Counters, prometheus_text
 from .store import Store
@@ -55,6 +56,7 @@ class Node:
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
                            lend_token=settings.lend_token)
+        self.refresher = Refresher(self.cache, settings.ttl) if settings.refresh_ahead else None
         self.http_limits = Limits()
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
@@ -93,6 +95,12 @@ class Node:
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(self._republish_loop)
                 nursery.start_soon(self._flush_recency_loop)
+                if self.refresher is not None:
+                    log.info("Refresh-ahead on: entries asked for more than once are "
+                             "revalidated up to %.0f s before they go stale (at most %d at "
+                             "once, %d a minute)", policy.refresh_lead(s.ttl), MAX_IN_FLIGHT,
+                             PER_MINUTE)
+                    nursery.start_soon(self.refresher.run)
         finally:
             _running = None
             await self._close()
@@ -270,7 +278,10 @@ class Node:
     # -- answering ----------------------------------------------------------------------
 
     async def _serve_peer(self, request: ApiRequest) -> ApiResponse:
-        return await self.cache.get(request, from_peer=True)
+        response = await self.cache.get(request, from_peer=True)
+        if self.refresher is not None:
+            self.refresher.note(request, response)
+        return response
 
     async def handle_http(self, request: ApiRequest) -> Reply:
         """A well-formed request (http_api checked it) answered as GitHub would."""
@@ -281,6 +292,8 @@ class Node:
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
+            if self.refresher is not None:
+                self.refresher.note(request, response)
             if policy.not_modified_for(request.headers, response):
                 response = policy.not_modified_response(response)
         elif request.method in policy.WRITE_METHODS:
@@ -354,6 +367,7 @@ class Node:
             "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],
             "namespace": self.settings.namespace,
             "ttl": self.settings.ttl,
+            "refresh_ahead": self.refresher is not None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": __version__,
         })

@@ -32,6 +32,13 @@ VARY_HEADERS = ("accept", "x-github-api-version")
 DEFAULT_ACCEPT = "application/vnd.github+json"
 SECONDARY_LIMIT_WAIT_S = 60.0  # GitHub: without retry-after, wait at least a minute
 MAX_HOLD_S = 3600.0  # no upstream answer may stop this node asking GitHub for longer
+# Refresh-ahead (refresh.py): a hot entry is one asked at least twice, the last time within
+# REFRESH_RECENT_MIN_S (or two freshness windows, if longer); it is revalidated up to
+# REFRESH_LEAD_MAX_S (or a quarter of the window, if shorter) before it goes stale.
+REFRESH_MIN_ASKS = 2
+REFRESH_RECENT_MIN_S = 300.0
+REFRESH_LEAD_MAX_S = 10.0
+REFRESH_PAUSE_S = 60.0  # after a refusal or a failure, refresh nothing for at least this
 _DIGITS = re.compile(r"[0-9]{1,15}")  # ASCII only: str.isdigit() accepts '²'
 
 
@@ -80,6 +87,36 @@ def decide(entry: Entry | None, now: float, ttl: float) -> Action:
     if now - entry.fetched_at < ttl and "no-cache" not in _cache_control(entry.headers):
         return Action.SERVE
     return Action.REVALIDATE if entry.etag or entry.headers.get("last-modified") else Action.FETCH
+
+
+def refresh_lead(ttl: float) -> float:
+    """How long before an entry goes stale refresh-ahead revalidates it."""
+    return min(REFRESH_LEAD_MAX_S, ttl / 4)
+
+
+def refresh_due(asks: int, last_asked: float, fetched_at: float, now: float,
+                ttl: float) -> bool:
+    """Whether to revalidate an entry now, in the background: it is hot (asked more than
+    once, recently) and its freshness ends within the lead. A refresh never serves
+    anything itself, so no answer gets older than the freshness window allows."""
+    return (asks >= REFRESH_MIN_ASKS
+            and now - last_asked <= max(REFRESH_RECENT_MIN_S, 2 * ttl)
+            and now - fetched_at >= ttl - refresh_lead(ttl))
+
+
+def refreshable(entry: Entry) -> bool:
+    """Only an entry with a validator, so that its refresh is free unless it changed; and
+    not one marked no-cache (revalidated on every use anyway)."""
+    return bool(conditional_headers(entry)) and "no-cache" not in _cache_control(entry.headers)
+
+
+def refresh_pause_until(response: ApiResponse, now: float) -> float | None:
+    """After a refresh that did not answer 200 or 304, until when refresh-ahead waits: any
+    sign that GitHub wants fewer requests (403, 429: primary or secondary limits) or is in
+    trouble (5xx). None: nothing to wait for (a 404, say, only ends that entry's refreshes)."""
+    if response.status in (403, 429) or response.status >= 500:
+        return max(blocked_until(response, now) or 0.0, now + REFRESH_PAUSE_S)
+    return None
 
 
 def conditional_headers(entry: Entry | None) -> dict[str, str]:

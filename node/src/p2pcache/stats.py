@@ -32,6 +32,13 @@ class Counters:
     invalidated: int = 0  # entries dropped by writes
     store_errors: int = 0  # entries that could not be written (disk full ...)
     client_credential_requests: int = 0  # reads re-asked with the client's own token
+    # Refresh-ahead (refresh.py) is not a client request: none of the above but
+    # upstream_requests counts it. refreshes = changed + not_modified + failed.
+    refreshes: int = 0  # conditional requests sent to GitHub ahead of staleness
+    refreshes_changed: int = 0  # answered 200: the entry changed (one unit)
+    refreshes_not_modified: int = 0  # answered 304 (free)
+    refreshes_failed: int = 0  # any other answer, or GitHub unreachable
+    refreshes_skipped: int = 0  # due but not sent: already fresh, or held by the bounds
 
     @property
     def hit_rate(self) -> float:

@@ -1,0 +1,199 @@
+"""Refresh-ahead on real nodes: a server node revalidates the entries runners keep asking
+for shortly before they go stale, against the fake GitHub, within its bounds."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from p2pcache.refresh import MAX_IN_FLIGHT, PER_MINUTE
+
+TTL = 2.0  # lead 0.5 s: a hot entry is refreshed at 1.5 s of age
+
+
+def wait_until(check: Callable[[], object], timeout: float = 15, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def conditionals(fake, path: str) -> list[dict]:
+    return [e for e in fake.request_log() if e["path"] == path and e["if_none_match"]]
+
+
+def plain(fake, path: str) -> list[dict]:
+    return [e for e in fake.request_log() if e["path"] == path and not e["if_none_match"]]
+
+
+def assert_request_invariant(stats: dict) -> None:
+    """Refreshes are not client requests: every request is still exactly one bucket."""
+    assert stats["requests"] == (stats["local_hits"] + stats["peer_hits"] + stats["coalesced"]
+                                 + stats["misses"])
+    assert stats["refreshes"] == (stats["refreshes_changed"] + stats["refreshes_not_modified"]
+                                  + stats["refreshes_failed"])
+
+
+def test_a_runner_after_the_window_gets_the_refreshed_entry_from_the_server(nodes, fake):
+    server = nodes("server", ttl=TTL)
+    runners = [nodes(f"runner{i}", bootstrap=server.multiaddr(), ttl=TTL) for i in range(2)]
+    for runner in runners:
+        runner.wait_for_peers(1)
+    path = "/repos/fleet/hot"
+    asked_at = time.monotonic()
+    first = [runner.get(path) for runner in runners]  # the server sees two asks: hot
+    assert [r.headers["x-p2p-cache"] for r in first] == ["peer", "peer"]
+    assert len(plain(fake, path)) == 1
+
+    refreshed = wait_until(lambda: conditionals(fake, path), what="a background refresh")
+    assert refreshed[0]["status"] == 304 and refreshed[0]["authorization_present"]
+    assert time.monotonic() - asked_at < TTL, "refreshed before it went stale"
+
+    time.sleep(max(0.0, asked_at + TTL + 0.2 - time.monotonic()))  # the runners' copies: stale
+    before = server.stats()
+    answer = runners[0].get(path)
+    after = server.stats()
+    assert answer.status_code == 200 and answer.content == first[0].content
+    assert answer.headers["x-p2p-cache"] == "peer"
+    # The server answered from its refreshed entry: a hit, not a trip to GitHub.
+    assert after["local_hits"] == before["local_hits"] + 1
+    assert after["misses"] == before["misses"]
+    assert after["refreshes_not_modified"] >= 1 and after["refreshes_changed"] == 0
+    assert after["refresh_ahead"] is True
+    assert fake.stats()["units"] == 1, "the refreshes were free"
+    for runner in runners:
+        stats = runner.stats()
+        assert stats["refresh_ahead"] is False and stats["refreshes"] == 0
+        assert_request_invariant(stats)
+    assert_request_invariant(after)
+    assert "Refresh-ahead on" in server.log()
+
+
+def test_a_path_asked_once_is_not_refreshed(nodes, fake):
+    server = nodes("server", ttl=TTL)
+    server.get("/repos/o/once")
+    server.get("/repos/o/twice")
+    server.get("/repos/o/twice")
+    wait_until(lambda: conditionals(fake, "/repos/o/twice"), what="the hot path's refresh")
+    time.sleep(TTL)
+    assert conditionals(fake, "/repos/o/once") == []
+    assert len(plain(fake, "/repos/o/once")) == 1
+
+
+def test_refresh_ahead_can_be_turned_off(nodes, fake):
+    server = nodes("server", ttl=TTL, env={"P2P_CACHE_REFRESH_AHEAD": "0"})
+    for _ in range(3):
+        server.get("/repos/o/hot")
+    time.sleep(TTL + 0.5)
+    assert conditionals(fake, "/repos/o/hot") == []
+    stats = server.stats()
+    assert stats["refresh_ahead"] is False and stats["refreshes"] == 0
+    assert "Refresh-ahead on" not in server.log()
+    # --refresh-ahead turns it on for a runner (the flag beats the environment).
+    runner = nodes("runner", ttl=TTL, bootstrap=server.multiaddr(), args=["--refresh-ahead"],
+                   env={"P2P_CACHE_REFRESH_AHEAD": "0"})
+    assert runner.stats()["refresh_ahead"] is True
+
+
+def test_a_changed_entry_costs_one_unit_and_the_next_answer_is_new(nodes, fake):
+    server = nodes("server", ttl=TTL)
+    path = "/repos/o/changing"
+    old = server.get(path)
+    server.get(path)
+    assert fake.stats()["units"] == 1
+    fake.mutate(path)
+    wait_until(lambda: server.stats()["refreshes_changed"] == 1, what="the changed refresh")
+    assert fake.stats()["units"] == 2, "the change costs its unit, once"
+    new = server.get(path)
+    assert new.headers["x-p2p-cache"] == "hit"
+    assert new.content != old.content
+    # Unchanged since: later refreshes are free 304s.
+    wait_until(lambda: server.stats()["refreshes_not_modified"] >= 1, what="a 304 refresh")
+    assert fake.stats()["units"] == 2
+    assert_request_invariant(server.stats())
+    assert new.content == fake_body(fake, path, new)  # (this look costs the fake a unit)
+
+
+def fake_body(fake, path: str, like) -> bytes:
+    """GitHub's body now, asked with the Host the client used (hypermedia URLs name it)."""
+    import httpx
+    from conftest import FLEET_TOKEN
+
+    return httpx.get(fake.url + path, headers={"authorization": f"token {FLEET_TOKEN}",
+                                               "host": like.request.headers["host"]}).content
+
+
+def test_a_client_arriving_during_a_refresh_shares_it(nodes, fake):
+    server = nodes("server", ttl=TTL)
+    path = "/repos/o/slow"
+    server.get(path)
+    server.get(path)
+    fake.set_latency(1500)  # the refresh starts at 1.5 s of age and ends at 3 s
+    wait_until(lambda: server.stats()["refreshes"] == 1, what="the refresh to start")
+    time.sleep(0.8)  # the entry is stale now, its refresh still in flight
+    answer = server.get(path)
+    assert answer.status_code == 200 and answer.headers["x-p2p-cache"] == "coalesced"
+    assert len(conditionals(fake, path)) == 1, "one conditional request for both"
+    stats = server.stats()
+    assert stats["coalesced"] == 1 and stats["refreshes_not_modified"] == 1
+    assert_request_invariant(stats)
+
+
+def test_refreshes_in_flight_are_capped(nodes, fake):
+    server = nodes("server", ttl=TTL)
+    paths = [f"/repos/o/r{i}" for i in range(12)]
+    for path in paths * 2:
+        server.get(path)
+    fake.set_latency(700)
+    wait_until(lambda: server.stats()["refreshes"] >= 1, what="refreshes to start")
+    most = 0
+    while server.stats()["refreshes_not_modified"] < len(paths):
+        stats = server.stats()
+        in_flight = stats["refreshes"] - stats["refreshes_not_modified"] \
+            - stats["refreshes_changed"] - stats["refreshes_failed"]
+        most = max(most, in_flight)
+        assert in_flight <= MAX_IN_FLIGHT
+        time.sleep(0.02)
+    assert most == MAX_IN_FLIGHT, "the cap was reached, and held"
+
+
+def test_refreshes_per_minute_are_capped(nodes, fake):
+    fake.set_latency(0)
+    server = nodes("server", ttl=TTL)
+    paths = [f"/repos/o/many{i}" for i in range(PER_MINUTE + 30)]
+    started = time.monotonic()
+    for path in paths:  # each asked twice in a row: the second ask is a hit, never stale
+        assert server.get(path).status_code == 200
+        assert server.get(path).headers["x-p2p-cache"] == "hit"
+    wait_until(lambda: server.stats()["refreshes"] >= PER_MINUTE, what="the budget spent")
+    time.sleep(TTL)
+    stats = server.stats()
+    assert time.monotonic() - started < 55, "still within the first minute"
+    assert stats["refreshes"] == PER_MINUTE
+    assert stats["refreshes_skipped"] >= len(paths) - PER_MINUTE
+    sent = [e for e in fake.request_log() if e["if_none_match"]]
+    assert len(sent) == PER_MINUTE and all(e["status"] == 304 for e in sent)
+    assert fake.stats()["units"] == len(paths)
+    assert_request_invariant(stats)
+
+
+def test_a_secondary_limit_pauses_refreshing(nodes, fake):
+    server = nodes("server", ttl=TTL)
+    for path in ("/repos/o/a", "/repos/o/b") * 2:
+        server.get(path)
+    fake.fail(429, count=1, retry_after=30)
+    wait_until(lambda: server.stats()["refreshes_failed"] == 1, what="the refused refresh")
+    sent = fake.stats()["requests"]
+    time.sleep(TTL + 0.5)  # both entries were due again meanwhile
+    stats = server.stats()
+    assert fake.stats()["requests"] == sent, "nothing asked of GitHub while paused"
+    assert stats["refreshes_failed"] == 1 and stats["refreshes_skipped"] >= 1
+    assert "Refresh-ahead paused for" in server.log()
+    # Clients are not refused: the stale entry answers, marked so, until the hold ends.
+    answer = server.get("/repos/o/a")
+    assert answer.status_code == 200 and answer.headers["x-p2p-cache-stale"] == "true"
+    assert fake.stats()["requests"] == sent
+    assert_request_invariant(server.stats())
