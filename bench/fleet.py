@@ -476,7 +476,8 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
         row["node_start_s"] = round(node_start_s, 2) if node_start_s is not None else None
         # The server's own counters over this run: what it answered its peers with.
         for key in ("upstream_requests", "not_modified", "local_hits", "coalesced", "misses",
-                    "peer_requests_served"):
+                    "peer_requests_served", "refreshes", "refreshes_not_modified",
+                    "refreshes_changed", "refreshes_skipped"):
             if key in server:
                 row[f"server_{key}"] = server[key] - server_before.get(key, 0)
         row["server_entries"] = server.get("entries")

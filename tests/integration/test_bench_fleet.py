@@ -98,8 +98,8 @@ def test_quick_fleet_benchmark(tmp_path: Path) -> None:
     assert cold["runner_upstream_requests"] == 0, "runners must not go to GitHub themselves"
     # p2pcache warm: fresh runner nodes, the server's entries stale: free 304s only.
     warm = one("p2pcache", "warm")
+    # (refresh-ahead on the server may already have revalidated them before the run)
     assert warm["rate_limit_units"] == 0
-    assert warm["not_modified"] >= PATHS
     assert warm["upstream_requests"] == warm["not_modified"]
     # p2pcache staggered: a fresh server node; the first runner pays once per path and the
     # later one is answered by the fleet (a peer answer, or joined to the first one's fetch).
