@@ -120,6 +120,9 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
+            # Puts run on the event loop (cheaper than a thread hop each); the checkpoint,
+            # which may fsync, is run by flush_touches in a thread instead of by a put.
+            db.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error:
             db.close()
             raise
@@ -190,6 +193,10 @@ class Store:
             except StoreError:
                 return
             self._flush_touches()
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass  # the next flush tries again; the WAL only grows meanwhile
 
     def _flush_touches(self) -> None:
         with self._touch_lock:
