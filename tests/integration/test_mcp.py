@@ -109,7 +109,10 @@ def test_github_get_pages_a_list_up_to_the_bound(nodes, fake):
     assert 'rel="next"' in got["headers"]["link"]
     cut = part.structured_content
     assert cut["pages"] == 2 and len(cut["body"]) == 20
-    assert cut["next_path"].startswith("/repos/octo/hello/issues?") and "page=3" in \
+    # GitHub's Link names the list as /repositories/<id>/issues (the repo's own id).
+    repo_id = httpx.get(fake.url + "/repos/octo/hello",
+                        headers={"authorization": f"token {FLEET_TOKEN}"}).json()["id"]
+    assert cut["next_path"].startswith(f"/repositories/{repo_id}/issues?") and "page=3" in \
         cut["next_path"]
     assert too_many.is_error  # max_pages is bounded by the schema
     assert all(v == 1 for p, v in fake.stats()["by_path"].items() if "/issues" in p)
