@@ -21,11 +21,13 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from p2pcache import intercept
 
 HOST = "api.github.com"
-NOW = datetime.datetime.now(datetime.timezone.utc)
+def now() -> datetime.datetime:
+    """Read at each use: a suite runs for half an hour after this module is imported."""
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def verify(ca: x509.Certificate, leaf: x509.Certificate, name: x509.GeneralName) -> None:
-    verifier = PolicyBuilder().store(Store([ca])).time(NOW).build_server_verifier(name)
+    verifier = PolicyBuilder().store(Store([ca])).time(now()).build_server_verifier(name)
     verifier.verify(leaf, [])
 
 
@@ -215,8 +217,8 @@ def test_the_ip_exclusion_is_what_stops_an_ip_leaf():
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dns-only")])
     loose = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(NOW - datetime.timedelta(hours=1))
-             .not_valid_after(NOW + datetime.timedelta(days=1))
+             .not_valid_before(now() - datetime.timedelta(hours=1))
+             .not_valid_after(now() + datetime.timedelta(days=1))
              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
              .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                           False), critical=True)
