@@ -18,7 +18,7 @@ rate-limit accounting, three scenarios:
 
 Each scenario runs cold, then warm: fresh runner processes (fresh hishel caches, fresh
 runner nodes with empty data dirs; the same server node) after the p2pcache freshness
-window (--ttl, default 2 s) has passed. Then p2pcache cold at --scale runner counts
+window (--ttl, default 60 s) has passed. Then p2pcache cold at --scale runner counts
 (default 1, 5, 20; a fresh server node each; the 5-runner point is the comparison run),
 sampling the server node's CPU time and RSS.
 
@@ -664,7 +664,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--stagger", type=float, default=5.0,
                    help="staggered run: seconds over which the runners arrive, evenly")
-    p.add_argument("--ttl", type=float, default=2.0, help="p2pcache freshness (P2P_CACHE_TTL)")
+    p.add_argument("--ttl", type=float, default=60.0,
+                   help="p2pcache freshness (P2P_CACHE_TTL); the warm run waits it out")
     p.add_argument("--scale", default="1,5,20", help="runner counts for the p2pcache scale runs")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--batch", type=int, default=2, help="runner nodes booted at a time")
