@@ -86,16 +86,26 @@ def http(base_url: str) -> httpx.Client:
 
 def record(**figures: Any) -> None:
     """Merge figures into bench/results/docker.json (read by people, not by tests)."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    record_into(RESULTS, figures)
+
+
+def record_into(results: Path, figures: dict[str, Any]) -> None:
+    """Merge figures into a bench/results JSON file, with when and how loaded the machine
+    was (these are wall times)."""
+    results.parent.mkdir(parents=True, exist_ok=True)
     try:
-        current = json.loads(RESULTS.read_text())
+        current = json.loads(results.read_text())
     except (OSError, ValueError):
         current = {}
     current.update(figures)
     current["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tmp = RESULTS.with_suffix(".json.tmp")
+    try:
+        current["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    tmp = results.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-    tmp.replace(RESULTS)
+    tmp.replace(results)
 
 
 class Compose:

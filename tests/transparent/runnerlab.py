@@ -112,20 +112,7 @@ RESULTS = REPO / "bench" / "results" / "transparent.json"
 
 def record(**figures: object) -> None:
     """Merge figures into bench/results/transparent.json (read by people, not by tests)."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        current = json.loads(RESULTS.read_text())
-    except (OSError, ValueError):
-        current = {}
-    current.update(figures)
-    current["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    try:
-        current["load_average_1m"] = round(os.getloadavg()[0], 2)  # these are wall times
-    except OSError:
-        pass
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-    tmp.replace(RESULTS)
+    dockerlab.record_into(RESULTS, figures)
 
 
 class Runner:
