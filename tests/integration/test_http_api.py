@@ -253,3 +253,18 @@ def test_answers_keep_the_headers_clients_use(nodes, fake):
     # Errors are GitHub's own answer, request id included.
     missing = node.get("/repos/octo/missing-repo")
     assert missing.status_code == 404 and missing.headers["x-github-request-id"]
+
+
+def test_a_client_with_its_own_token_is_not_held_to_the_fleets_view(nodes, fake):
+    """The node's token sees nothing here (GitHub says 401): a client that brought its own
+    credentials gets what they see, asked once per request and never stored or shared."""
+    node = nodes("weak", env={"GH_TOKEN": "ghp_revoked"})
+    mine = {"authorization": f"token {FLEET_TOKEN}"}
+    for _ in range(2):
+        answer = node.get("/repos/octo/mine", headers=mine)
+        assert answer.status_code == 200 and answer.json()["full_name"] == "octo/mine"
+    assert node.get("/repos/octo/mine").status_code == 401, "not shared with other clients"
+    assert node.stats()["client_credential_requests"] == 2
+    assert node.stats()["entries"] == 0
+    # each of the two client requests: the fleet's ask (401), then the client's own
+    assert fake.stats()["by_path"]["/repos/octo/mine"] == 5

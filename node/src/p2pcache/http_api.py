@@ -16,6 +16,8 @@ import os
 import re
 import socket
 import stat
+import sys
+import traceback
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -232,9 +234,6 @@ _logged: set[str] = set()
 
 def _log_once(message: str) -> None:
     """The traceback of each kind of failure once; a repeated bug must not flood the log."""
-    import sys
-    import traceback
-
     exc = sys.exc_info()[1]
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc and exc.__traceback__ else None
     kind = f"{type(exc).__name__}@{frame.filename}:{frame.lineno}" if frame else repr(exc)

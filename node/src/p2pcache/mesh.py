@@ -680,14 +680,10 @@ def _peer_request(meta: dict[str, object]) -> ApiRequest:
         if str(name).lower() not in PEER_REQUEST_HEADERS:
             continue  # ignored, as the spec says
         if not isinstance(value, str) or len(value) > 1024 \
-                or not _visible_ascii(value.replace(" ", "")):
+                or not fields.valid(str(name), value):
             raise ValueError(f"header {str(name).lower()} must be a short ASCII string")
         headers[str(name).lower()] = value
     return ApiRequest("GET", target, headers)
-
-
-def _visible_ascii(text: str) -> bool:
-    return all("!" <= c <= "~" for c in text)
 
 
 class StreamLimit(Exception):
