@@ -45,7 +45,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -109,9 +109,10 @@ def runner_order(paths: list[str], index: int, order: str, seed: int) -> list[st
 
 def _runner(index: int, mode: str, base: str, paths: list[str], concurrency: int,
             cache_dir: str | None, offset: float, ready: Any, go: Any, start_at: Any,
-            out: Any) -> None:
+            out: Any, gate: Any = None) -> None:
     """One CI runner (its own process): build its client, wait for the common start (plus
-    its own arrival offset), issue its GETs from a thread pool, report what each cost."""
+    its own arrival offset, or, when its node joins at arrival, until the parent opens its
+    gate), issue its GETs from a thread pool, report what each cost."""
     try:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         headers = {"accept": ACCEPT, "user-agent": f"fleet-bench-runner/{index}"}
@@ -154,9 +155,12 @@ def _runner(index: int, mode: str, base: str, paths: list[str], concurrency: int
 
         ready.put(index)
         go.wait()
-        delay = start_at.value + offset - time.time()
-        if delay > 0:
-            time.sleep(delay)
+        if gate is not None:
+            gate.wait()
+        else:
+            delay = start_at.value + offset - time.time()
+            if delay > 0:
+                time.sleep(delay)
         started, cpu0 = time.time(), time.process_time()
         with ThreadPoolExecutor(concurrency) as pool:
             results = list(pool.map(fetch, paths))
@@ -180,13 +184,18 @@ def arrival_offsets(count: int, arrival: str, window: float) -> list[float]:
 
 
 def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int, order: str,
-                seed: int, cache_root: Path | None, offsets: list[float] | None = None) -> dict:
+                seed: int, cache_root: Path | None, offsets: list[float] | None = None,
+                arrive: list[Callable[[], None]] | None = None) -> dict:
     """Start one process per runner, release them together (each after its arrival
-    offset), collect their samples."""
+    offset), collect their samples. With `arrive`, runner i's arrival calls arrive[i]
+    (start its node and wait until it is connected, as `actions start` does) and its
+    GETs begin right after."""
     offsets = offsets or [0.0] * len(bases)
     ctx = multiprocessing.get_context("spawn")
     ready, out = ctx.Queue(), ctx.Queue()
     go, start_at = ctx.Event(), ctx.Value("d", 0.0)
+    gates = [ctx.Event() for _ in bases] if arrive else [None] * len(bases)
+    joined_s: list[float] = []
     procs = []
     for i, base in enumerate(bases):
         cache_dir = None
@@ -196,7 +205,7 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
         proc = ctx.Process(target=_runner, name=f"runner{i}", daemon=True,
                            args=(i, mode, base, runner_order(paths, i, order, seed),
                                  concurrency, cache_dir, offsets[i], ready, go, start_at,
-                                 out))
+                                 out, gates[i]))
         proc.start()
         procs.append(proc)
     waiting, deadline = len(procs), time.monotonic() + 120
@@ -214,6 +223,23 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
     # Everyone is built and waiting: start together a moment from now.
     start_at.value = time.time() + 0.25
     go.set()
+    joiners = []
+    failed: list[BaseException] = []
+    if arrive:
+        def join(i: int) -> None:
+            time.sleep(max(0.0, start_at.value + offsets[i] - time.time()))
+            t0 = time.time()
+            try:
+                arrive[i]()
+            except BaseException as exc:  # reported below; the runner still goes
+                failed.append(exc)
+            joined_s.append(time.time() - t0)
+            gates[i].set()
+
+        joiners = [threading.Thread(target=join, args=(i,), daemon=True)
+                   for i in range(len(bases))]
+        for thread in joiners:
+            thread.start()
     reports = []
     try:
         for _ in procs:
@@ -225,6 +251,10 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
+    for thread in joiners:
+        thread.join()
+    if failed:
+        raise SystemExit(f"{mode}: a runner node did not join: {failed[0]}")
     errors = [r["error"] for r in reports if "error" in r]
     if errors:
         raise SystemExit(f"{mode}: runner failed: {errors[0]}")
@@ -240,8 +270,10 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
         "wall_s": max(r["ended"] for r in reports) - t0,
         # One runner's API time: its first request to its last answer.
         "runner_s": [r["ended"] - r["started"] for r in reports],
+        # Without nodes joining at arrival: how late the last runner began.
         "start_skew_ms": max(r["started"] - t0 - offsets[r["index"]]
-                             for r in reports) * 1000,
+                             for r in reports) * 1000 if not arrive else 0.0,
+        "node_join_s": statistics.median(joined_s) if joined_s else None,
         "latencies": latencies,
         "client_cpu_s": sum(r["cpu_s"] for r in reports),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -353,6 +385,28 @@ class Fleet:
         self.settle()
         return statistics.median(took)
 
+    def runners_joining(self, count: int) -> list[Callable[[], None]]:
+        """Fresh runner nodes that start only when called, each then waiting until it is
+        connected to the server (what `actions start` waits for): a job's node joins when
+        its job arrives, and takes the fleet's warm start then."""
+        assert self.server is not None
+        self.stop_runners()
+        self._generation += 1
+        addr = self.server.multiaddr()
+        arrive = []
+        for i in range(count):
+            name = f"{self.server.name}-g{self._generation}-runner{i}"
+            node = NodeProcess(name, self.tmp / name, self.upstream, bootstrap=addr,
+                               ttl=self.ttl)
+            self.runners.append(node)
+
+            def start(node: NodeProcess = node) -> None:
+                node.start(wait=False)
+                node.wait_ready(timeout=120)
+                node.wait_for_peers(1, timeout=120)
+            arrive.append(start)
+        return arrive
+
     def settle(self, timeout: float = 15.0) -> None:
         """Wait until the nodes' start-up work (imports, key derivation, dials) is done,
         so the run measures answering requests, not booting."""
@@ -375,7 +429,10 @@ class Fleet:
 
     def stop_runners(self) -> None:
         for node in self.runners:
-            _stop_quietly(node)
+            if node.proc is not None:
+                _stop_quietly(node)
+            else:
+                node.http.close()
             shutil.rmtree(node.data_dir, ignore_errors=True)
         self.runners = []
 
@@ -386,7 +443,7 @@ class Fleet:
             self.server = None
 
     def warnings(self) -> list[str]:
-        nodes = ([self.server] if self.server else []) + self.runners
+        nodes = [n for n in ([self.server] if self.server else []) + self.runners if n.proc]
         lines = []
         for node in nodes:
             for line in node.log().splitlines():
@@ -409,12 +466,13 @@ def _stop_quietly(node: NodeProcess) -> None:
 def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: list[str],
             args: argparse.Namespace, cache_root: Path | None = None,
             fleet: Fleet | None = None, node_start_s: float | None = None,
-            arrival: str = "lockstep") -> dict:
+            arrival: str = "lockstep", arrive: list[Callable[[], None]] | None = None) -> dict:
     import psutil
 
     fake.reset()
     sampler = None
-    runner_pids = [n.proc.pid for n in fleet.runners] if fleet else []  # type: ignore[union-attr]
+    # Nodes that join at arrival are not running yet: their CPU counts from their start.
+    runner_pids = [n.proc.pid for n in fleet.runners if n.proc] if fleet else []
     runner_cpu_before = cpu_seconds(runner_pids) if runner_pids else 0.0
     server_before: dict = {}
     if fleet is not None and fleet.server is not None:
@@ -426,7 +484,8 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
     machine_before = psutil.cpu_times()
     try:
         got = run_runners(scenario, bases, paths, args.concurrency, args.order, args.seed,
-                          cache_root, arrival_offsets(len(bases), arrival, args.stagger))
+                          cache_root, arrival_offsets(len(bases), arrival, args.stagger),
+                          arrive)
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
@@ -472,12 +531,15 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
         row["server_rss_mb"] = mb(sampler.peak_rss)
         row["server_rss_before_mb"] = mb(sampler.rss_before)
         row["server_rss_after_mb"] = mb(sampler.rss_after)
+        runner_pids = [n.proc.pid for n in fleet.runners if n.proc]
         row["runner_nodes_cpu_s"] = round(cpu_seconds(runner_pids) - runner_cpu_before, 3)
+        row["runner_nodes_joined_at_arrival"] = arrive is not None  # CPU includes their start
+        row["node_join_s"] = None if got["node_join_s"] is None else round(got["node_join_s"], 2)
         row["node_start_s"] = round(node_start_s, 2) if node_start_s is not None else None
         # The server's own counters over this run: what it answered its peers with.
         for key in ("upstream_requests", "not_modified", "local_hits", "coalesced", "misses",
                     "peer_requests_served", "refreshes", "refreshes_not_modified",
-                    "refreshes_changed", "refreshes_skipped"):
+                    "refreshes_changed", "refreshes_skipped", "warm_offers"):
             if key in server:
                 row[f"server_{key}"] = server[key] - server_before.get(key, 0)
         row["server_entries"] = server.get("entries")
@@ -485,6 +547,9 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
         row["runner_upstream_requests"] = sum(r.get("upstream_requests", 0)
                                               for r in runner_stats)
         row["runner_peer_failures"] = sum(r.get("peer_failures", 0) for r in runner_stats)
+        row["runner_warm_start_entries"] = sum(r.get("warm_start_entries", 0)
+                                               for r in runner_stats)
+        row["runner_local_hits"] = sum(r.get("local_hits", 0) for r in runner_stats)
     bad = {k: v for k, v in got["statuses"].items() if k != "200"}
     if bad:
         raise SystemExit(f"{scenario} {run}: non-200 answers {bad}")
@@ -757,10 +822,9 @@ def main(argv: list[str] | None = None) -> int:
             # within the window: the first runner pays for the paths, later ones share.
             fleet = Fleet(tmp, fake.url, 60.0, args.batch)
             fleet.start_server("staggered")
-            started = fleet.start_runners(args.runners)
+            arrive = fleet.runners_joining(args.runners)
             rows.append(measure(fake, "p2pcache", "staggered", [n.url for n in fleet.runners],
-                                paths, args, fleet=fleet, node_start_s=started,
-                                arrival="staggered"))
+                                paths, args, fleet=fleet, arrival="staggered", arrive=arrive))
             notes += fleet.warnings()
             fleet.stop()
             for count in args.scale:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -370,3 +371,42 @@ def test_future_frame_cannot_be_replayed_while_in_window():
             guard.check(frame, now)
     with pytest.raises(StaleMessage, match="from our clock"):
         guard.check(frame, T0 + 2001)
+
+
+# -- body encoding (zlib) -------------------------------------------------------------------
+
+def test_a_body_is_compressed_only_for_an_asker_that_accepts_it():
+    from p2pcache.protocol import ENCODING, decode_body, encode_body
+
+    body = b'{"url":"https://api.github.com/repos/o/r"}' * 200
+    plain = Message({"status": 200}, body)
+    assert encode_body(plain, None) is plain
+    assert encode_body(plain, "zlib") is plain, "encodings must be a list"
+    assert encode_body(Message({}, b"tiny"), [ENCODING]).meta == {}
+    sent = encode_body(plain, ["br", ENCODING])
+    assert sent.meta == {"status": 200, "encoding": "zlib"} and len(sent.body) < len(body) / 10
+    back = decode_body(Message.decode(sent.encode()))
+    assert back.meta == {"status": 200} and back.body == body
+
+
+@pytest.mark.parametrize("meta, body, why", [
+    ({"encoding": "br"}, b"x", "unknown body encoding"),
+    ({"encoding": ["zlib"]}, b"x", "unknown body encoding"),
+    ({"encoding": "zlib"}, b"not zlib at all", "not zlib data"),
+    ({"encoding": "zlib"}, zlib.compress(b"x" * 5000)[:-6], "truncated"),
+    ({"encoding": "zlib"}, zlib.compress(b"x" * 5000) + b"trailing", "trailed"),
+])
+def test_a_bad_encoded_body_is_a_frame_error(meta, body, why):
+    from p2pcache.protocol import decode_body
+
+    with pytest.raises(FrameError, match=why):
+        decode_body(Message(meta, body))
+
+
+def test_a_zlib_bomb_stops_at_the_limit():
+    from p2pcache.protocol import decode_body
+
+    bomb = zlib.compress(b"\0" * (64 * 1024 * 1024), 9)  # 64 MiB in ~64 KiB
+    assert len(bomb) < 100_000
+    with pytest.raises(FrameError, match="inflates past"):
+        decode_body(Message({"encoding": "zlib"}, bomb), limit=16 * 1024 * 1024)

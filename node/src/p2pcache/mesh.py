@@ -40,9 +40,9 @@ from .cache import PeerAnswer
 from .config import BootstrapPeer
 from .crypto import Sealer, SealError
 from .models import ApiRequest, ApiResponse
-from .protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, PROTOCOL_ID, REQUEST, RESPONSE,
-                       FrameDecoder, FrameError, Message, ReplayGuard, StaleMessage, open_frame,
-                       seal)
+from .protocol import (ENCODING, MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, PROTOCOL_ID, REQUEST,
+                       RESPONSE, FrameDecoder, FrameError, Message, ReplayGuard, StaleMessage,
+                       decode_body, encode_body, open_frame, seal)
 from .stats import Counters
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class PeerChannel:
 
     async def request(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
         meta: dict[str, object] = {
-            "key": key, "method": "GET", "path": str(request.target),
+            "key": key, "method": "GET", "path": str(request.target), "encodings": [ENCODING],
             "headers": {k: v for k, v in request.headers.items() if k in PEER_REQUEST_HEADERS}}
         if etag:
             meta["etag"] = etag
@@ -205,8 +205,8 @@ class PeerChannel:
                         raise FrameError(f"unexpected message type {frame.type}")
                     if pending is None:
                         continue  # answered after we gave up waiting: drop it
-                    pending.answer = open_frame(self.mesh.sealer, frame, self.mesh.guard,
-                                                pending.key)
+                    pending.answer = decode_body(open_frame(self.mesh.sealer, frame,
+                                                            self.mesh.guard, pending.key))
                     pending.done.set()
                     answered = True
         except SealError:
@@ -575,7 +575,8 @@ class Mesh:
                 log.warning("answering a peer request failed: %s", _reason(exc))
                 body_meta, body = {"error": "internal error"}, b""
             try:
-                frame = seal(self.sealer, RESPONSE, request_id, Message(body_meta, body), key)
+                answer = encode_body(Message(body_meta, body), meta.get("encodings"))
+                frame = seal(self.sealer, RESPONSE, request_id, answer, key)
                 async with write_lock:
                     await stream.write(frame.encode())
             except Exception as exc:  # an unencodable key, or the stream went away
@@ -614,7 +615,9 @@ class Mesh:
         async with self._warm_slots:  # holds the big frame's memory until it is written
             if message is None:
                 assert self.offer is not None and type(budget) is int
-                message = await self.offer(budget)
+                offered = await self.offer(budget)
+                message = await trio.to_thread.run_sync(encode_body, offered,
+                                                        meta.get("encodings"))
                 self.counters.warm_offers += 1
             frame = seal(self.sealer, RESPONSE, request_id, message, key)
             with trio.move_on_after(WARM_TIMEOUT):
@@ -626,8 +629,8 @@ class Mesh:
         with trio.move_on_after(WARM_TIMEOUT):
             channel = await self._channel(peer)
             if channel is not None:
-                answer = await channel.call({"op": "warm", "key": "warm",
-                                             "max_bytes": max_bytes}, "warm")
+                answer = await channel.call({"op": "warm", "key": "warm", "max_bytes": max_bytes,
+                                             "encodings": [ENCODING]}, "warm")
                 if answer is not None and "error" not in answer.meta:
                     return answer
         return None

@@ -7,6 +7,10 @@ Sans-I/O: bytes in, messages out. The stream code in mesh.py only moves bytes.
     sealed    = AES-256-GCM(nonce 12 || ciphertext || tag 16) of the plaintext
     plaintext = meta_len:u32be  meta (UTF-8 JSON object)  body (raw bytes, the rest)
     AD        = "p2pcache/gh/1" || header || (RESPONSE only: the request's cache key, UTF-8)
+
+An asker that lists "zlib" in its request's meta "encodings" may get an answer whose body is
+zlib-compressed, marked meta "encoding": "zlib" (GitHub's JSON shrinks 5-20x: fewer bytes
+through Noise and Yamux, which cost more CPU than the compression).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +39,8 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024  # bounds memory per stream; bigger bodies sk
 MAX_REQUEST_FRAME_BYTES = 64 * 1024
 MAX_SKEW_MS = 60_000  # frames older or newer than this are stale
 AD_PREFIX = b"p2pcache/gh/1"
+ENCODING = "zlib"
+MIN_ENCODED_BODY = 1024  # smaller bodies go as they are
 
 
 class FrameError(Exception):
@@ -125,6 +132,32 @@ class Message:
         return cls(meta, plaintext[end:])
 
 
+def encode_body(message: Message, accepted: object) -> Message:
+    """The answer as sent to an asker that accepts `accepted` (its meta "encodings")."""
+    if len(message.body) < MIN_ENCODED_BODY or not isinstance(accepted, list) \
+            or ENCODING not in accepted:
+        return message
+    return Message({**message.meta, "encoding": ENCODING}, zlib.compress(message.body, 1))
+
+
+def decode_body(message: Message, limit: int = MAX_FRAME_BYTES) -> Message:
+    """A received answer with its body as it was before encoding. FrameError for an
+    unknown encoding, a broken stream, or one that inflates past `limit` (a bomb)."""
+    encoding = message.meta.get("encoding")
+    if encoding is None:
+        return message
+    if encoding != ENCODING:
+        raise FrameError(f"unknown body encoding {str(encoding)[:32]!r}")
+    inflater = zlib.decompressobj()
+    try:
+        body = inflater.decompress(message.body, limit)
+    except zlib.error as exc:
+        raise FrameError(f"body is not zlib data: {exc}") from None
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise FrameError(f"zlib body is truncated, trailed, or inflates past {limit} bytes")
+    return Message({k: v for k, v in message.meta.items() if k != "encoding"}, body)
+
+
 def associated_data(frame_header: bytes, binding: str = "") -> bytes:
     return AD_PREFIX + frame_header + binding.encode("utf-8")
 
@@ -175,4 +208,5 @@ __all__ = [
     "PROTOCOL_ID", "REQUEST", "RESPONSE", "MAX_FRAME_BYTES", "MAX_REQUEST_FRAME_BYTES", "Frame",
     "FrameDecoder",
     "FrameError", "Message", "ReplayGuard", "SealError", "StaleMessage", "seal", "open_frame",
+    "ENCODING", "encode_body", "decode_body",
 ]

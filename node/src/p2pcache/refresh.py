@@ -102,7 +102,7 @@ class Refresher:
         self.max_in_flight = max_in_flight
         self.per_minute = per_minute
         self.clock = clock
-        self.asks = asks or Asks()
+        self.asks = asks if asks is not None else Asks()  # an empty Asks is falsy
         self._refreshing: set[str] = set()
         self._sent: deque[float] = deque()  # start times within the last minute
         self._paused_until = 0.0
