@@ -17,8 +17,10 @@ rate-limit accounting, three scenarios:
             to one long-lived server node), which answers through the fleet
 
 Each scenario runs cold, then warm: fresh runner processes (fresh hishel caches, fresh
-runner nodes with empty data dirs; the same server node) after the p2pcache freshness
-window (--ttl, default 60 s) has passed. Then p2pcache cold at --scale runner counts
+runner nodes with empty data dirs, started then; the same server node) after the p2pcache
+freshness window (--ttl, default 60 s) has passed; then staggered: runners arriving one
+after another over --stagger seconds, each p2pcache runner node started at its runner's
+arrival and its GETs begun once it is connected (what `actions start` waits for). Then p2pcache cold at --scale runner counts
 (default 1, 5, 20; a fresh server node each; the 5-runner point is the comparison run),
 sampling the server node's CPU time and RSS.
 
@@ -806,13 +808,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(cold)
             scale_rows.append(cold)
             notes += fleet.warnings()
-            # The warm run: new jobs, so new runner nodes with empty data dirs; the same
-            # server node, whose entries have gone stale by the time they ask.
+            # The warm run: new jobs after the freshness window, so new runner nodes with
+            # empty data dirs, started then (each takes the server's warm start as it
+            # joins); the same server node, whose refresh-ahead kept the hot entries fresh.
             fleet.stop_runners()
-            started = fleet.start_runners(args.runners)
             wait = cold_done + args.ttl + 0.5 - time.time()
             if wait > 0:
                 time.sleep(wait)
+            started = fleet.start_runners(args.runners)
             rows.append(measure(fake, "p2pcache", "warm", [n.url for n in fleet.runners],
                                 paths, args, fleet=fleet, node_start_s=started))
             notes += fleet.warnings()
