@@ -125,7 +125,7 @@ class Node:
         listen = multiaddr.Multiaddr(f"/{family}/{s.listen_host}/tcp/{s.port}")
         _check_port_free(s.listen_host, s.port)
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
-                    self._serve_peer, s.peer_timeout, s.namespace)
+                    self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence)
         ready = trio.Event()
 
         async def run_mesh() -> None:
