@@ -167,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="p2pcache-profile-"))
     fake = FakeGitHub("127.0.0.1", 0, latency_ms=args.latency_ms, tokens=[FLEET_TOKEN],
                       rate_limit=1_000_000).start()
-    fake._server.socket.listen(512)
     fleet = Fleet(tmp, fake.url, 60.0, 2)
     report: dict = {"runners": args.runners, "paths": len(paths),
                     "latency_ms": args.latency_ms, "concurrency": args.concurrency}

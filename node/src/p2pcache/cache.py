@@ -241,6 +241,22 @@ class Cache:
         response.source = "peer"
         return response
 
+    def adopt(self, offered: list[tuple[ApiRequest, ApiResponse]]) -> list[Entry]:
+        """Store what a peer offered at warm start (warmstart.py), each entry as a peer's
+        answer is stored, unless we hold one GitHub vouched for at least as recently.
+        Blocking (SQLite): the node runs it in a thread. Returns the entries stored."""
+        fresh: list[Entry] = []
+        for request, response in offered:
+            assert response.fetched_at is not None
+            key = policy.cache_key(request)
+            held = self.store.get(key)
+            if held is not None and held.fetched_at >= response.fetched_at:
+                continue
+            if policy.is_cacheable_response(response, self.max_entry_bytes):
+                fresh.append(policy.entry_from(key, request, response, response.fetched_at))
+        self.store.put_many(fresh)
+        return fresh
+
     async def _from_upstream(self, request: ApiRequest, key: str,
                              entry: Entry | None) -> ApiResponse:
         now = self.clock()

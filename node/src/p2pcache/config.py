@@ -71,6 +71,7 @@ class Settings:
     upstream_addresses: tuple[str, ...] = ()  # the upstream's IPs, resolved before redirecting
     upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
     refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
+    warm_start_bytes: int = 8 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
 
     @property
     def http_base(self) -> str:
@@ -141,6 +142,18 @@ def _byte_count(name: str, value: object) -> int:
         raise ConfigError(name, value, "not a whole number of bytes") from None
     if number <= 0:
         raise ConfigError(name, value, "must be a whole number of bytes greater than 0")
+    return number
+
+
+def _warm_start(name: str, value: object) -> int:
+    from .warmstart import MAX_BYTES
+
+    text = str(value).strip()
+    if text == "0":
+        return 0
+    number = _byte_count(name, text)
+    if number > MAX_BYTES:
+        raise ConfigError(name, value, f"at most {MAX_BYTES} bytes (one peer frame), or 0")
     return number
 
 
@@ -291,6 +304,10 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         kw["refresh_ahead"] = _truthy(str(value))
     else:
         raise ConfigError(name, value, "expected 1 or 0 (true/false, yes/no, on/off)")
+
+    value, name = _pick(flags.get("warm_start"), env, "P2P_CACHE_WARM_START", "--warm-start")
+    if value not in (None, ""):
+        kw["warm_start_bytes"] = _warm_start(name, value)
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token

@@ -63,11 +63,16 @@ MAX_PARTIAL_BYTES = 4 * 1024 * 1024  # unfinished request frames buffered, all p
 MAX_PEER_PATH = 8192  # characters of a path a peer may ask for
 TOO_LARGE = "response too large for the mesh"
 MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
+WARM_AT_ONCE = 2  # warm-start answers being built or written at once
+WARM_INTERVAL = 60.0  # seconds: one warm start per peer
+WARM_TIMEOUT = 30.0  # seconds to build and move one warm-start answer
 WATCH_TICK = 0.5  # seconds between looks at a connected bootstrap peer (policy.Liveness)
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
 
 Serve = Callable[[ApiRequest], Awaitable[ApiResponse]]
+Offer = Callable[[int], Awaitable[Message]]  # a warm start's entries, within a byte budget
+OnServer = Callable[[ID], Awaitable[None]]
 
 
 def _new_host(key_pair: KeyPair):  # -> IHost
@@ -258,7 +263,8 @@ class Mesh:
     def __init__(self, key_pair: KeyPair, listen: multiaddr.Multiaddr,
                  bootstrap: tuple[BootstrapPeer, ...], sealer: Sealer, counters: Counters,
                  serve: Serve, peer_timeout: float, namespace: str,
-                 peer_silence: float) -> None:
+                 peer_silence: float, offer: Offer | None = None,
+                 on_server: OnServer | None = None) -> None:
         self.host = _new_host(key_pair)
         self.host.set_stream_handler(PROTOCOL_ID, self._serve_stream)
         self._connection_log = _ConnectionLog()
@@ -269,6 +275,8 @@ class Mesh:
         self.sealer = sealer
         self.counters = counters
         self.serve = serve
+        self.offer = offer  # answers a runner's warm start (warmstart.py)
+        self.on_server = on_server  # runs once each time a bootstrap peer is connected
         self.peer_timeout = peer_timeout
         self.peer_silence = peer_silence
         self.namespace = namespace
@@ -284,6 +292,9 @@ class Mesh:
         self._inbound_total = 0
         self._partial_bytes = 0  # bytes of unfinished request frames, all streams
         self._dialbacks = dialback.Limiter()
+        # A warm start's answer is one big frame: few at once, one per peer a minute.
+        self._warm_slots = trio.Semaphore(WARM_AT_ONCE)
+        self._warm_asked: dict[ID, float] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -374,6 +385,9 @@ class Mesh:
             else:
                 log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
                 was_connected = True
+                if self.on_server is not None:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self.on_server, info.peer_id)
                 backoff = 1.0
                 continue
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
@@ -564,6 +578,9 @@ class Mesh:
                     body_meta, body = await self._answer_get(meta)
                 elif op == "ping":
                     body_meta, body = {"pong": True}, b""
+                elif op == "warm":
+                    await self._answer_warm(stream, write_lock, request_id, meta, key)
+                    return
                 elif op == "dialback":
                     body_meta, body = await self._dialback(stream, meta), b""
                 else:
@@ -597,6 +614,39 @@ class Mesh:
                 and response.headers.get("etag") == meta["etag"]:
             body_meta["status"], body = 304, b""  # the asker holds this body already
         return body_meta, body
+
+    async def _answer_warm(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
+                           meta: dict[str, object], key: str) -> None:
+        peer = stream.muxed_conn.peer_id
+        now = trio.current_time()
+        self._warm_asked = {p: t for p, t in self._warm_asked.items()
+                            if now - t < WARM_INTERVAL}
+        budget = meta.get("max_bytes")
+        if self.offer is None or peer in self._warm_asked or type(budget) is not int:
+            message = Message({"error": "no warm start offered now"})
+        else:
+            self._warm_asked[peer] = now
+            message = None
+        async with self._warm_slots:  # holds the big frame's memory until it is written
+            if message is None:
+                assert self.offer is not None and type(budget) is int
+                message = await self.offer(budget)
+                self.counters.warm_offers += 1
+            frame = seal(self.sealer, RESPONSE, request_id, message, key)
+            with trio.move_on_after(WARM_TIMEOUT):
+                async with write_lock:
+                    await stream.write(frame.encode())
+
+    async def warm(self, peer: ID, max_bytes: int) -> Message | None:
+        """Ask a server for its hot entries (warm start); None if it had none for us."""
+        with trio.move_on_after(WARM_TIMEOUT):
+            channel = await self._channel(peer)
+            if channel is not None:
+                answer = await channel.call({"op": "warm", "key": "warm",
+                                             "max_bytes": max_bytes}, "warm")
+                if answer is not None and "error" not in answer.meta:
+                    return answer
+        return None
 
     async def _dialback(self, stream: INetStream, meta: dict[str, object]) -> dict[str, object]:
         """Dial the asker back at the IP its connection comes from and the port it names,

@@ -14,18 +14,21 @@ from typing import Any
 import multiaddr
 import trio
 
-from . import __version__, addresses, http_api, identity, pinned, policy, tls
+from libp2p.peer.id import ID
+
+from . import __version__, addresses, http_api, identity, pinned, policy, tls, warmstart
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
 from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
-from .mesh import Mesh
+from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
 from .publish import PublishError, publish_secret, write_file
-from .refresh import MAX_IN_FLIGHT, PER_MINUTE, Refresher
 from .models import ApiRequest, ApiResponse
+from .protocol import Message
+from .refresh import MAX_IN_FLIGHT, PER_MINUTE, Asks, Refresher
 from .stats import Counters, prometheus_text
-from .store import Store
+from .store import Store, StoreError
 from .upstream import Upstream
 
 log = logging.getLogger("p2pcache")
@@ -56,7 +59,10 @@ class Node:
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
                            lend_token=settings.lend_token)
-        self.refresher = Refresher(self.cache, settings.ttl) if settings.refresh_ahead else None
+        # What clients and peers ask for: refresh-ahead keeps it fresh, warm start offers it.
+        self.asks = Asks()
+        self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
+            if settings.refresh_ahead else None
         self.http_limits = Limits()
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
@@ -125,7 +131,9 @@ class Node:
         listen = multiaddr.Multiaddr(f"/{family}/{s.listen_host}/tcp/{s.port}")
         _check_port_free(s.listen_host, s.port)
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
-                    self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence)
+                    self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence,
+                    offer=self._offer_warm,
+                    on_server=self._warm_start if s.warm_start_bytes else None)
         ready = trio.Event()
 
         async def run_mesh() -> None:
@@ -279,9 +287,40 @@ class Node:
 
     async def _serve_peer(self, request: ApiRequest) -> ApiResponse:
         response = await self.cache.get(request, from_peer=True)
-        if self.refresher is not None:
-            self.refresher.note(request, response)
+        self.asks.note(request, response, time.time())
         return response
+
+    async def _offer_warm(self, max_bytes: int) -> Message:
+        now = time.time()
+        chosen = warmstart.candidates(self.asks, now, self.settings.ttl)
+        return await trio.to_thread.run_sync(warmstart.offer, chosen, self.store, now,
+                                             self.settings.ttl, max_bytes)
+
+    async def _warm_start(self, server: ID) -> None:
+        """Take a server's hot entries as we join it (warmstart.py): best effort, a failed
+        or empty warm start only means the first asks go to the server as usual."""
+        assert self.mesh is not None
+        began = time.monotonic()
+        budget = self.settings.warm_start_bytes
+        message = await self.mesh.warm(server, budget)
+        if message is None:
+            return
+        try:
+            offered = warmstart.take(message, budget)
+        except warmstart.WarmStartError as exc:
+            log.warning("⚠️  Warm start from %s: unusable answer (%s)", short(server), exc)
+            return
+        try:
+            stored = await trio.to_thread.run_sync(self.cache.adopt, offered)
+        except StoreError as exc:
+            log.warning("⚠️  Warm start from %s not stored: %s", short(server), exc)
+            return
+        size = sum(len(e.body) for e in stored)
+        self.counters.warm_starts += 1
+        self.counters.warm_start_entries += len(stored)
+        self.counters.warm_start_bytes += size
+        log.info("✓ Warm start: %d fresh entries (%.1f MB) from %s in %.2f s", len(stored),
+                 size / 1e6, short(server), time.monotonic() - began)
 
     async def handle_http(self, request: ApiRequest) -> Reply:
         """A well-formed request (http_api checked it) answered as GitHub would."""
@@ -292,8 +331,7 @@ class Node:
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
-            if self.refresher is not None:
-                self.refresher.note(request, response)
+            self.asks.note(request, response, time.time())
             if policy.not_modified_for(request.headers, response):
                 response = policy.not_modified_response(response)
         elif request.method in policy.WRITE_METHODS:

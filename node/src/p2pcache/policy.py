@@ -8,6 +8,7 @@ unit-tested without sockets (the hishel / ghproxy way).
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -101,8 +102,14 @@ def refresh_due(asks: int, last_asked: float, fetched_at: float, now: float,
     once, recently) and its freshness ends within the lead. A refresh never serves
     anything itself, so no answer gets older than the freshness window allows."""
     return (asks >= REFRESH_MIN_ASKS
-            and now - last_asked <= max(REFRESH_RECENT_MIN_S, 2 * ttl)
+            and recently_asked(last_asked, now, ttl)
             and now - fetched_at >= ttl - refresh_lead(ttl))
+
+
+def recently_asked(last_asked: float, now: float, ttl: float) -> bool:
+    """Whether a key is still hot: asked within REFRESH_RECENT_MIN_S (or two freshness
+    windows). Refresh-ahead keeps such keys fresh; warm start offers them to new runners."""
+    return now - last_asked <= max(REFRESH_RECENT_MIN_S, 2 * ttl)
 
 
 def refreshable(entry: Entry) -> bool:
@@ -256,14 +263,23 @@ def rewrite_hypermedia(body: bytes, upstream_base: str, local_base: str) -> byte
     """Point the `url`, `*_url` and `href` (in `_links`) values of a JSON body at the base
     the client used, so clients that follow them (PyGithub's lazy objects) stay on the
     cache. Only those values change; every other byte stays GitHub's (a URL quoted in an
-    issue's text too)."""
+    issue's text too). Keys are matched as JSON writes them, `"url":"` or `"url": "`
+    (GitHub's pretty form); a quote inside a string is escaped, so those bytes are keys."""
     upstream = upstream_base.rstrip("/").encode()
     if upstream not in body:
         return body
     local = local_base.rstrip("/").encode()
-    pattern = re.compile(rb'("(?:url|href|[A-Za-z0-9_]+_url)"\s*:\s*")' + re.escape(upstream)
-                         + rb'(?=[/"{?])')
-    return pattern.sub(lambda m: m.group(1) + local, body)
+    return _hypermedia_pattern(upstream).sub(local.replace(b"\\", b"\\\\"), body)
+
+
+@functools.lru_cache(maxsize=16)
+def _hypermedia_pattern(upstream: bytes) -> re.Pattern[bytes]:
+    # The upstream literal comes first so the scan is the regex engine's fast literal
+    # search; what precedes it is checked by fixed-width lookbehinds (a pretty 700 KB list
+    # page: 2.4 ms, against 7.6 ms for a pattern that starts at every quote).
+    behind = b"|".join(b"(?<=" + re.escape(key + sep + upstream) + b")"
+                       for key in (b'_url"', b'"url"', b'"href"') for sep in (b':"', b': "'))
+    return re.compile(re.escape(upstream) + b"(?:" + behind + b')(?=[/"{?])')
 
 
 def not_modified_for(request_headers: dict[str, str], response: ApiResponse) -> bool:

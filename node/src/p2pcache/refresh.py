@@ -75,6 +75,12 @@ class Asks:
                if policy.refresh_due(hot.asks, hot.last_asked, hot.fetched_at, now, ttl)]
         return sorted(due, key=lambda item: item[1].fetched_at)
 
+    def recent(self, now: float, ttl: float) -> list[tuple[str, _Hot]]:
+        """Keys asked for recently, the most asked first, then the most recently asked."""
+        recent = [(key, hot) for key, hot in self._hot.items()
+                  if policy.recently_asked(hot.last_asked, now, ttl)]
+        return sorted(recent, key=lambda item: (-item[1].asks, -item[1].last_asked))
+
     def refreshed(self, key: str, fetched_at: float | None) -> None:
         hot = self._hot.get(key)
         if hot is None:

@@ -39,6 +39,12 @@ class Counters:
     refreshes_not_modified: int = 0  # answered 304 (free)
     refreshes_failed: int = 0  # any other answer, or GitHub unreachable
     refreshes_skipped: int = 0  # due but not sent: already fresh, or held by the bounds
+    # Warm start (warmstart.py): entries taken from a server as a runner joined, and the
+    # offers this node made to joining runners. Not requests either.
+    warm_starts: int = 0  # offers taken (one per server connection)
+    warm_start_entries: int = 0  # entries stored from them
+    warm_start_bytes: int = 0  # body bytes of those entries
+    warm_offers: int = 0  # offers this node sent to joining runners
 
     @property
     def hit_rate(self) -> float:

@@ -210,27 +210,35 @@ class Store:
             pass  # recency is a hint; a full disk must not turn a hit into an error
 
     def put(self, entry: Entry, now: float | None = None) -> None:
-        size = entry.size
-        if size > self.max_bytes:
+        self.put_many([entry], now)
+
+    def put_many(self, entries: list[Entry], now: float | None = None) -> None:
+        """Store entries in one transaction (a warm start's batch costs one commit)."""
+        entries = [e for e in entries if e.size <= self.max_bytes]
+        if not entries:
             return
+        accessed = time.time() if now is None else now
         with self._lock:
             self._writer()
             self._flush_touches()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                old = self._db.execute("SELECT size FROM entries WHERE key = ?",
-                                       (entry.key,)).fetchone()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (entry.key, entry.path, entry.status, json.dumps(entry.headers),
-                     entry.body, entry.fetched_at, size, time.time() if now is None else now))
-                new_bytes = self._bytes - (old[0] if old else 0) + size
-                new_count = self._count + (0 if old else 1)
+                new_bytes, new_count = self._bytes, self._count
+                for entry in entries:
+                    old = self._db.execute("SELECT size FROM entries WHERE key = ?",
+                                           (entry.key,)).fetchone()
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (entry.key, entry.path, entry.status, json.dumps(entry.headers),
+                         entry.body, entry.fetched_at, entry.size, accessed))
+                    new_bytes += entry.size - (old[0] if old else 0)
+                    new_count += 0 if old else 1
                 new_bytes, new_count = self._evict(new_bytes, new_count)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"could not store {entry.key!r}: {exc}") from exc
+                what = repr(entries[0].key) if len(entries) == 1 else f"{len(entries)} entries"
+                raise StoreError(f"could not store {what}: {exc}") from exc
             self._bytes, self._count = new_bytes, new_count
 
     def _evict(self, total: int, count: int) -> tuple[int, int]:

@@ -1,0 +1,115 @@
+"""Warm start: a runner node that joins the fleet takes its server's hot entries in one
+answer, so a job arriving after others gets local hits from its first request instead of
+one peer round trip per request.
+
+The server offers what clients and peers asked of it recently (refresh.Asks holds each key
+with the request that refetches it), fresh now, the most asked first, within the byte
+budget the runner asked for (at most MAX_BYTES: one frame). The runner takes each entry as
+it takes any peer answer, validated where the bytes enter (the path through targets.parse,
+header fields through headers.clean, the time GitHub vouched for it never in the future)
+and keeps that time, so nothing is served older than the freshness window allows. A newer
+entry the runner already holds is kept.
+
+    runner -> server   {"op": "warm", "max_bytes": N}
+    server -> runner   {"entries": [{"path", "request_headers", "status", "headers",
+                                      "fetched_at", "size"}, ...]}  body: the bodies, in order
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from . import headers as fields
+from . import policy, targets
+from .models import ApiRequest, ApiResponse
+from .protocol import MAX_FRAME_BYTES, Message
+from .refresh import Asks
+from .store import Store
+
+OP = "warm"
+MAX_BYTES = MAX_FRAME_BYTES - 2 * 1024 * 1024  # one frame, with room for the metadata
+MAX_ENTRIES = 2000
+DEFAULT_BYTES = 8 * 1024 * 1024  # what a runner asks for (--warm-start)
+MAX_PATH = 8 * 1024
+
+
+class WarmStartError(ValueError):
+    """An offer that does not hold together: nothing of it is taken."""
+
+
+def candidates(asks: Asks, now: float, ttl: float) -> list[tuple[str, ApiRequest]]:
+    """The keys worth offering, most asked (then most recently asked) first. Taken on the
+    event loop, where `asks` changes; the store is read afterwards, in a thread."""
+    return [(key, hot.request) for key, hot in asks.recent(now, ttl)]
+
+
+def offer(chosen: list[tuple[str, ApiRequest]], store: Store, now: float, ttl: float,
+          max_bytes: int) -> Message:
+    """The fresh entries among `chosen` that fit `max_bytes`, as one message."""
+    max_bytes = max(0, min(max_bytes, MAX_BYTES))
+    entries: list[dict[str, object]] = []
+    bodies: list[bytes] = []
+    size = 0
+    for key, request in chosen:
+        if len(entries) >= MAX_ENTRIES:
+            break
+        entry = store.get(key)
+        if entry is None or policy.decide(entry, now, ttl) is not policy.Action.SERVE:
+            continue  # gone, or stale: the runner's own ask will revalidate it
+        if size + entry.size > max_bytes:
+            continue  # a smaller one may still fit
+        size += entry.size
+        entries.append({"path": str(request.target), "request_headers": request.headers,
+                        "status": entry.status, "headers": entry.headers,
+                        "fetched_at": entry.fetched_at, "size": len(entry.body)})
+        bodies.append(entry.body)
+    return Message({"entries": entries}, b"".join(bodies))
+
+
+def take(message: Message, max_bytes: int,
+         now: float | None = None) -> list[tuple[ApiRequest, ApiResponse]]:
+    """The requests and answers of an offer, each validated as a peer answer is.
+    WarmStartError if the offer as a whole is malformed or larger than we asked for."""
+    now = time.time() if now is None else now
+    raw = message.meta.get("entries")
+    if not isinstance(raw, list) or len(raw) > MAX_ENTRIES:
+        raise WarmStartError(f"entries must be a list of at most {MAX_ENTRIES}")
+    if len(message.body) > max_bytes:
+        raise WarmStartError(f"{len(message.body)} bytes of bodies, {max_bytes} asked for")
+    sizes = [item.get("size") if isinstance(item, dict) else None for item in raw]
+    if not all(type(s) is int and s >= 0 for s in sizes) or sum(sizes) != len(message.body):
+        raise WarmStartError("entry sizes do not add up to the bodies sent")
+    taken: list[tuple[ApiRequest, ApiResponse]] = []
+    offset = 0
+    for item, size in zip(raw, sizes):
+        body = message.body[offset:offset + size]
+        offset += size
+        pair = _entry(item, body, now)
+        if pair is not None:
+            taken.append(pair)
+    return taken
+
+
+def _entry(item: dict, body: bytes, now: float) -> tuple[ApiRequest, ApiResponse] | None:
+    """One offered entry, or None if any field of it is unusable (the rest still count)."""
+    try:
+        path = item["path"]
+        if not isinstance(path, str) or len(path) > MAX_PATH:
+            return None
+        target = targets.parse(path)
+        asked = item.get("request_headers") or {}
+        given = item["headers"]
+        if not isinstance(asked, dict) or not isinstance(given, dict):
+            return None
+        request_headers = {name: value for name, value in fields.clean(
+            (str(k), str(v)) for k, v in asked.items()).items() if name in policy.VARY_HEADERS}
+        status = item["status"]
+        fetched_at = float(item["fetched_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if type(status) is not int or not math.isfinite(fetched_at):
+        return None
+    response = ApiResponse(status, fields.clean((str(k), str(v)) for k, v in given.items()),
+                           body, "peer", fetched_at=min(fetched_at, now))
+    return ApiRequest("GET", target, request_headers), response

@@ -1,0 +1,188 @@
+"""Unit tests for warmstart.py: what a server offers a joining runner, and how the runner
+takes an offer (every byte of it hostile until checked). Real SQLite files, no sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from p2pcache.cache import Cache
+from p2pcache.models import ApiRequest, ApiResponse
+from p2pcache.policy import cache_key, entry_from
+from p2pcache.protocol import Message
+from p2pcache.refresh import Asks
+from p2pcache.stats import Counters
+from p2pcache.store import Store
+from p2pcache.targets import parse
+from p2pcache.warmstart import (MAX_BYTES, MAX_ENTRIES, WarmStartError, candidates, offer,
+                                take)
+
+NOW = 1_700_000_000.0
+TTL = 60.0
+BUDGET = 1024 * 1024
+
+
+def ask(target: str, **headers: str) -> ApiRequest:
+    return ApiRequest("GET", parse(target), {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def answer(body: bytes, fetched_at: float = NOW, **headers: str) -> ApiResponse:
+    return ApiResponse(200, {"etag": '"e"', "content-type": "application/json", **headers},
+                       body, "miss", fetched_at=fetched_at)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "server.db")
+    yield s
+    s.close()
+
+
+def serve(store: Store, asks: Asks, request: ApiRequest, response: ApiResponse,
+          times: int = 1, at: float = NOW) -> None:
+    """What the server does for an answered ask: store it (a miss) and note the ask."""
+    store.put(entry_from(cache_key(request), request, response, response.fetched_at))
+    for _ in range(times):
+        asks.note(request, response, at)
+
+
+def item(path: str = "/repos/o/r", size: int = 2, **over: object) -> dict:
+    base: dict[str, object] = {"path": path, "request_headers": {}, "status": 200,
+                               "headers": {"etag": '"e"'}, "fetched_at": NOW, "size": size}
+    base.update(over)
+    return base
+
+
+# -- the server's offer ------------------------------------------------------------------
+
+def test_the_offer_holds_fresh_recent_entries_most_asked_first(store):
+    asks = Asks()
+    serve(store, asks, ask("/repos/o/once"), answer(b"1"))
+    serve(store, asks, ask("/repos/o/often"), answer(b"22"), times=3)
+    serve(store, asks, ask("/repos/o/stale"), answer(b"3", fetched_at=NOW - TTL - 1), times=5)
+    serve(store, asks, ask("/repos/o/long-ago"), answer(b"4"), at=NOW - 3600)
+    message = offer(candidates(asks, NOW, TTL), store, NOW, TTL, BUDGET)
+    assert [e["path"] for e in message.meta["entries"]] == ["/repos/o/often", "/repos/o/once"]
+    assert message.body == b"221"
+    assert [e["size"] for e in message.meta["entries"]] == [2, 1]
+
+
+def test_the_offer_keeps_to_the_budget_and_skips_what_does_not_fit(store):
+    asks = Asks()
+    serve(store, asks, ask("/repos/o/big"), answer(b"x" * 5000), times=3)
+    serve(store, asks, ask("/repos/o/small"), answer(b"y" * 10))
+    message = offer(candidates(asks, NOW, TTL), store, NOW, TTL, 1000)
+    assert [e["path"] for e in message.meta["entries"]] == ["/repos/o/small"]
+    assert offer(candidates(asks, NOW, TTL), store, NOW, TTL, 0).meta == {"entries": []}
+    # A budget beyond one frame is cut to one frame.
+    huge = offer(candidates(asks, NOW, TTL), store, NOW, TTL, 10 * MAX_BYTES)
+    assert len(huge.meta["entries"]) == 2
+
+
+def test_the_offer_carries_the_representation_headers_never_credentials(store):
+    asks = Asks()
+    request = ask("/repos/o/r", accept="application/vnd.github.raw+json",
+                  authorization="Bearer ghp_secret", cookie="c=1")
+    serve(store, asks, request, answer(b"raw"))
+    [entry] = offer(candidates(asks, NOW, TTL), store, NOW, TTL, BUDGET).meta["entries"]
+    assert entry["request_headers"] == {"accept": "application/vnd.github.raw+json"}
+    assert "ghp_secret" not in json.dumps(entry)
+
+
+# -- the runner takes it: a round trip, then hostile offers -------------------------------
+
+def test_an_offer_round_trips_into_the_runners_store(store, tmp_path):
+    asks = Asks()
+    request = ask("/repos/o/r?b=2&a=1", accept="application/vnd.github.raw+json")
+    serve(store, asks, request, answer(b'{"id":1}', fetched_at=NOW - 10), times=2)
+    message = offer(candidates(asks, NOW, TTL), store, NOW, TTL, BUDGET)
+    runner = Store(tmp_path / "runner.db")
+    try:
+        cache = Cache(runner, upstream=None, counters=Counters(), ttl=TTL)  # type: ignore[arg-type]
+        stored = cache.adopt(take(Message.decode(message.encode()), BUDGET, NOW))
+        assert [e.key for e in stored] == [cache_key(request)]
+        held = runner.get(cache_key(request))
+        assert held is not None and held.body == b'{"id":1}'
+        assert held.fetched_at == NOW - 10, "the entry keeps the time GitHub vouched for it"
+        # Taken again: nothing newer, nothing stored.
+        assert cache.adopt(take(message, BUDGET, NOW)) == []
+    finally:
+        runner.close()
+
+
+def test_a_newer_entry_the_runner_holds_is_kept(tmp_path):
+    runner = Store(tmp_path / "runner.db")
+    try:
+        cache = Cache(runner, upstream=None, counters=Counters(), ttl=TTL)  # type: ignore[arg-type]
+        request = ask("/repos/o/r")
+        runner.put(entry_from(cache_key(request), request, answer(b"mine"), NOW))
+        older = Message({"entries": [item(size=5, fetched_at=NOW - 5)]}, b"yours")
+        assert cache.adopt(take(older, BUDGET, NOW)) == []
+        assert runner.get(cache_key(request)).body == b"mine"
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("meta, body, why", [
+    ({}, b"", "entries must be a list"),
+    ({"entries": {"path": "/x"}}, b"", "entries must be a list"),
+    ({"entries": [item()] * (MAX_ENTRIES + 1)}, b"xx" * (MAX_ENTRIES + 1), "at most"),
+    ({"entries": [item(size=3)]}, b"xx", "do not add up"),
+    ({"entries": [item(size=1)]}, b"xx", "do not add up"),
+    ({"entries": [item(size=-2), item(size=4)]}, b"xx", "do not add up"),
+    ({"entries": [item(size=2.0)]}, b"xx", "do not add up"),
+    ({"entries": [item(size=True), item(size=1)]}, b"xx", "do not add up"),
+    ({"entries": ["/repos/o/r"]}, b"", "do not add up"),
+    ({"entries": [item(size=BUDGET + 1)]}, b"x" * (BUDGET + 1), "asked for"),
+])
+def test_a_malformed_offer_is_refused_whole(meta, body, why):
+    with pytest.raises(WarmStartError, match=why):
+        take(Message(meta, body), BUDGET, NOW)
+
+
+@pytest.mark.parametrize("bad", [
+    {"path": "//evil.example/x"},
+    {"path": "https://evil.example/repos/o/r"},
+    {"path": "/repos/o/r\r\nHost: evil"},
+    {"path": "/repos/ö/r"},
+    {"path": "/" + "a" * 9000},
+    {"path": 7},
+    {"status": "200"},
+    {"status": True},
+    {"fetched_at": "soon"},
+    {"fetched_at": float("nan")},
+    {"fetched_at": float("inf")},
+    {"headers": ["etag", '"e"']},
+    {"request_headers": "accept: x"},
+])
+def test_a_bad_entry_is_dropped_and_the_good_ones_still_count(bad):
+    message = Message({"entries": [{**item("/repos/o/bad"), **bad}, item("/repos/o/good")]},
+                      b"xxgg")
+    taken = take(message, BUDGET, NOW)
+    assert [(str(r.target), a.body) for r, a in taken] == [("/repos/o/good", b"gg")]
+
+
+def test_fields_are_cleaned_and_times_never_in_the_future(tmp_path):
+    message = Message({"entries": [item(
+        headers={"etag": '"e"', "x-bad": "café", "bad name": "v", "content-type": "a/b"},
+        request_headers={"accept": "application/vnd.github.raw+json",
+                         "authorization": "token stolen", "x-evil": "é"},
+        fetched_at=NOW + 3600)]}, b"xx")
+    [(request, response)] = take(message, BUDGET, NOW)
+    assert response.headers == {"etag": '"e"', "content-type": "a/b"}
+    assert request.headers == {"accept": "application/vnd.github.raw+json"}
+    assert response.fetched_at == NOW, "a clock ahead of ours keeps nothing fresh longer"
+
+
+def test_only_cacheable_answers_are_stored(tmp_path):
+    runner = Store(tmp_path / "runner.db")
+    try:
+        cache = Cache(runner, upstream=None, counters=Counters(), ttl=TTL)  # type: ignore[arg-type]
+        message = Message({"entries": [
+            item("/repos/o/missing", status=404),
+            item("/repos/o/private", headers={"cache-control": "no-store"}),
+            item("/repos/o/ok")]}, b"xxyyzz")
+        assert [e.path for e in cache.adopt(take(message, BUDGET, NOW))] == ["/repos/o/ok"]
+    finally:
+        runner.close()
