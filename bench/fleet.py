@@ -315,11 +315,13 @@ def mb(n: int) -> float:
 class Fleet:
     """Server nodes (usually one) and runner nodes on loopback, against the fake."""
 
-    def __init__(self, tmp: Path, upstream: str, ttl: float, batch: int) -> None:
+    def __init__(self, tmp: Path, upstream: str, ttl: float, batch: int,
+                 runner_env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.upstream = upstream
         self.ttl = ttl
         self.batch = batch
+        self.runner_env = runner_env
         self.servers: list[NodeProcess] = []
         self.runners: list[NodeProcess] = []
         self._generation = 0
@@ -348,7 +350,7 @@ class Fleet:
             for i in range(first, min(count, first + self.batch)):
                 name = f"{self.server.name}-g{self._generation}-runner{i}"
                 node = NodeProcess(name, self.tmp / name, self.upstream, bootstrap=addr,
-                                   ttl=self.ttl)
+                                   ttl=self.ttl, env=self.runner_env)
                 group.append((node, time.perf_counter()))
                 node.start(wait=False)
             for node, t0 in group:

@@ -157,8 +157,10 @@ def peer_hit_level(fake: FakeGitHub, fleet: Fleet, paths: list[str], in_flight: 
 def peer_hits(fake: FakeGitHub, tmp: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     per_level = args.hit_paths
     pool = [f"/repos/hits/repo{i}" for i in range(per_level * len(args.hit_levels))]
-    # Fresh for the whole series: nothing goes stale, refresh-ahead has nothing to do.
-    fleet = Fleet(tmp, fake.url, ttl=3600, batch=args.batch)
+    # Fresh for the whole series: nothing goes stale, refresh-ahead has nothing to do. No
+    # warm start: a joining runner node would take the pool and answer itself.
+    fleet = Fleet(tmp, fake.url, ttl=3600, batch=args.batch,
+                  runner_env={"P2P_CACHE_WARM_START": "0"})
     rows: list[dict[str, Any]] = []
     try:
         server = fleet.start_server("hits-server")
