@@ -25,12 +25,13 @@ $(PY): node/pyproject.toml
 
 venv: $(PY)
 
-## bench: the benchmarks (latency, the fleet comparison, what a runner loads, how fast it
-## starts, where a GET's CPU goes); figures go to bench/results/
+## bench: the benchmarks (latency, the fleet comparison, how far one server and several go,
+## what a runner loads, how fast it starts, where a GET's CPU goes); figures go to bench/results/
 bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
 	$(PY) bench/fleet.py
+	$(PY) bench/scale.py
 	$(PY) bench/runner_deps.py
 	$(PY) bench/runner_start.py
 	$(PY) bench/profile_get.py

@@ -347,41 +347,49 @@ def mb(n: int) -> float:
 # --------------------------------------------------------------------------- p2pcache fleet
 
 class Fleet:
-    """A server node and runner nodes on loopback, against the fake."""
+    """Server nodes (usually one) and runner nodes on loopback, against the fake."""
 
-    def __init__(self, tmp: Path, upstream: str, ttl: float, batch: int) -> None:
+    def __init__(self, tmp: Path, upstream: str, ttl: float, batch: int,
+                 runner_env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.upstream = upstream
         self.ttl = ttl
         self.batch = batch
-        self.server: NodeProcess | None = None
+        self.runner_env = runner_env
+        self.servers: list[NodeProcess] = []
         self.runners: list[NodeProcess] = []
         self._generation = 0
 
+    @property
+    def server(self) -> NodeProcess | None:
+        return self.servers[0] if self.servers else None
+
     def start_server(self, name: str = "server") -> NodeProcess:
-        self.server = NodeProcess(name, self.tmp / name, self.upstream, ttl=self.ttl).start()
-        return self.server
+        """One more server node: runners started after it bootstrap every server."""
+        server = NodeProcess(name, self.tmp / name, self.upstream, ttl=self.ttl).start()
+        self.servers.append(server)
+        return server
 
     def start_runners(self, count: int) -> float:
         """Fresh runner nodes (empty data dirs), started `batch` at a time so a 2-core
         machine is not asked to boot 20 Python processes at once; each one is connected
-        to the server before the run. Returns the median seconds one took to be ready."""
+        to every server before the run. Returns the median seconds one took to be ready."""
         assert self.server is not None
         self.stop_runners()
         self._generation += 1
-        addr = self.server.multiaddr()
+        addr = ",".join(s.multiaddr() for s in self.servers)
         took: list[float] = []
         for first in range(0, count, self.batch):
             group = []
             for i in range(first, min(count, first + self.batch)):
                 name = f"{self.server.name}-g{self._generation}-runner{i}"
                 node = NodeProcess(name, self.tmp / name, self.upstream, bootstrap=addr,
-                                   ttl=self.ttl)
+                                   ttl=self.ttl, env=self.runner_env)
                 group.append((node, time.perf_counter()))
                 node.start(wait=False)
             for node, t0 in group:
                 node.wait_ready(timeout=120)
-                node.wait_for_peers(1, timeout=120)
+                node.wait_for_peers(len(self.servers), timeout=120)
                 took.append(time.perf_counter() - t0)
                 self.runners.append(node)
         self.settle()
@@ -394,12 +402,12 @@ class Fleet:
         assert self.server is not None
         self.stop_runners()
         self._generation += 1
-        addr = self.server.multiaddr()
+        addr = ",".join(s.multiaddr() for s in self.servers)
         arrive = []
         for i in range(count):
             name = f"{self.server.name}-g{self._generation}-runner{i}"
             node = NodeProcess(name, self.tmp / name, self.upstream, bootstrap=addr,
-                               ttl=self.ttl)
+                               ttl=self.ttl, env=self.runner_env)
             self.runners.append(node)
 
             def start(node: NodeProcess = node) -> None:
@@ -414,8 +422,8 @@ class Fleet:
         so the run measures answering requests, not booting."""
         import psutil
 
-        procs = [psutil.Process(n.proc.pid) for n in self.runners + [self.server]
-                 if n is not None and n.proc is not None]
+        procs = [psutil.Process(n.proc.pid) for n in self.runners + self.servers
+                 if n.proc is not None]
 
         def total() -> float:
             return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
@@ -430,6 +438,9 @@ class Fleet:
             last = now
 
     def stop_runners(self) -> None:
+        for node in self.runners:  # all shut down at once, not 50 one after another
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
         for node in self.runners:
             if node.proc is not None:
                 _stop_quietly(node)
@@ -440,12 +451,12 @@ class Fleet:
 
     def stop(self) -> None:
         self.stop_runners()
-        if self.server is not None:
-            _stop_quietly(self.server)
-            self.server = None
+        for server in self.servers:
+            _stop_quietly(server)
+        self.servers = []
 
     def warnings(self) -> list[str]:
-        nodes = [n for n in ([self.server] if self.server else []) + self.runners if n.proc]
+        nodes = [n for n in self.servers + self.runners if n.proc]
         lines = []
         for node in nodes:
             for line in node.log().splitlines():

@@ -263,10 +263,10 @@ def test_a_silently_vanished_server_is_dropped_by_liveness_pings(nodes, fake):
     """SIGSTOP: the server's sockets stay open but nothing answers (a machine gone dark)."""
     import signal
 
-    server, (runner,) = start_fleet(nodes, runners=1)
+    server, (runner,) = start_fleet(nodes, runners=1, env={"P2P_CACHE_PEER_SILENCE": "4"})
     server.proc.send_signal(signal.SIGSTOP)
     try:
-        runner.wait_for_log("stopped answering pings; disconnecting", timeout=60)
+        runner.wait_for_log("stopped answering pings; disconnecting", timeout=30)
         started = time.monotonic()
         response = runner.get("/repos/dark/server")
         assert response.status_code == 200 and response.headers["x-p2p-cache"] == "miss"

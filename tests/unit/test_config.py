@@ -53,6 +53,7 @@ def test_defaults():
     assert s.token is None and s.secret is None
     assert s.namespace == "default"
     assert s.peer_timeout == 5.0
+    assert s.peer_silence == 20.0
     assert s.max_bytes == 512 * 1024 * 1024
     assert s.http_base == "http://127.0.0.1:9180"
 
@@ -247,6 +248,14 @@ def test_bad_positive_numbers(flag, var, value):
     with pytest.raises(ConfigError) as info:
         cfg({}, {var: value})
     assert var in str(info.value) and repr(value) in str(info.value)
+
+
+def test_peer_silence_from_the_environment():
+    assert cfg({}, {"P2P_CACHE_PEER_SILENCE": "4.5"}).peer_silence == 4.5
+    for value in ("0", "-1", "abc", "nan", "inf"):
+        with pytest.raises(ConfigError) as info:
+            cfg({}, {"P2P_CACHE_PEER_SILENCE": value})
+        assert str(info.value).startswith(f"invalid P2P_CACHE_PEER_SILENCE={value!r}: ")
 
 
 @pytest.mark.parametrize("var,value", [("P2P_CACHE_TTL", "nan"),

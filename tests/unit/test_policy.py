@@ -10,6 +10,7 @@ from p2pcache.policy import (
     REFRESH_PAUSE_S,
     SECONDARY_LIMIT_WAIT_S,
     Action,
+    Liveness,
     RateLimit,
     blocked_until,
     cache_key,
@@ -551,3 +552,56 @@ class TestRefreshPause:
 
     def test_a_forged_hold_is_capped(self):
         assert refresh_pause_until(resp(429, retry_after="999999999"), NOW) == NOW + 3600
+
+
+class TestLiveness:
+    """A connected server (SILENCE 20 s: pinged after 5 s of quiet)."""
+
+    def test_a_quiet_server_is_pinged_once_at_a_time(self):
+        live = Liveness(20, heard=0)
+        assert not live.ping_due(4.9)
+        assert live.ping_due(5)
+        live.pinged(5)
+        assert not live.ping_due(30) and not live.dead(24.9)
+
+    def test_a_server_silent_while_a_ping_waits_is_dead(self):
+        live = Liveness(20, heard=0)
+        live.pinged(5)
+        assert live.silent_for(24) == 19 and not live.dead(24)
+        assert live.dead(25) and live.silent_for(25) == 20
+
+    def test_any_answer_while_the_ping_waits_keeps_a_slow_server(self):
+        live = Liveness(20, heard=0)
+        live.pinged(5)
+        for now in range(6, 120, 10):  # answers trickle in, the pong never comes
+            live.hear(now)
+            assert not live.dead(now + 19.9)
+        assert live.dead(116 + 20), "once the answers stop too, it is gone"
+
+    def test_a_pong_ends_the_wait_and_counts_as_heard(self):
+        live = Liveness(20, heard=0)
+        live.pinged(5)
+        live.ponged(22)  # slow, but within the silence
+        assert live.silent_for(100) == 0 and not live.dead(100)
+        assert not live.ping_due(26.9) and live.ping_due(27)
+
+    def test_an_answering_server_costs_no_pings(self):
+        live = Liveness(20, heard=0)
+        for now in range(1, 100):
+            live.hear(now)
+            assert not live.ping_due(now + 0.5)
+
+    def test_a_vanished_server_goes_within_a_quarter_more_than_the_silence(self):
+        for went_quiet in (0.0, 0.1, 2.5, 4.99):
+            live = Liveness(20, heard=went_quiet)
+            now = went_quiet
+            while not live.dead(now):
+                if live.ping_due(now):
+                    live.pinged(now)
+                now = round(now + 0.5, 2)  # the watcher's tick
+            assert now - went_quiet <= 25.5
+
+    def test_an_earlier_hearing_never_moves_the_clock_back(self):
+        live = Liveness(20, heard=10)
+        live.hear(3)
+        assert live.heard == 10

@@ -55,6 +55,9 @@ class Settings:
     secret: str | None = field(default=None, repr=False)
     namespace: str = "default"
     peer_timeout: float = 5.0
+    # A server silent this long while a ping waits is dropped (policy.Liveness): long enough
+    # for one slowed by load, short enough that a vanished one goes within 25 s.
+    peer_silence: float = 20.0
     max_bytes: int = 512 * 1024 * 1024
     upnp_lease: int = 3600
     ip_echo_url: str | None = None  # e.g. https://api.ipify.org; off unless set
@@ -256,6 +259,9 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
                         "--peer-timeout")
     if value not in (None, ""):
         kw["peer_timeout"] = _positive(name, value)
+    value = env.get("P2P_CACHE_PEER_SILENCE")
+    if value not in (None, ""):
+        kw["peer_silence"] = _positive("P2P_CACHE_PEER_SILENCE", value)
     value, name = _pick(flags.get("max_bytes"), env, "P2P_CACHE_MAX_BYTES", "--max-bytes")
     if value not in (None, ""):
         kw["max_bytes"] = _byte_count(name, value)

@@ -40,6 +40,7 @@ from .cache import PeerAnswer
 from .config import BootstrapPeer
 from .crypto import Sealer, SealError
 from .models import ApiRequest, ApiResponse
+from .policy import Liveness
 from .protocol import (ENCODING, MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, PROTOCOL_ID, REQUEST,
                        RESPONSE, FrameDecoder, FrameError, Message, ReplayGuard, StaleMessage,
                        decode_body, encode_body, open_frame, seal)
@@ -65,8 +66,7 @@ MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
 WARM_AT_ONCE = 2  # warm-start answers being built or written at once
 WARM_INTERVAL = 60.0  # seconds: one warm start per peer
 WARM_TIMEOUT = 30.0  # seconds to build and move one warm-start answer
-LIVENESS_INTERVAL = 10.0  # seconds between libp2p pings of a connected bootstrap peer
-LIVENESS_TIMEOUT = 5.0
+WATCH_TICK = 0.5  # seconds between looks at a connected bootstrap peer (policy.Liveness)
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
 
@@ -199,6 +199,7 @@ class PeerChannel:
                     break
                 if not data:
                     break
+                self.mesh.heard(self.peer)
                 for frame in decoder.feed(data):
                     pending = self._pending.get(frame.request_id)
                     if frame.type != RESPONSE:
@@ -262,7 +263,8 @@ class Mesh:
     def __init__(self, key_pair: KeyPair, listen: multiaddr.Multiaddr,
                  bootstrap: tuple[BootstrapPeer, ...], sealer: Sealer, counters: Counters,
                  serve: Serve, peer_timeout: float, namespace: str,
-                 offer: Offer | None = None, on_server: OnServer | None = None) -> None:
+                 peer_silence: float, offer: Offer | None = None,
+                 on_server: OnServer | None = None) -> None:
         self.host = _new_host(key_pair)
         self.host.set_stream_handler(PROTOCOL_ID, self._serve_stream)
         self._connection_log = _ConnectionLog()
@@ -276,11 +278,13 @@ class Mesh:
         self.offer = offer  # answers a runner's warm start (warmstart.py)
         self.on_server = on_server  # runs once each time a bootstrap peer is connected
         self.peer_timeout = peer_timeout
+        self.peer_silence = peer_silence
         self.namespace = namespace
         self.guard = ReplayGuard()
         self.closing = False
         self._bootstrap_ids = {ID.from_base58(p.peer_id) for p in bootstrap}
         self._channels: dict[ID, PeerChannel] = {}
+        self._liveness: dict[ID, Liveness] = {}  # connected bootstrap peers
         self._opening: dict[ID, trio.Lock] = {}
         self._warned: set[tuple[str, str]] = set()
         self._nursery: trio.Nursery | None = None
@@ -355,14 +359,10 @@ class Mesh:
         backoff = 1.0
         was_connected = False
         pinger = PingService(self.host)
-        missed, next_ping = 0, trio.current_time() + LIVENESS_INTERVAL
         while True:
             if info.peer_id in self.host.get_connected_peers():
                 was_connected = True
-                await trio.sleep(1)
-                if trio.current_time() >= next_ping:
-                    missed = await self._check_alive(pinger, info.peer_id, missed)
-                    next_ping = trio.current_time() + LIVENESS_INTERVAL
+                await self._watch(pinger, info.peer_id)
                 continue
             if was_connected:
                 log.warning("⚠️  Lost connection to bootstrap peer %s; reconnecting",
@@ -393,25 +393,41 @@ class Mesh:
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _check_alive(self, pinger: PingService, peer: ID, missed: int) -> int:
-        """A server whose machine vanished sends no reset: without this, every ask would
-        wait out the peer timeout. Two unanswered pings in a row drop the connection, so
-        asks go straight to GitHub until the redial succeeds."""
-        with trio.move_on_after(LIVENESS_TIMEOUT):
-            try:
-                await pinger.ping(peer)
-                return 0
-            except Exception:
-                pass
-        if missed + 1 < 2:
-            return missed + 1
-        log.warning("⚠️  Bootstrap peer %s stopped answering pings; disconnecting", peer)
-        with trio.move_on_after(5):
-            try:
-                await self.host.disconnect(peer)
-            except Exception:
-                pass
-        return 0
+    async def _watch(self, pinger: PingService, peer: ID) -> None:
+        """Until `peer` disconnects. A server whose machine vanished sends no reset: without
+        this, every ask would wait out the peer timeout. One that stays silent while a ping
+        waits is disconnected, so asks go to the next server (or GitHub) until the redial
+        succeeds; one that is only slow keeps answering something, and stays."""
+        liveness = Liveness(self.peer_silence, heard=trio.current_time())
+        self._liveness[peer] = liveness
+        try:
+            async with trio.open_nursery() as nursery:
+                while peer in self.host.get_connected_peers():
+                    now = trio.current_time()
+                    if liveness.dead(now):
+                        log.warning("⚠️  Bootstrap peer %s stopped answering pings; "
+                                    "disconnecting (silent for %.0f s)", peer,
+                                    liveness.silent_for(now))
+                        with trio.move_on_after(5):
+                            try:
+                                await self.host.disconnect(peer)
+                            except Exception:
+                                pass
+                        break
+                    if liveness.ping_due(now):
+                        liveness.pinged(now)
+                        nursery.start_soon(_ping_until_answered, pinger, peer, liveness)
+                    await trio.sleep(WATCH_TICK)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._liveness.get(peer) is liveness:
+                del self._liveness[peer]
+
+    def heard(self, peer: ID) -> None:
+        """The peer sent us something: it lives."""
+        liveness = self._liveness.get(peer)
+        if liveness is not None:
+            liveness.hear(trio.current_time())
 
     # -- asking peers -------------------------------------------------------------------
 
@@ -781,6 +797,20 @@ async def _probe(where: multiaddr.Multiaddr) -> dict[str, object]:
     except Exception as exc:
         log.debug("dial-back to %s failed: %s", where, _reason(exc))
         return {"reachable": False}
+
+
+async def _ping_until_answered(pinger: PingService, peer: ID, liveness: Liveness) -> None:
+    """A failed ping (py-libp2p gives up after 10 s) is no answer: ping again, while the
+    silence since the first one keeps counting."""
+    while True:
+        try:
+            await pinger.ping(peer)
+        except Exception as exc:
+            log.debug("ping to %s failed: %s", short(peer), _reason(exc))
+            await trio.sleep(WATCH_TICK)
+            continue
+        liveness.ponged(trio.current_time())
+        return
 
 
 def _reason(exc: BaseException) -> str:

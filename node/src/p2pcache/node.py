@@ -131,7 +131,8 @@ class Node:
         listen = multiaddr.Multiaddr(f"/{family}/{s.listen_host}/tcp/{s.port}")
         _check_port_free(s.listen_host, s.port)
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
-                    self._serve_peer, s.peer_timeout, s.namespace, offer=self._offer_warm,
+                    self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence,
+                    offer=self._offer_warm,
                     on_server=self._warm_start if s.warm_start_bytes else None)
         ready = trio.Event()
 

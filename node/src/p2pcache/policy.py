@@ -1,4 +1,5 @@
-"""Pure cache decisions: keys, freshness, revalidation, what to keep, what a write changes.
+"""Pure cache decisions: keys, freshness, revalidation, what to keep, what a write changes;
+and when a connected server counts as gone.
 
 No I/O and no clock of its own: every function takes what it needs, so each decision is
 unit-tested without sockets (the hishel / ghproxy way).
@@ -10,7 +11,7 @@ import enum
 import functools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 from .models import ApiRequest, ApiResponse, Entry
@@ -360,3 +361,40 @@ def seen_rate_limits(limits: dict[str, RateLimit], headers: dict[str, str],
     if seen is None or (seen.resource not in limits and len(limits) >= max_buckets):
         return limits
     return {**limits, seen.resource: seen}
+
+
+@dataclass
+class Liveness:
+    """Whether a connected server still answers. Anything it sends counts, a cache answer as
+    much as a pong: a server slowed by load whose answers still flow is never dropped, and
+    one that is answering costs no pings. A server quiet for a quarter of `silence` is
+    pinged; one that then stays silent for `silence` while the ping waits is dead. So a
+    server that stops answering altogether is dropped within 1.25 x `silence` seconds."""
+
+    silence: float
+    heard: float  # when the server last sent anything
+    asked: float | None = field(default=None)  # when the ping that waits was sent
+
+    @property
+    def interval(self) -> float:
+        return self.silence / 4
+
+    def hear(self, now: float) -> None:
+        self.heard = max(self.heard, now)
+
+    def ping_due(self, now: float) -> bool:
+        return self.asked is None and now - self.heard >= self.interval
+
+    def pinged(self, now: float) -> None:
+        self.asked = now
+
+    def ponged(self, now: float) -> None:
+        self.asked = None
+        self.hear(now)
+
+    def silent_for(self, now: float) -> float:
+        """Seconds without a word from the server while a ping waits (0 if none waits)."""
+        return 0.0 if self.asked is None else now - max(self.asked, self.heard)
+
+    def dead(self, now: float) -> bool:
+        return self.silent_for(now) >= self.silence
