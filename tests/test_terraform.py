@@ -2,7 +2,9 @@
 
 AWS runs for real: `terraform init` from the machine's provider mirror, `validate`, the
 module's `terraform test` suite, then `apply` of terraform/aws against a local moto_server,
-read back with boto3, a second plan that must be empty, and `destroy`.
+read back with boto3, a second plan that must be empty, and `destroy`. The applies follow the
+documented workflow: the port first, then the server nodes' addresses and peer IDs, whose
+combined `bootstrap_multiaddrs` must be accepted by the node's own bootstrap parser.
 
 The google and azurerm providers are not on this machine, so for GCP and Azure: `fmt`, a parse
 of their HCL held to the AWS module's contract (same shared variables, same multiaddr output),
@@ -41,7 +43,14 @@ PROVIDER_MIRROR = Path(os.environ.get("P2PCACHE_TF_PROVIDER_MIRROR", "/opt/tf-pl
 AWS_PROVIDER = "registry.terraform.io/hashicorp/aws"
 
 # The inputs every cloud module shares, held identical (type, default, validation, message).
-SHARED_VARIABLES = ("port", "allowed_ipv4_cidrs", "allowed_ipv6_cidrs", "node_public_ip", "peer_id")
+SHARED_VARIABLES = ("port", "allowed_ipv4_cidrs", "allowed_ipv6_cidrs", "node_public_ip", "peer_id", "nodes")
+# The multiaddr outputs every cloud module and root configuration has, and the multiaddr module's
+# output each one is.
+MULTIADDR_OUTPUTS = {
+    "bootstrap_multiaddr": "value",
+    "bootstrap_multiaddrs": "joined",
+    "bootstrap_multiaddr_list": "values",
+}
 IDENTIFIER_OUTPUTS = {
     "aws": ("security_group_id", "security_group_arn", "ingress_rule_ids"),
     "gcp": ("firewall_ids", "firewall_names", "firewall_self_links"),
@@ -56,6 +65,7 @@ CLOUD_VARIABLES = {
 
 # A real Ed25519 peer ID, made with py-libp2p.
 PEER_ID_ED25519 = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d"
+PEER_ID_SECP256K1 = "16Uiu2HAmEdQofKh9W43vDJphoSGB3DtYgkA3ySJB7TRtLyxkVPER"
 
 TERRAFORM_TIMEOUT = 180
 MOTO_START_TIMEOUT = 30.0
@@ -295,11 +305,13 @@ def test_every_value_variable_validated(parsed_modules: dict[str, Module], cloud
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_outputs_identifiers_and_multiaddr(parsed_modules: dict[str, Module], cloud: str) -> None:
     module = parsed_modules[cloud]
-    expected = {*IDENTIFIER_OUTPUTS[cloud], "bootstrap_multiaddr"}
+    expected = {*IDENTIFIER_OUTPUTS[cloud], *MULTIADDR_OUTPUTS}
     assert expected <= set(module.outputs), f"{cloud} lacks outputs {expected - set(module.outputs)}"
     for name, body in module.outputs.items():
         assert len(_text(body.get("description", ""))) > 10, f"{cloud}: output {name} is not described"
-    assert _text(module.outputs["bootstrap_multiaddr"]["value"]) == "module.multiaddr.value"
+    for name, value in MULTIADDR_OUTPUTS.items():
+        assert _text(module.outputs[name]["value"]) == f"module.multiaddr.{value}"
+        assert value in parsed_modules["multiaddr"].outputs
     # Every cloud builds the multiaddr the same way, from the same inputs.
     assert module.modules["multiaddr"] == parsed_modules["aws"].modules["multiaddr"]
     assert _text(module.modules["multiaddr"]["source"]) == "../multiaddr"
@@ -366,9 +378,8 @@ def test_root_passes_every_module_input_and_exposes_multiaddr(
     for name in SHARED_VARIABLES:
         assert _text(call[name]) == f"var.{name}"
         assert root["variables"][name].get("description")
-    assert (
-        _text(root["outputs"]["bootstrap_multiaddr"]["value"]) == "module.p2pcache_node.bootstrap_multiaddr"
-    )
+    for name in MULTIADDR_OUTPUTS:
+        assert _text(root["outputs"][name]["value"]) == f"module.p2pcache_node.{name}"
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
@@ -400,6 +411,25 @@ SHARED_BAD = [
     ),
     ("node_public_ip", "203.0.113.10/32", "node_public_ip must be a single IPv4 or IPv6 address"),
     ("peer_id", "12D3KooW", "peer_id must be a base58btc libp2p peer ID"),
+    (
+        "nodes",
+        f'[{{public_ip = "203.0.113.10/32", peer_id = "{PEER_ID_ED25519}"}}]',
+        'nodes: each public_ip must be a single IPv4 or IPv6 address without a prefix length, such as '
+        '"203.0.113.10" or "2001:db8::10"; got ["203.0.113.10/32"].',
+    ),
+    (
+        "nodes",
+        '[{public_ip = "203.0.113.10", peer_id = "12D3KooW"}]',
+        "nodes: each peer_id must be a base58btc libp2p peer ID: 12D3KooW... (52 characters, Ed25519), "
+        '16Uiu2HA... (53, secp256k1) or Qm... (46, RSA/ECDSA); got ["12D3KooW"].',
+    ),
+    (
+        "nodes",
+        f'[{{public_ip = "2001:db8::10", peer_id = "{PEER_ID_ED25519}"}}, '
+        f'{{public_ip = "2001:DB8:0::10", peer_id = "{PEER_ID_SECP256K1}"}}]',
+        "nodes: each node needs an address of its own (node_public_ip, when set, counts as one more "
+        'node); listed more than once: ["2001:db8::10"].',
+    ),
 ]
 CLOUD_BAD = {
     "gcp": [
@@ -445,6 +475,12 @@ def test_variables_accept_good_values(
         "allowed_ipv6_cidrs": '["2001:db8::/32"]',
         "node_public_ip": "2001:db8::10",
         "peer_id": PEER_ID_ED25519,
+        # The same peer at its IPv4 address, another node, and one whose peer ID is not known yet.
+        "nodes": (
+            f'[{{public_ip = "203.0.113.10", peer_id = "{PEER_ID_ED25519}"}}, '
+            f'{{public_ip = "198.51.100.7", peer_id = "{PEER_ID_SECP256K1}"}}, '
+            '{public_ip = "198.51.100.8", peer_id = ""}]'
+        ),
     }
     proc = _plan_variables(terraform, variables_only[cloud], values)
     assert proc.returncode == 0, proc.stderr
@@ -581,26 +617,43 @@ def _ingress_by_cidr(rules: list[dict[str, Any]]) -> dict[str, tuple[str, int, i
     return {_cidr(r): (r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules if not r["IsEgress"]}
 
 
+def _outputs(terraform: Terraform, workdir: Path) -> dict[str, Any]:
+    return {
+        name: value["value"]
+        for name, value in json.loads(terraform.run(workdir, "output", "-json").stdout).items()
+    }
+
+
+def _apply(terraform: Terraform, workdir: Path, *variables: str) -> str:
+    return terraform.run(workdir, "apply", "-auto-approve", "-input=false", "-no-color", *variables).stdout
+
+
 def test_aws_root_apply_readback_idempotence_destroy(
     terraform: Terraform, aws_root: Path, moto: Moto
 ) -> None:
-    multiaddr = require_module("multiaddr", "pip install multiaddr (a p2pcache dependency)")
-    peer_id = _fresh_peer_id()
-    variables = [
+    """The README's workflow: open the port, start the nodes, then apply again with their IDs."""
+    config = require_module("p2pcache.config", "PYTHONPATH=node/src, or pip install ./node")
+    first, second, third = _fresh_peer_id(), _fresh_peer_id(), _fresh_peer_id()
+    port_only = [
         "-var=region=us-east-1",
         "-var=name=p2pcache-test",
         '-var=allowed_ipv4_cidrs=["0.0.0.0/0","198.51.100.0/24"]',
-        "-var=node_public_ip=203.0.113.10",
-        f"-var=peer_id={peer_id}",
+        # How unset CI variables arrive: no node is known yet.
+        "-var=node_public_ip=",
+        "-var=nodes=[]",
     ]
     ec2 = moto.ec2()
     default_vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
 
-    terraform.run(aws_root, "apply", "-auto-approve", "-input=false", "-no-color", *variables)
-    outputs = {
-        name: value["value"]
-        for name, value in json.loads(terraform.run(aws_root, "output", "-json").stdout).items()
-    }
+    # The group, three ingress rules (two IPv4 CIDRs and ::/0) and two egress rules.
+    assert "Resources: 6 added, 0 changed, 0 destroyed." in _apply(terraform, aws_root, *port_only)
+    outputs = _outputs(terraform, aws_root)
+    # A null output has no raw value: `terraform output -raw ... | gh secret set` fails rather than
+    # storing an empty secret.
+    assert outputs.get("bootstrap_multiaddrs") is None and outputs.get("bootstrap_multiaddr") is None
+    assert outputs["bootstrap_multiaddr_list"] == []
+    unset = terraform.run(aws_root, "output", "-raw", "bootstrap_multiaddrs", check=False)
+    assert unset.returncode != 0 and unset.stdout == ""
 
     # Read back: the group, in the default VPC, opening TCP 9100 and nothing else.
     groups = ec2.describe_security_groups(GroupIds=[outputs["security_group_id"]])["SecurityGroups"]
@@ -619,17 +672,48 @@ def test_aws_root_apply_readback_idempotence_destroy(
     egress = {(_cidr(r), r["IpProtocol"]) for r in rules if r["IsEgress"]}
     assert egress == {("0.0.0.0/0", "-1"), ("::/0", "-1")}
 
-    expected = f"/ip4/203.0.113.10/tcp/9100/p2p/{peer_id}"
-    assert outputs["bootstrap_multiaddr"] == expected
-    assert str(multiaddr.Multiaddr(expected)) == expected
+    # Two server nodes share the group; their multiaddrs change outputs only, nothing in EC2
+    # (-refresh=false saves reading every resource back: the plan below does that).
+    nodes = [
+        {"public_ip": "203.0.113.10", "peer_id": first},
+        {"public_ip": "2001:DB8::20", "peer_id": second},
+    ]
+    two_nodes = [*port_only[:-1], f"-var=nodes={json.dumps(nodes)}"]
+    applied = _apply(terraform, aws_root, "-refresh=false", *two_nodes)
+    assert "Resources: 0 added, 0 changed, 0 destroyed." in applied
+    expected = [f"/ip4/203.0.113.10/tcp/9100/p2p/{first}", f"/ip6/2001:db8::20/tcp/9100/p2p/{second}"]
+    secret = terraform.run(aws_root, "output", "-raw", "bootstrap_multiaddrs").stdout
+    assert secret == ",".join(expected)
+    outputs = _outputs(terraform, aws_root)
+    assert outputs["bootstrap_multiaddr_list"] == expected
+    assert outputs["bootstrap_multiaddr"] == expected[0]
+    # What Terraform prints is what a runner accepts, read the way the node reads the secret.
+    settings = config.load({}, {"MCP_P2P_BOOTSTRAP_PEERS": secret}, need_data_dir=False)
+    assert settings.bootstrap_rejected == ()
+    assert settings.bootstrap == (
+        config.BootstrapPeer(expected[0], first),
+        config.BootstrapPeer(expected[1], second),
+    )
 
     # Idempotence: a second plan finds nothing to change (exit 0; 2 would mean a diff).
     plan = terraform.run(
-        aws_root, "plan", "-detailed-exitcode", "-input=false", "-no-color", *variables, check=False
+        aws_root, "plan", "-detailed-exitcode", "-input=false", "-no-color", *two_nodes, check=False
     )
     assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}{plan.stderr}"
 
-    terraform.run(aws_root, "destroy", "-auto-approve", "-input=false", "-no-color", *variables)
+    # The single-node variables of earlier versions still work: one more node, listed first.
+    with_single = [*two_nodes, "-var=node_public_ip=198.51.100.7", f"-var=peer_id={third}"]
+    applied = _apply(terraform, aws_root, "-refresh=false", *with_single)
+    assert "Resources: 0 added, 0 changed, 0 destroyed." in applied
+    single = f"/ip4/198.51.100.7/tcp/9100/p2p/{third}"
+    outputs = _outputs(terraform, aws_root)
+    assert outputs["bootstrap_multiaddr"] == single
+    assert outputs["bootstrap_multiaddrs"] == ",".join([single, *expected])
+    secret = outputs["bootstrap_multiaddrs"]
+    settings = config.load({}, {"MCP_P2P_BOOTSTRAP_PEERS": secret}, need_data_dir=False)
+    assert [peer.peer_id for peer in settings.bootstrap] == [third, first, second]
+
+    terraform.run(aws_root, "destroy", "-auto-approve", "-input=false", "-no-color", *with_single)
     assert terraform.run(aws_root, "state", "list").stdout.strip() == ""
     left = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["p2pcache-test"]}])
     assert left["SecurityGroups"] == []
@@ -654,25 +738,66 @@ def test_aws_root_plans_with_tfvars_example(terraform: Terraform, aws_root: Path
     assert "Plan: 5 to add, 0 to change, 0 to destroy." in proc.stdout
 
 
+def _nodes(*nodes: tuple[str, str]) -> str:
+    return "-var=nodes=" + json.dumps([{"public_ip": ip, "peer_id": peer_id} for ip, peer_id in nodes])
+
+
 @pytest.mark.parametrize(
-    ("variable", "message"),
+    ("variables", "message"),
     [
-        ("-var=port=70000", "port must be a whole number from 1 to 65535 (got 70000)."),
+        (["-var=port=70000"], "port must be a whole number from 1 to 65535 (got 70000)."),
         (
-            '-var=allowed_ipv4_cidrs=["10.0.0.0/33"]',
+            ['-var=allowed_ipv4_cidrs=["10.0.0.0/33"]'],
             'allowed_ipv4_cidrs must hold IPv4 CIDR blocks in canonical form, such as "203.0.113.0/24" '
             '(no host bits set, prefix length 0 to 32); got ["10.0.0.0/33"].',
         ),
+        (
+            [_nodes(("203.0.113.10", PEER_ID_ED25519), ("203.0.113.300", PEER_ID_SECP256K1))],
+            'nodes: each public_ip must be a single IPv4 or IPv6 address without a prefix length, '
+            'such as "203.0.113.10" or "2001:db8::10"; got ["203.0.113.300"].',
+        ),
+        (
+            # The whole multiaddr pasted where the peer ID goes.
+            [_nodes(("203.0.113.10", f"/ip4/203.0.113.10/tcp/9100/p2p/{PEER_ID_ED25519}"))],
+            "nodes: each peer_id must be a base58btc libp2p peer ID: 12D3KooW... (52 characters, "
+            "Ed25519), 16Uiu2HA... (53, secp256k1) or Qm... (46, RSA/ECDSA); "
+            f'got ["/ip4/203.0.113.10/tcp/9100/p2p/{PEER_ID_ED25519}"].',
+        ),
+        (
+            [_nodes(("203.0.113.10", PEER_ID_ED25519), ("203.0.113.10", PEER_ID_ED25519))],
+            "nodes: each node needs an address of its own (node_public_ip, when set, counts as one "
+            'more node); listed more than once: ["203.0.113.10"].',
+        ),
+        (
+            [
+                "-var=node_public_ip=2001:db8::10",
+                f"-var=peer_id={PEER_ID_ED25519}",
+                _nodes(("2001:DB8:0:0::10", PEER_ID_SECP256K1)),
+            ],
+            "nodes: each node needs an address of its own (node_public_ip, when set, counts as one "
+            'more node); listed more than once: ["2001:db8::10"].',
+        ),
+        # Terraform's own type check: a node must name both parts, even if only as "".
+        (["-var=nodes=[{}]"], 'element 0: attributes "peer_id" and "public_ip" are required.'),
     ],
-    ids=["port-70000", "cidr-slash-33"],
+    ids=[
+        "port-70000",
+        "cidr-slash-33",
+        "node-ip-out-of-range",
+        "node-peer-id-a-multiaddr",
+        "node-twice",
+        "node-repeats-node-public-ip",
+        "node-empty-object",
+    ],
 )
 def test_aws_root_bad_input_fails_at_plan(
-    terraform: Terraform, aws_root: Path, variable: str, message: str
+    terraform: Terraform, aws_root: Path, variables: list[str], message: str
 ) -> None:
     proc = terraform.run(
-        aws_root, "plan", "-input=false", "-no-color", "-var=region=us-east-1", variable, check=False
+        aws_root, "plan", "-input=false", "-no-color", "-var=region=us-east-1", *variables, check=False
     )
     assert proc.returncode == 1
     error = one_line(proc.stderr)
-    assert "Invalid value for variable" in error
-    assert message in error
+    assert "Invalid value for" in error
+    assert message in error, error
+    assert error.count("Error:") == 1, "only the bad value may be rejected"

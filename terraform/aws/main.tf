@@ -17,5 +17,6 @@ module "p2pcache_node" {
   allowed_ipv6_cidrs = var.allowed_ipv6_cidrs
   node_public_ip     = var.node_public_ip
   peer_id            = var.peer_id
+  nodes              = var.nodes
   tags               = var.tags
 }

@@ -52,6 +52,16 @@ variable "peer_id" {
   default     = null
 }
 
+variable "nodes" {
+  description = "The server nodes sharing these rules, in order: each its public address and the peer ID it printed. node_public_ip and peer_id, if set, are one more node, listed first."
+  type = list(object({
+    public_ip = string
+    peer_id   = string
+  }))
+  default  = []
+  nullable = false
+}
+
 variable "tags" {
   description = "Tags for the security group and its rules."
   type        = map(string)

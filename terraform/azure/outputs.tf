@@ -9,6 +9,16 @@ output "security_rule_ids" {
 }
 
 output "bootstrap_multiaddr" {
-  description = "Store as the MCP_P2P_BOOTSTRAP_PEERS secret; null until node_public_ip and peer_id are set."
+  description = "The first node's multiaddr (the single-node form of bootstrap_multiaddrs); null until a node's address and peer ID are set."
   value       = module.p2pcache_node.bootstrap_multiaddr
+}
+
+output "bootstrap_multiaddrs" {
+  description = "Store as the MCP_P2P_BOOTSTRAP_PEERS secret: every node's multiaddr, comma-separated; null until a node's address and peer ID are set."
+  value       = module.p2pcache_node.bootstrap_multiaddrs
+}
+
+output "bootstrap_multiaddr_list" {
+  description = "The multiaddrs of bootstrap_multiaddrs as a list; [] until a node's address and peer ID are set."
+  value       = module.p2pcache_node.bootstrap_multiaddr_list
 }

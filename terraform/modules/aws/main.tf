@@ -60,7 +60,6 @@ resource "aws_vpc_security_group_egress_rule" "all_ipv6" {
 module "multiaddr" {
   source = "../multiaddr"
 
-  ip      = var.node_public_ip
-  port    = var.port
-  peer_id = var.peer_id
+  port  = var.port
+  nodes = concat([{ public_ip = var.node_public_ip, peer_id = var.peer_id }], var.nodes)
 }

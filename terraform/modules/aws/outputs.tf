@@ -22,6 +22,16 @@ output "ingress_rule_ids" {
 }
 
 output "bootstrap_multiaddr" {
-  description = "Value for the MCP_P2P_BOOTSTRAP_PEERS secret: /ip4/<ip>/tcp/<port>/p2p/<peer_id> (or /ip6/...), null until node_public_ip and peer_id are both set."
+  description = "The first known node's multiaddr, /ip4/<ip>/tcp/<port>/p2p/<peer_id> (or /ip6/...): node_public_ip and peer_id if both are set, else the first of nodes; null while no node is known. With one server node, the value for the MCP_P2P_BOOTSTRAP_PEERS secret."
   value       = module.multiaddr.value
+}
+
+output "bootstrap_multiaddrs" {
+  description = "Value for the MCP_P2P_BOOTSTRAP_PEERS secret: every known node's multiaddr (node_public_ip and peer_id first, then nodes in order), comma-separated; null while no node is known."
+  value       = module.multiaddr.joined
+}
+
+output "bootstrap_multiaddr_list" {
+  description = "The multiaddrs of bootstrap_multiaddrs as a list; [] while no node is known."
+  value       = module.multiaddr.values
 }

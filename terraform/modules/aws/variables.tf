@@ -1,5 +1,5 @@
 # Shared with the gcp and azure modules: tests/test_terraform.py holds the blocks from `port` to
-# `peer_id` identical in all three.
+# `nodes` identical in all three.
 
 variable "port" {
   description = "TCP port the p2pcache node listens on for libp2p peers."
@@ -43,7 +43,7 @@ variable "allowed_ipv6_cidrs" {
 }
 
 variable "node_public_ip" {
-  description = "Public IPv4 or IPv6 address where peers reach the node; null (or \"\") until it is known. Only used to build bootstrap_multiaddr."
+  description = "Public IPv4 or IPv6 address where peers reach the node; null (or \"\") until it is known. Only used to build the bootstrap multiaddrs, as their first node."
   type        = string
   default     = null
 
@@ -54,13 +54,62 @@ variable "node_public_ip" {
 }
 
 variable "peer_id" {
-  description = "libp2p peer ID the node prints at start (base58btc: 12D3KooW... for Ed25519 keys); null (or \"\") until it is known. Only used to build bootstrap_multiaddr."
+  description = "libp2p peer ID the node prints at start (base58btc: 12D3KooW... for Ed25519 keys); null (or \"\") until it is known. Only used to build the bootstrap multiaddrs, as their first node."
   type        = string
   default     = null
 
   validation {
     condition     = var.peer_id == null || var.peer_id == "" || can(regex("^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45}|Qm[1-9A-HJ-NP-Za-km-z]{44})$", var.peer_id))
     error_message = "peer_id must be a base58btc libp2p peer ID: 12D3KooW... (52 characters, Ed25519), 16Uiu2HA... (53, secp256k1) or Qm... (46, RSA/ECDSA)."
+  }
+}
+
+variable "nodes" {
+  description = "The server nodes that share these rules, in order: each the public IPv4 or IPv6 address where peers reach it and the libp2p peer ID it prints at start. A node whose public_ip or peer_id is null (or \"\") is left out until both are known; node_public_ip and peer_id, when set, are one more node, listed first. Only used to build the bootstrap multiaddrs."
+  type = list(object({
+    public_ip = string
+    peer_id   = string
+  }))
+  default  = []
+  nullable = false
+
+  validation {
+    condition = alltrue([
+      for node in var.nodes :
+      try(node.public_ip == null || node.public_ip == "" || can(cidrhost("${node.public_ip}/${strcontains(node.public_ip, ":") ? 128 : 32}", 0)), false)
+    ])
+    error_message = "nodes: each public_ip must be a single IPv4 or IPv6 address without a prefix length, such as \"203.0.113.10\" or \"2001:db8::10\"; got ${jsonencode([
+      for node in var.nodes : try(node.public_ip, null)
+      if !try(node.public_ip == null || node.public_ip == "" || can(cidrhost("${node.public_ip}/${strcontains(node.public_ip, ":") ? 128 : 32}", 0)), false)
+    ])}."
+  }
+
+  validation {
+    condition = alltrue([
+      for node in var.nodes :
+      try(node.peer_id == null || node.peer_id == "" || can(regex("^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45}|Qm[1-9A-HJ-NP-Za-km-z]{44})$", node.peer_id)), false)
+    ])
+    error_message = "nodes: each peer_id must be a base58btc libp2p peer ID: 12D3KooW... (52 characters, Ed25519), 16Uiu2HA... (53, secp256k1) or Qm... (46, RSA/ECDSA); got ${jsonencode([
+      for node in var.nodes : try(node.peer_id, null)
+      if !try(node.peer_id == null || node.peer_id == "" || can(regex("^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45}|Qm[1-9A-HJ-NP-Za-km-z]{44})$", node.peer_id)), false)
+    ])}."
+  }
+
+  # One address and port reach one node, so an address listed twice is a mistake; compared in
+  # canonical form (2001:DB8::10 is 2001:db8::10). One node at two addresses (IPv4 and IPv6) is fine.
+  validation {
+    condition = alltrue([
+      for address, listed in {
+        for ip in concat([var.node_public_ip], [for node in var.nodes : try(node.public_ip, null)]) :
+        try(cidrhost("${ip}/${strcontains(ip, ":") ? 128 : 32}", 0), ip) => ip... if ip != null && ip != ""
+      } : length(listed) == 1
+    ])
+    error_message = "nodes: each node needs an address of its own (node_public_ip, when set, counts as one more node); listed more than once: ${jsonencode([
+      for address, listed in {
+        for ip in concat([var.node_public_ip], [for node in var.nodes : try(node.public_ip, null)]) :
+        try(cidrhost("${ip}/${strcontains(ip, ":") ? 128 : 32}", 0), ip) => ip... if ip != null && ip != ""
+      } : address if length(listed) > 1
+    ])}."
   }
 }
 

@@ -28,7 +28,6 @@ resource "google_compute_firewall" "this" {
 module "multiaddr" {
   source = "../multiaddr"
 
-  ip      = var.node_public_ip
-  port    = var.port
-  peer_id = var.peer_id
+  port  = var.port
+  nodes = concat([{ public_ip = var.node_public_ip, peer_id = var.peer_id }], var.nodes)
 }

@@ -1,20 +1,18 @@
 # Callers (the aws, gcp and azure modules) validate these as their own inputs, where an error
 # points at the variable the user set; here they are only typed.
 
-variable "ip" {
-  description = "Public IPv4 or IPv6 address of the node, or null (or \"\") while it is not known."
-  type        = string
-  default     = null
-}
-
 variable "port" {
-  description = "TCP port the node listens on for libp2p peers."
+  description = "TCP port the nodes listen on for libp2p peers."
   type        = number
   nullable    = false
 }
 
-variable "peer_id" {
-  description = "libp2p peer ID of the node (base58btc, such as 12D3KooW...), or null (or \"\") while it is not known."
-  type        = string
-  default     = null
+variable "nodes" {
+  description = "The server nodes, in order: each a public IPv4 or IPv6 address and a libp2p peer ID (base58btc, such as 12D3KooW...); a node whose address or peer ID is null (or \"\") is left out until both are known."
+  type = list(object({
+    public_ip = string
+    peer_id   = string
+  }))
+  default  = []
+  nullable = false
 }

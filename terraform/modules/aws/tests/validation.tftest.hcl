@@ -105,3 +105,79 @@ run "name_reserved_prefix" {
   variables { name = "sg-p2pcache" }
   expect_failures = [var.name]
 }
+
+run "nodes_ip_with_prefix" {
+  command = plan
+  variables {
+    nodes = [
+      { public_ip = "203.0.113.10", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" },
+      { public_ip = "203.0.113.20/32", peer_id = "16Uiu2HAmEdQofKh9W43vDJphoSGB3DtYgkA3ySJB7TRtLyxkVPER" },
+    ]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_ip_a_hostname" {
+  command = plan
+  variables {
+    nodes = [{ public_ip = "node.example.com", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" }]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_peer_id_truncated" {
+  command = plan
+  variables {
+    nodes = [{ public_ip = "203.0.113.10", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4" }]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_peer_id_a_multiaddr" {
+  # A whole multiaddr pasted where the peer ID goes.
+  command = plan
+  variables {
+    nodes = [{ public_ip = "203.0.113.10", peer_id = "/ip4/203.0.113.10/tcp/9100/p2p/12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" }]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_null_entry" {
+  command = plan
+  variables {
+    nodes = [null]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_same_address_twice" {
+  command = plan
+  variables {
+    nodes = [
+      { public_ip = "203.0.113.10", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" },
+      { public_ip = "203.0.113.10", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" },
+    ]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_same_ipv6_address_spelled_twice" {
+  command = plan
+  variables {
+    nodes = [
+      { public_ip = "2001:db8::10", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" },
+      { public_ip = "2001:DB8:0::10", peer_id = "16Uiu2HAmEdQofKh9W43vDJphoSGB3DtYgkA3ySJB7TRtLyxkVPER" },
+    ]
+  }
+  expect_failures = [var.nodes]
+}
+
+run "nodes_repeat_node_public_ip" {
+  command = plan
+  variables {
+    node_public_ip = "203.0.113.10"
+    peer_id        = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d"
+    nodes          = [{ public_ip = "203.0.113.10", peer_id = "12D3KooWQQC5d8bDv8hLCN7cFJ6k813gbTpdBYQznbD7gXpZPg4d" }]
+  }
+  expect_failures = [var.nodes]
+}
