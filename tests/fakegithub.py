@@ -304,6 +304,7 @@ class FakeGitHub:
     ) -> None:
         self.host = host
         self.latency_ms = float(latency_ms)
+        self.path_latency_ms: dict[str, float] = {}  # a slower (or faster) GitHub for some paths
         self.tokens = frozenset(tokens or ())
         self.rate_limit = int(rate_limit)
         self.anon_rate_limit = int(anon_rate_limit)
@@ -1466,7 +1467,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         # Simulated network + server time.  Sleeping in the handler thread
         # (outside the lock) lets concurrent requests overlap like real ones.
-        delay = fake.latency_ms
+        delay = fake.path_latency_ms.get(path, fake.latency_ms)
         if delay > 0:
             time.sleep(delay / 1000.0)
 

@@ -274,3 +274,39 @@ def test_a_silently_vanished_server_is_dropped_by_liveness_pings(nodes, fake):
     finally:
         server.proc.send_signal(signal.SIGCONT)
     runner.wait_for_log("✓ Connected to bootstrap peer", count=2, timeout=60)
+
+
+def test_a_busy_server_is_waited_for_while_a_silent_one_is_not(nodes, fake):
+    """The peer timeout counts the server's silence, not the ask's age: an answer queued
+    behind others that keep arriving is waited for (the fleet still asks GitHub once); a
+    server that says nothing for the timeout is given up on, and the runner asks itself."""
+    import itertools
+    import threading
+
+    server = nodes("server")
+    runner = nodes("runner", bootstrap=server.multiaddr(), env={"P2P_CACHE_PEER_TIMEOUT": "1"})
+    runner.wait_for_peers(1)
+    fake.path_latency_ms["/repos/busy/slow"] = 3000
+    fake.path_latency_ms["/repos/busy/slow-alone"] = 3000
+
+    stop = threading.Event()
+
+    def keep_the_channel_talking() -> None:  # new paths: each one the server answers
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            runner.http.get(f"/repos/busy/other{n}")
+
+    talker = threading.Thread(target=keep_the_channel_talking, daemon=True)
+    talker.start()
+    try:
+        slow = runner.get("/repos/busy/slow")
+    finally:
+        stop.set()
+        talker.join()
+    assert slow.status_code == 200 and slow.headers["x-p2p-cache"] == "peer"
+    assert [e["path"] for e in fake.request_log()].count("/repos/busy/slow") == 1
+
+    alone = runner.get("/repos/busy/slow-alone")  # nothing else on the channel: silence
+    assert alone.status_code == 200 and alone.headers["x-p2p-cache"] == "miss"
+    assert runner.stats()["peer_failures"] >= 1

@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="freshness before an entry is revalidated with its ETag "
                             "[env P2P_CACHE_TTL, default 60]")
     serve.add_argument("--peer-timeout", default=None, metavar="SECONDS",
-                       help="how long to wait for a peer before asking GitHub directly "
+                       help="how long a server may stay silent while we wait for its answer "
+                            "(its answers to other requests count; at most 6x in all) before "
+                            "asking the next server or GitHub "
                             "[env P2P_CACHE_PEER_TIMEOUT, default 5]")
     serve.add_argument("--max-bytes", default=None, metavar="BYTES",
                        help="store size bound, least recently used entries go first "

@@ -66,6 +66,7 @@ MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
 WARM_AT_ONCE = 2  # warm-start answers being built or written at once
 WARM_INTERVAL = 60.0  # seconds: one warm start per peer
 WARM_TIMEOUT = 30.0  # seconds to build and move one warm-start answer
+PATIENCE_CAP = 6  # x the peer timeout: the longest wait for a server that keeps answering
 WATCH_TICK = 0.5  # seconds between looks at a connected bootstrap peer (policy.Liveness)
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
@@ -152,20 +153,24 @@ class PeerChannel:
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._write_lock = trio.Lock()
+        self.heard_at = trio.current_time()  # when the peer last sent us anything here
 
-    async def request(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
+    async def request(self, request: ApiRequest, key: str, etag: str | None,
+                      patience: float) -> PeerAnswer | None:
         meta: dict[str, object] = {
             "key": key, "method": "GET", "path": str(request.target), "encodings": [ENCODING],
             "headers": {k: v for k, v in request.headers.items() if k in PEER_REQUEST_HEADERS}}
         if etag:
             meta["etag"] = etag
-        message = await self.call(meta, key)
+        message = await self.call(meta, key, patience)
         if message is not None and message.meta.get("error") == TOO_LARGE:
             raise AskGitHub(TOO_LARGE)  # every server would fetch it and say the same
         return None if message is None else _peer_answer(message)
 
-    async def call(self, meta: dict[str, object], key: str) -> Message | None:
-        """Send one sealed request and wait for its answer (None if the stream broke)."""
+    async def call(self, meta: dict[str, object], key: str,
+                   patience: float = math.inf) -> Message | None:
+        """Send one sealed request and wait for its answer: None if the stream broke, or if
+        the peer has been silent on this stream for `patience` seconds while we wait."""
         request_id = next(self._ids)
         pending = _Pending(key)
         self._pending[request_id] = pending
@@ -179,7 +184,7 @@ class PeerChannel:
                     await self.stream.write(frame.encode())
                 if scope.cancelled_caught:
                     raise trio.TooSlowError("writing to the peer timed out")
-            await pending.done.wait()
+            await self._answer_or_silence(pending, patience)
             return pending.answer
         except Exception as exc:  # a broken stream: the caller asks GitHub instead
             log.debug("request to %s failed: %s", short(self.peer), exc)
@@ -187,6 +192,20 @@ class PeerChannel:
             return None
         finally:
             self._pending.pop(request_id, None)
+
+    async def _answer_or_silence(self, pending: _Pending, patience: float) -> None:
+        """Wait for the answer while the peer keeps sending: a server slowed by load, whose
+        answers to our other requests still arrive, has our request queued behind them and
+        is waited for (up to PATIENCE_CAP x patience in all); one silent for `patience` is
+        given up on (the answer stays None), and the caller asks elsewhere."""
+        began = trio.current_time()
+        give_up = began + patience * PATIENCE_CAP
+        while not pending.done.is_set():
+            deadline = min(max(began, self.heard_at) + patience, give_up)
+            if trio.current_time() >= deadline:
+                return
+            with trio.move_on_at(deadline):
+                await pending.done.wait()
 
     async def read_loop(self) -> None:
         decoder = FrameDecoder()
@@ -199,6 +218,7 @@ class PeerChannel:
                     break
                 if not data:
                     break
+                self.heard_at = trio.current_time()
                 self.mesh.heard(self.peer)
                 for frame in decoder.feed(data):
                     pending = self._pending.get(frame.request_id)
@@ -442,13 +462,14 @@ class Mesh:
         for peer in rendezvous_order(key, servers)[:MAX_SERVERS_ASKED]:
             with trio.move_on_after(self.peer_timeout):
                 channel = await self._channel(peer)
-                if channel is not None:
-                    try:
-                        answer = await channel.request(request, key, etag)
-                    except AskGitHub:
-                        return None
-                    if answer is not None:
-                        return answer
+            if channel is None:
+                continue
+            try:
+                answer = await channel.request(request, key, etag, self.peer_timeout)
+            except AskGitHub:
+                return None
+            if answer is not None:
+                return answer
         return None
 
     async def _channel(self, peer: ID) -> PeerChannel | None:
