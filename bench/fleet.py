@@ -20,9 +20,9 @@ Each scenario runs cold, then warm: fresh runner processes (fresh hishel caches,
 runner nodes with empty data dirs, started then; the same server node) after the p2pcache
 freshness window (--ttl, default 60 s) has passed; then staggered: runners arriving one
 after another over --stagger seconds, each p2pcache runner node started at its runner's
-arrival and its GETs begun once it is connected (what `actions start` waits for). Then p2pcache cold at --scale runner counts
-(default 1, 5, 20; a fresh server node each; the 5-runner point is the comparison run),
-sampling the server node's CPU time and RSS.
+arrival and its GETs begun once it is connected (what `actions start` waits for). Then
+p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh server node each; the
+5-runner point is the comparison run), sampling the server node's CPU time and RSS.
 
 Writes bench/results/fleet.json (one object per scenario and run), fleet.md (the table)
 and fleet.png (the chart). Run: make bench, or python bench/fleet.py [--quick].

@@ -98,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "P2P_CACHE_REFRESH_AHEAD=1|0, default: on for a server node "
                             "(no bootstrap peers), off for a runner]")
     serve.add_argument("--warm-start", default=None, metavar="BYTES",
-                       help="on joining a server, take up to this many bytes of the entries (bodies and headers) "
-                            "the fleet asked for recently and that are fresh, in one answer, "
-                            "so later requests are local hits; 0: off [env "
-                            "P2P_CACHE_WARM_START, default 8388608 (8 MiB)]")
+                       help="on joining a server, take up to this many bytes of entries "
+                            "(bodies and headers) that the fleet asked for recently and that "
+                            "are fresh, in one answer, so later requests are local hits; 0: "
+                            "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 

@@ -71,7 +71,7 @@ class Settings:
     upstream_addresses: tuple[str, ...] = ()  # the upstream's IPs, resolved before redirecting
     upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
     refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
-    warm_start_bytes: int = 8 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
+    warm_start_bytes: int = 14 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
 
     @property
     def http_base(self) -> str:

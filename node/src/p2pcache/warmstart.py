@@ -30,7 +30,7 @@ from .store import Store
 OP = "warm"
 MAX_BYTES = MAX_FRAME_BYTES - 2 * 1024 * 1024  # one frame, with room for the metadata
 MAX_ENTRIES = 2000
-DEFAULT_BYTES = 8 * 1024 * 1024  # what a runner asks for (--warm-start)
+DEFAULT_BYTES = MAX_BYTES  # what a runner asks for (--warm-start): one frame
 MAX_PATH = 8 * 1024
 
 
