@@ -197,3 +197,23 @@ def test_a_secondary_limit_pauses_refreshing(nodes, fake):
     assert answer.status_code == 200 and answer.headers["x-p2p-cache-stale"] == "true"
     assert fake.stats()["requests"] == sent
     assert_request_invariant(server.stats())
+
+
+def test_many_hot_entries_fetched_together_are_all_refreshed_in_time(nodes, fake):
+    """A fleet's cold start fetches its hot set within seconds, so it all falls due within
+    one lead: refreshes must follow each other as fast as the in-flight cap allows, not a
+    batch per tick (4 per second at the production TTL could not keep 50 entries fresh)."""
+    ttl = 4.0  # lead 1 s, tick 0.25 s: a batch per tick would refresh 16 within the lead
+    fake.set_latency(0)
+    server = nodes("server", ttl=ttl)
+    paths = [f"/repos/o/hot{i}" for i in range(60)]
+    first_fetch = time.monotonic()
+    for path in paths * 2:
+        assert server.get(path).status_code == 200
+    fake.set_latency(20)
+    time.sleep(max(0.0, first_fetch + ttl + 0.2 - time.monotonic()))
+    sources = [server.get(path).headers["x-p2p-cache"] for path in paths]
+    assert sources == ["hit"] * len(paths), "each refreshed before it went stale"
+    stats = server.stats()
+    assert stats["refreshes_not_modified"] == len(paths) and stats["not_modified"] == 0
+    assert_request_invariant(stats)

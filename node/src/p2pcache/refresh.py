@@ -106,6 +106,7 @@ class Refresher:
         self._refreshing: set[str] = set()
         self._sent: deque[float] = deque()  # start times within the last minute
         self._paused_until = 0.0
+        self._slot_freed = trio.Event()
         # Often enough to act within the lead, rarely enough to cost nothing when idle.
         self.tick = max(0.05, min(1.0, policy.refresh_lead(ttl) / 4))
 
@@ -116,7 +117,11 @@ class Refresher:
         async with trio.open_nursery() as nursery:
             while True:
                 self._start_due(nursery)
-                await trio.sleep(self.tick)
+                # Look again a tick later, or as soon as a slot frees: a cold start's hot
+                # set falls due all at once, and a batch per tick could not keep it fresh.
+                self._slot_freed = trio.Event()
+                with trio.move_on_after(self.tick):
+                    await self._slot_freed.wait()
 
     def _start_due(self, nursery: trio.Nursery) -> None:
         now = self.clock()
@@ -144,6 +149,7 @@ class Refresher:
             result = Refreshed(None, self.clock() + policy.REFRESH_PAUSE_S)
         finally:
             self._refreshing.discard(key)
+            self._slot_freed.set()
         self.asks.refreshed(key, result.fetched_at)
         if result.pause_until > self._paused_until:
             now = self.clock()
