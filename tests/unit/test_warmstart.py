@@ -186,3 +186,16 @@ def test_only_cacheable_answers_are_stored(tmp_path):
         assert [e.path for e in cache.adopt(take(message, BUDGET, NOW))] == ["/repos/o/ok"]
     finally:
         runner.close()
+
+
+def test_many_small_entries_are_not_crowded_out_by_one_big_one(store):
+    asks = Asks()
+    serve(store, asks, ask("/repos/o/r/pulls"), answer(b"p" * 700_000), times=2)
+    small = [f"/repos/o/r/branches/b{i}" for i in range(30)]
+    for path in small:
+        serve(store, asks, ask(path), answer(b"b" * 500))
+    message = offer(candidates(asks, NOW, TTL), store, NOW, TTL, 700_000)
+    assert sorted(e["path"] for e in message.meta["entries"]) == sorted(small)
+    # With room for all, everything goes.
+    roomy = offer(candidates(asks, NOW, TTL), store, NOW, TTL, 2_000_000)
+    assert len(roomy.meta["entries"]) == 31

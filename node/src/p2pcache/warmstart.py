@@ -3,8 +3,9 @@ answer, so a job arriving after others gets local hits from its first request in
 one peer round trip per request.
 
 The server offers what clients and peers asked of it recently (refresh.Asks holds each key
-with the request that refetches it), fresh now, the most asked first, within the byte
-budget the runner asked for (at most MAX_BYTES: one frame). The runner takes each entry as
+with the request that refetches it), fresh now, within the byte budget the runner asked for
+(at most MAX_BYTES: one frame), choosing the entries that save the most requests per byte:
+asks / (size + ASK_COST), so a list page of 700 KB does not crowd out thirty small ones. The runner takes each entry as
 it takes any peer answer, validated where the bytes enter (the path through targets.parse,
 header fields through headers.clean, the time GitHub vouched for it never in the future)
 and keeps that time, so nothing is served older than the freshness window allows. A newer
@@ -32,31 +33,37 @@ MAX_BYTES = MAX_FRAME_BYTES - 2 * 1024 * 1024  # one frame, with room for the me
 MAX_ENTRIES = 2000
 DEFAULT_BYTES = MAX_BYTES  # what a runner asks for (--warm-start): one frame
 MAX_PATH = 8 * 1024
+ASK_COST = 2048  # bytes a request is worth when ranking (its headers and round trip)
 
 
 class WarmStartError(ValueError):
     """An offer that does not hold together: nothing of it is taken."""
 
 
-def candidates(asks: Asks, now: float, ttl: float) -> list[tuple[str, ApiRequest]]:
-    """The keys worth offering, most asked (then most recently asked) first. Taken on the
-    event loop, where `asks` changes; the store is read afterwards, in a thread."""
-    return [(key, hot.request) for key, hot in asks.recent(now, ttl)]
+def candidates(asks: Asks, now: float, ttl: float) -> list[tuple[str, ApiRequest, int]]:
+    """The keys asked for recently, with the request that refetches each and how often it
+    was asked. Taken on the event loop, where `asks` changes; the store is read afterwards,
+    in a thread."""
+    return [(key, hot.request, hot.asks) for key, hot in asks.recent(now, ttl)]
 
 
-def offer(chosen: list[tuple[str, ApiRequest]], store: Store, now: float, ttl: float,
+def offer(chosen: list[tuple[str, ApiRequest, int]], store: Store, now: float, ttl: float,
           max_bytes: int) -> Message:
-    """The fresh entries among `chosen` that fit `max_bytes`, as one message."""
+    """The fresh entries among `chosen` that save the most requests within `max_bytes`."""
     max_bytes = max(0, min(max_bytes, MAX_BYTES))
+    fresh = []
+    for key, request, asks in chosen[:4 * MAX_ENTRIES]:
+        entry = store.get(key)
+        if entry is not None and policy.decide(entry, now, ttl) is policy.Action.SERVE:
+            fresh.append((asks / (entry.size + ASK_COST), request, entry))
+        # else gone, or stale: the runner's own ask will revalidate it
+    fresh.sort(key=lambda item: -item[0])
     entries: list[dict[str, object]] = []
     bodies: list[bytes] = []
     size = 0
-    for key, request in chosen:
+    for _, request, entry in fresh:
         if len(entries) >= MAX_ENTRIES:
             break
-        entry = store.get(key)
-        if entry is None or policy.decide(entry, now, ttl) is not policy.Action.SERVE:
-            continue  # gone, or stale: the runner's own ask will revalidate it
         if size + entry.size > max_bytes:
             continue  # a smaller one may still fit
         size += entry.size
