@@ -47,7 +47,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleet import (FLEET_TOKEN, RESULTS, FakeGitHub, Fleet, ProcessSampler,  # noqa: E402
-                   cpu_seconds, endpoints, mb, percentile, run_runners)
+                   _terminate, cpu_seconds, endpoints, mb, percentile, run_runners)
 
 GROWTH = 1.05  # a level that does not beat the best so far by 5% ends the peer-hit series
 
@@ -400,10 +400,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.skip - {"hits", "fleet"}:
         p.error("--skip takes hits and/or fleet")
     return args
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(f"stopped by signal {signum}")  # so the nodes are stopped on the way out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -165,3 +165,14 @@ def nodes(tmp_path: Path, fake: FakeGitHub) -> Iterator[callable]:
         except AssertionError:
             pass
         node.http.close()
+
+
+def wait_until(check: Callable[[], object], timeout: float = 15, what: str = "") -> object:
+    """Poll `check` until it returns something truthy (returned), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")

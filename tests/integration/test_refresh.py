@@ -4,21 +4,11 @@ for shortly before they go stale, against the fake GitHub, within its bounds."""
 from __future__ import annotations
 
 import time
-from typing import Callable
 
+from conftest import wait_until
 from p2pcache.refresh import MAX_IN_FLIGHT, PER_MINUTE
 
 TTL = 2.0  # lead 0.5 s: a hot entry is refreshed at 1.5 s of age
-
-
-def wait_until(check: Callable[[], object], timeout: float = 15, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def conditionals(fake, path: str) -> list[dict]:

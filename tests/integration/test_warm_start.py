@@ -5,19 +5,10 @@ GitHub gave them; within its budget, off when asked, and never twice a minute pe
 from __future__ import annotations
 
 import time
-from typing import Callable
+
+from conftest import wait_until
 
 PATHS = [f"/repos/warm/r{i}" for i in range(6)]
-
-
-def wait_until(check: Callable[[], object], timeout: float = 20, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def fleet_asked(nodes, fake, ttl: float = 60):
