@@ -3,9 +3,10 @@
 The hosts (tests/ansible/target/Dockerfile), each with the firewall a careful admin leaves
 before the play, SSH allowed and every other inbound port closed, and a listener on TCP 9999
 that must stay closed:
-  ufw        ufw active, default deny, 22 allowed; the node as p2pcache.service; sets the
-             GitHub secret MCP_P2P_BOOTSTRAP_PEERS (fake GitHub API)
-  firewalld  firewalld with D-Bus, default zone public; p2pcache.service
+  ufw        ufw active, default deny, 22 allowed; the node as p2pcache.service; asks for
+             the GitHub secret MCP_P2P_BOOTSTRAP_PEERS (fake GitHub API)
+  firewalld  firewalld with D-Bus, default zone public; p2pcache.service; asks for the same
+             secret, and sets it (first by name): once, to every server's multiaddr
   iptables   iptables with INPUT policy DROP and netfilter-persistent; p2pcache.service
   docker     the iptables host plus Docker Engine and Compose v2 (docker-in-docker): the
              node from the image, p2pcache_install: docker, image from an archive
@@ -21,6 +22,9 @@ Order of events (the tests run in file order, on one set of hosts):
   - from outside: TCP 9100 open, 9999 still closed, a new SSH connection works; the rules
     for IPv4 and IPv6 are there and saved; Docker's chains untouched;
   - the multiaddr file on the controller: a runner node dials it and gets peer hits;
+  - the fleet's list (every server's multiaddr, comma-separated): in one file, printed once,
+    in the secret (written once), and a runner with it as MCP_P2P_BOOTSTRAP_PEERS reaches
+    every server on the lab's network;
   - `--tags firewall` alone, with a source restriction, then without;
   - the UPnP host: the router maps 9100 to it, it publishes the router's address, and a
     runner on the WAN side dials that;
@@ -51,6 +55,8 @@ pytestmark = pytest.mark.timeout(900)
 
 MULTIADDR = re.compile(r"^/ip4/(\d+\.\d+\.\d+\.\d+)/tcp/9100/p2p/(12D3KooW\w+)$")
 SECRET_REPO = "p2pcache-tests/secret"
+SECRET_PATH = f"/repos/{SECRET_REPO}/actions/secrets/MCP_P2P_BOOTSTRAP_PEERS"
+FLEET_LINE = "Bootstrap peers for MCP_P2P_BOOTSTRAP_PEERS"
 SYSTEMD_HOSTS = ("ufw", "firewalld", "iptables")
 HOSTS = (*SYSTEMD_HOSTS, "docker")
 CANARY = 9999
@@ -71,7 +77,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(AnsibleLab(workdir / "lab"))
         lab.add_target("ufw", "ufw", p2pcache_publish_github_secret=SECRET_REPO)
-        lab.add_target("firewalld", "firewalld")
+        lab.add_target("firewalld", "firewalld", p2pcache_publish_github_secret=SECRET_REPO)
         lab.add_target("iptables", "iptables")
         lab.add_target("docker", "docker", p2pcache_install="docker",
                        p2pcache_image_archive=str(archive))
@@ -92,6 +98,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
             "p2pcache_wheelhouse": str(wheelhouse),
             "p2pcache_image": NODE_IMAGE,
             "p2pcache_publish_file": f"{lab.workdir}/multiaddr/{{{{inventory_hostname}}}}",
+            "p2pcache_publish_fleet_file": f"{lab.workdir}/multiaddr/MCP_P2P_BOOTSTRAP_PEERS",
         })
         lab.timings.update({
             "target_images_s": round(built - start, 1),
@@ -112,14 +119,22 @@ def deployed(lab: AnsibleLab) -> dict[str, PlaybookRun]:
     vault = lab.vault({"p2pcache_fleet_secret": FLEET_SECRET})
     env = {"GH_TOKEN": TOKEN}
     runs: dict[str, PlaybookRun] = {}
-    runs["check_new"] = lab.playbook("--check", *vault, env=env)
+    lab.secret_writes = {}  # run -> PUTs of the secret it made
+
+    def playbook(name: str, *args: str) -> PlaybookRun:
+        before = lab.fake.stats()["by_path"].get(SECRET_PATH, 0)
+        runs[name] = lab.playbook(*args, *vault, env=env)
+        lab.secret_writes[name] = lab.fake.stats()["by_path"].get(SECRET_PATH, 0) - before
+        return runs[name]
+
+    playbook("check_new", "--check")
+    lab.fleet_file_after_check = (lab.workdir / "multiaddr" / "MCP_P2P_BOOTSTRAP_PEERS").exists()
     lab.installed_by_check = [t.name for t in lab.targets.values() if lab.exec(
         t, "sh", "-c", "ls /etc/systemd/system/p2pcache.service /etc/p2pcache /opt/p2pcache "
         "2>/dev/null || true").strip()]
-    runs["converge"] = lab.playbook("-v", *vault, env=env)
-    assert runs["converge"].returncode == 0, runs["converge"].explain()
-    runs["again"] = lab.playbook(*vault, env=env)
-    runs["check"] = lab.playbook("--check", "--diff", *vault, env=env)
+    assert playbook("converge", "-v").returncode == 0, runs["converge"].explain()
+    playbook("again")
+    playbook("check", "--check", "--diff")
     lab.secret_args, lab.secret_env = vault, env    # for later full runs
     lab.timings.update({f"playbook_{k}_s": round(v.seconds, 1) for k, v in runs.items()})
     return runs
@@ -139,6 +154,10 @@ def test_check_mode_on_new_hosts_runs_and_installs_nothing(lab: AnsibleLab, depl
     assert set(run.recap) == all_hosts, run.explain()
     assert lab.installed_by_check == []
     assert "no multiaddr yet (check mode" in run.output
+    # No host has an address yet: each is named, none makes an (empty) entry.
+    assert f"{FLEET_LINE}: none yet, no host has a multiaddr ({', '.join(sorted(all_hosts))})" \
+        in " ".join(run.output.split()), run.explain()  # YAML output folds long lines
+    assert not lab.fleet_file_after_check
 
 
 def test_converge_succeeds_on_every_host(deployed: dict, all_hosts: set[str]) -> None:
@@ -278,9 +297,69 @@ def test_the_multiaddr_file_on_the_controller_is_dialable(lab: AnsibleLab, deplo
         runner.http.close()
 
 
-def test_the_multiaddr_is_set_as_the_github_secret(lab: AnsibleLab, deployed: dict) -> None:
+def fleet_list(lab: AnsibleLab) -> str:
+    text = (lab.workdir / "multiaddr" / "MCP_P2P_BOOTSTRAP_PEERS").read_text()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    return text.strip()
+
+
+def test_the_fleets_list_holds_every_server_sorted_and_is_printed_once(
+        lab: AnsibleLab, deployed: dict) -> None:
+    """One comma-separated line, every deployed host's multiaddr by host name, no empty
+    entry: the value of MCP_P2P_BOOTSTRAP_PEERS, printed once at the end of each run."""
+    value = fleet_list(lab)
+    per_host = [(lab.workdir / "multiaddr" / host).read_text().strip()
+                for host in sorted(lab.targets)]
+    assert value.split(",") == per_host and all(MULTIADDR.match(a) for a in per_host), value
+    assert len(set(per_host)) == len(lab.targets) >= 2
+    for name in ("converge", "again", "check"):
+        output = deployed[name].output
+        assert output.count(FLEET_LINE) == 1, (name, deployed[name].explain())
+        assert re.search(rf"{FLEET_LINE} \({len(per_host)} servers\): {re.escape(value)}\s",
+                         output), name
+    assert "left out, without a multiaddr" not in deployed["converge"].output
+
+
+def test_the_secret_is_the_fleets_list_written_once(lab: AnsibleLab, deployed: dict) -> None:
+    """Two hosts ask for the secret; one (firewalld, first by name) sets it, to the whole
+    list, once: the second run and --check find it current and send nothing."""
     secret = lab.fake.secrets()[f"{SECRET_REPO}/MCP_P2P_BOOTSTRAP_PEERS"]
-    assert secret == (lab.workdir / "multiaddr" / "ufw").read_text().strip()
+    assert secret == fleet_list(lab)
+    task = deployed["converge"].output.split(
+        "TASK [publish : Set the repository secret MCP_P2P_BOOTSTRAP_PEERS")[1].split("TASK [")[0]
+    assert re.search(r"^changed: \[firewalld\]", task, re.M), task
+    assert re.search(r"^skipping: \[ufw\]", task, re.M), task
+    assert f"created on {SECRET_REPO} ({len(lab.targets)} addresses)" in " ".join(task.split())
+    writes = [r for r in lab.fake.request_log() if r["path"] == SECRET_PATH]
+    assert lab.secret_writes == {"check_new": 0, "converge": 1, "again": 0, "check": 0}, \
+        (writes, task)
+
+
+def test_a_runner_with_the_fleets_list_reaches_the_servers(lab: AnsibleLab, deployed: dict,
+                                                           tmp_path: Path) -> None:
+    """The list, verbatim as MCP_P2P_BOOTSTRAP_PEERS, connects a runner to every server it
+    can reach (all on the lab's network; the UPnP host's address is the NAT lab's WAN side),
+    and the runner gets a peer hit through them."""
+    value = fleet_list(lab)
+    ids = {host: MULTIADDR.match((lab.workdir / "multiaddr" / host).read_text().strip())
+           .group(2) for host in HOSTS}
+    runner = NodeProcess("runner", tmp_path / "runner", lab.fake.url, bootstrap=value,
+                         env={"GH_TOKEN": TOKEN, "P2P_CACHE_SECRET": FLEET_SECRET,
+                              "IPFS_ACCELERATE_GITHUB_REPO": NAMESPACE})
+    try:
+        runner.start()
+        deadline, connected = time.monotonic() + 45, set()
+        while time.monotonic() < deadline and not set(ids.values()) <= connected:
+            connected = {p["peer_id"] for p in runner.get("/-/peers").json()}
+            time.sleep(0.5)
+        reached = sorted(host for host, peer in ids.items() if peer in connected)
+        assert reached == sorted(HOSTS), (reached, runner.log()[-3000:])
+        response = runner.get(f"/repos/{NAMESPACE}/issues?per_page=5&fleet=1")
+        assert response.status_code == 200, response.text
+        assert response.headers["x-p2p-cache"] == "peer", runner.log()
+    finally:
+        runner.stop()
+        runner.http.close()
 
 
 # -- UPnP ---------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """ansible/ as files: ansible-lint (production profile), syntax, tags, and every role variable
-documented in its defaults/main.yml and in its README table. No targets needed."""
+documented in its defaults/main.yml and in its README table; the publish role's fleet tasks
+on hosts of this machine (local connection). No targets needed."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -72,3 +75,62 @@ def test_the_docs_name_every_role_and_the_run_command() -> None:
     for role in ROLES:
         assert f"roles/{role}" in doc
     assert "ansible-playbook -i ansible/inventory.example.ini ansible/deploy.yml" in doc
+
+
+FLEET_PLAY = """
+- hosts: p2pcache_servers
+  gather_facts: false
+  tasks:
+    - name: What the role's first tasks leave (a node's answer, on the hosts that have one)
+      ansible.builtin.set_fact:
+        p2pcache_multiaddr: "{{ addresses[inventory_hostname] }}"
+        p2pcache_publish_secret_repo: "{{ p2pcache_publish_github_secret | default('') }}"
+      when: inventory_hostname in addresses
+    - name: A host that fails after it had its address
+      ansible.builtin.fail:
+      when: inventory_hostname == 'broken'
+    - name: The fleet
+      ansible.builtin.include_role:
+        name: publish
+        tasks_from: fleet.yml
+"""
+
+
+def test_the_fleets_list_is_sorted_leaves_out_hosts_without_an_address_and_is_set_once(
+        tmp_path: Path) -> None:
+    """tasks/fleet.yml with real ansible-playbook on four local hosts: one has no address
+    (check mode on a new host), one failed; the list has the other two, sorted by name, and
+    names both; of the two hosts asking for the secret, one sets it, once; under --limit
+    neither the file nor the secret is touched."""
+    peer = "12D3KooWGzvF3Rcu5ysvhAGcHFkqM1ovEiy4o3tGHZzJVyoAfLQa"
+    addresses = {"zeta": f"/ip4/198.51.100.3/tcp/9100/p2p/{peer}",
+                 "alpha": f"/ip4/198.51.100.1/tcp/9100/p2p/{peer}",
+                 "broken": f"/ip4/198.51.100.2/tcp/9100/p2p/{peer}"}
+    calls = tmp_path / "calls"
+    (tmp_path / "inventory.ini").write_text(
+        "[p2pcache_servers]\nzeta p2pcache_publish_github_secret=o/r\nnew\nbroken\n"
+        "alpha p2pcache_publish_github_secret=o/r\n[p2pcache_servers:vars]\n"
+        "ansible_connection=local\nansible_python_interpreter=" + str(BIN / "python") + "\n")
+    (tmp_path / "overrides.yml").write_text(json.dumps({
+        "addresses": addresses,
+        "p2pcache_publish_fleet_file": str(tmp_path / "multiaddr" / "MCP_P2P_BOOTSTRAP_PEERS"),
+        # Stands in for `p2pcache publish` on the node: records its arguments.
+        "p2pcache_publish_command": ["sh", "-c", f'echo "$*" >> {calls}', "p2pcache"]}))
+    (tmp_path / "play.yml").write_text(FLEET_PLAY)
+    playbook = ("ansible-playbook", "-i", "inventory.ini", "-e", "@overrides.yml", "play.yml")
+
+    run = ansible(*playbook, cwd=tmp_path)
+    output = " ".join((run.stdout + run.stderr).split())
+    listed = f"{addresses['alpha']},{addresses['zeta']}"
+    assert (tmp_path / "multiaddr" / "MCP_P2P_BOOTSTRAP_PEERS").read_text() == listed + "\n"
+    assert calls.read_text().splitlines() == [f"publish --github-secret o/r --multiaddr {listed}"]
+    assert f"Bootstrap peers for MCP_P2P_BOOTSTRAP_PEERS (2 servers): {listed} (" in output
+    assert "left out, without a multiaddr: broken, new)" in output, output[-3000:]
+    assert output.count("Bootstrap peers for") == 1
+
+    (tmp_path / "multiaddr" / "MCP_P2P_BOOTSTRAP_PEERS").write_text("as before\n")
+    limited = ansible(*playbook, "--limit", "zeta", cwd=tmp_path)
+    assert limited.returncode == 0, limited.stdout + limited.stderr
+    assert "not collected under --limit" in limited.stdout
+    assert (tmp_path / "multiaddr" / "MCP_P2P_BOOTSTRAP_PEERS").read_text() == "as before\n"
+    assert len(calls.read_text().splitlines()) == 1

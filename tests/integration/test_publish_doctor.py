@@ -48,6 +48,49 @@ def test_publish_says_what_is_wrong(nodes, fake):
     assert fake.secrets() == {}
 
 
+def test_publish_sets_a_fleets_list_once_and_refuses_a_bad_one(fake, tmp_path):
+    """Several servers' multiaddrs (as ansible/deploy.yml hands them over) become one
+    comma-separated secret, the value MCP_P2P_BOOTSTRAP_PEERS takes; no node needed."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    ids = [str(ID.from_pubkey(create_new_key_pair().public_key)) for _ in range(3)]
+    fleet = [f"/ip4/198.51.100.{n}/tcp/9100/p2p/{peer}" for n, peer in enumerate(ids, 1)]
+    env = {**os.environ, "GH_TOKEN": FLEET_TOKEN, "GITHUB_API_URL": fake.url,
+           "P2P_CACHE_DATA_DIR": str(tmp_path / "data"), "P2P_CACHE_HTTP": "127.0.0.1:9"}
+    secret = "octo/fleet/MCP_P2P_BOOTSTRAP_PEERS"
+
+    def puts() -> int:
+        return fake.stats()["methods"].get("PUT", 0)
+
+    first = p2pcache("publish", "--github-secret", "octo/fleet",
+                     "--multiaddr", f"{fleet[0]}, {fleet[1]}\n", "--multiaddr", fleet[2],
+                     env=env)
+    assert first.returncode == 0, first.stderr
+    assert "MCP_P2P_BOOTSTRAP_PEERS created on octo/fleet (3 addresses)" in first.stderr
+    assert fake.secrets() == {secret: ",".join(fleet)} and puts() == 1
+
+    same = p2pcache("publish", "--github-secret", "octo/fleet", "--multiaddr",
+                    "\n".join(fleet), env=env)
+    assert "already holds these 3 addresses" in same.stderr and puts() == 1
+
+    # Every hostile value is in tests/unit/test_config.py; here: the command's answer to one.
+    for bad in (f"{fleet[0]},,{fleet[1]}", f"{fleet[0]}\x1b[2J,{fleet[1]}"):
+        refused = p2pcache("publish", "--github-secret", "octo/fleet", "--multiaddr", bad,
+                           env=env)
+        assert refused.returncode == 2, (bad, refused.stderr)
+        line = refused.stderr.strip()
+        assert line.startswith("p2pcache: invalid --multiaddr=") and "\n" not in line, line
+        assert "\x1b" not in line and len(line) < 1000, line
+    assert fake.secrets() == {secret: ",".join(fleet)} and puts() == 1
+
+    out = tmp_path / "peers"
+    both = p2pcache("publish", "--multiaddr", " ".join(fleet), "--file", str(out), "--stdout",
+                    env=env)
+    assert out.read_text() == ",".join(fleet) + "\n" == both.stdout
+    assert FLEET_TOKEN not in first.stderr + same.stderr + both.stderr
+
+
 def test_a_node_keeps_the_secret_current(nodes, fake):
     node = nodes("server", args=["--publish-secret", "octo/fleet"])
     node.wait_for_log("✓ Secret MCP_P2P_BOOTSTRAP_PEERS created on octo/fleet")

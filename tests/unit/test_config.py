@@ -20,6 +20,7 @@ from p2pcache.config import (
     default_data_dir,
     load,
     parse_bootstrap,
+    parse_peer_list,
     split_peers,
 )
 
@@ -178,6 +179,51 @@ def test_rejected_entries(entry, reason):
 
 def test_parse_bootstrap_peer_id():
     assert parse_bootstrap(ADDR3) == BootstrapPeer(ADDR3, PID3)
+
+
+# -- a list to publish (p2pcache publish --multiaddr LIST) ---------------------------------
+
+@pytest.mark.parametrize("sep", [",", ", ", " , ", "\n", " ", "\r\n", ",\n", "\n\n"])
+def test_a_list_to_publish_keeps_its_order_and_drops_duplicates(sep):
+    value = f"\n {ADDR2}{sep}{ADDR1}{sep}{ADDR2}{sep}{ADDR3}\n"
+    assert parse_peer_list(value) == [ADDR2, ADDR1, ADDR3]
+    assert parse_peer_list(ADDR1) == [ADDR1]
+    # ... and what is published reads back as the same peers on a node.
+    node = cfg({}, {"MCP_P2P_BOOTSTRAP_PEERS": ",".join(parse_peer_list(value))})
+    assert [p.peer_id for p in node.bootstrap] == [PID2, PID1, PID3]
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("", "no multiaddr in it"),
+    (" \n, ", "entry 1 is empty"),
+    (f"{ADDR1},,{ADDR2}", "entry 2 is empty"),
+    (f"{ADDR1} , , {ADDR2}", "entry 2 is empty"),
+    (f",{ADDR1}", "entry 1 is empty"),
+    (f"{ADDR1},", "entry 2 is empty"),
+    (f"{ADDR1},garbage", "entry 2 'garbage': not a multiaddr"),
+    (f"{ADDR1}\n/ip4/203.0.113.9/tcp/9100", "entry 2 '/ip4/203.0.113.9/tcp/9100': no /p2p/"),
+    (f"{ADDR1} /ip4/203.0.113.9/udp/9100/p2p/{PID2}", "entry 2 "),
+    (f"{ADDR1},/dns4/a\x1b[31mb/tcp/9100/p2p/{PID2}", "entry 2 is no multiaddr (control"),
+    (f"{ADDR1}\x00,{ADDR2}", "entry 1 is no multiaddr (control"),
+    (f"/dns4/{'a' * 600}.example/tcp/9100/p2p/{PID1}", "over 512 characters"),
+    (",".join([ADDR1] * 1000), "over GitHub's limit of 49152"),
+    ("x" * 10_000_000, "10000000 bytes, over GitHub's limit"),
+])
+def test_a_list_to_publish_with_any_bad_entry_is_refused(value, reason):
+    """Where the node skips a bad entry, publishing one is refused, naming it."""
+    with pytest.raises(ValueError, match=re.escape(reason)) as raised:
+        parse_peer_list(value)
+    assert "\n" not in str(raised.value) and "\x1b" not in str(raised.value)
+
+
+def test_a_list_up_to_githubs_limit_is_accepted():
+    many = [f"/ip4/203.0.{n // 256}.{n % 256}/tcp/9100/p2p/{PID1}" for n in range(1000)]
+    while len(",".join(many)) > 48 * 1024:
+        many.pop()
+    assert len(",".join(many)) > 48 * 1024 - 100
+    assert parse_peer_list(",".join(many)) == many
+    with pytest.raises(ValueError, match="over GitHub's limit"):
+        parse_peer_list(",".join([*many, ADDR1]))
 
 
 # -- bad values ---------------------------------------------------------------------------

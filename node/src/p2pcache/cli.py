@@ -136,14 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser(
         "publish", formatter_class=_Formatter,
         help="publish the bootstrap multiaddr (stdout, a file, the repository secret)",
-        description="Publish the running node's bootstrap multiaddr (or --multiaddr). With "
-                    "--github-secret OWNER/REPO it sets the Actions secret "
-                    "MCP_P2P_BOOTSTRAP_PEERS through the REST API (sealed with the "
+        description="Publish the running node's bootstrap multiaddr (or --multiaddr: one, "
+                    "or a fleet's list). With --github-secret OWNER/REPO it sets the Actions "
+                    "secret MCP_P2P_BOOTSTRAP_PEERS through the REST API (sealed with the "
                     "repository's public key), and only when the value changed.",
         epilog="The secret needs a token (GH_TOKEN) allowed to write Actions secrets: "
-               "'Secrets: write' (fine-grained) or 'repo' (classic).")
-    publish.add_argument("--multiaddr", default=None, help="publish this instead of asking "
-                         "the running node")
+               "'Secrets: write' (fine-grained) or 'repo' (classic). A list is published "
+               "comma-separated; every entry must be a multiaddr ending in /p2p/<peer id>.")
+    publish.add_argument("--multiaddr", action="append", default=None, metavar="LIST",
+                         help="publish this instead of asking the running node: a multiaddr, "
+                              "or several, comma, space or newline separated (repeatable)")
     publish.add_argument("--stdout", action="store_true", help="print it (the default)")
     publish.add_argument("--file", default=None, metavar="PATH", help="write it to PATH")
     publish.add_argument("--github-secret", default=None, metavar="OWNER/REPO",
@@ -419,43 +421,47 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .client import NodeUnavailable
+    from .config import ConfigError, parse_peer_list
     from .publish import PublishError, publish_secret, write_file
 
     settings = _settings(args)
-    address = args.multiaddr
-    if address is None:
+    given = ",".join(args.multiaddr) if args.multiaddr else None
+    if given is None:
         try:
-            address = _node_multiaddr(args)
+            given = _node_multiaddr(args)
         except NodeUnavailable as exc:
             print(f"p2pcache: {exc} (or pass --multiaddr)", file=sys.stderr)
             return 1
-    if not address:
-        print("p2pcache: the node has no address to publish (set --announce)", file=sys.stderr)
-        return 1
-    from .config import ConfigError, parse_bootstrap
-
+        if not given:
+            print("p2pcache: the node has no address to publish (set --announce)",
+                  file=sys.stderr)
+            return 1
     try:
-        parse_bootstrap(address)
+        entries = parse_peer_list(given)
     except ValueError as exc:
-        raise ConfigError("--multiaddr", address, str(exc)) from None
+        shown = given if len(given) <= 120 else given[:120] + "..."
+        raise ConfigError("--multiaddr", shown, str(exc)) from None
+    value = ",".join(entries)
     if args.file:
-        write_file(Path(args.file), address)
+        write_file(Path(args.file), value)
         print(f"✓ Wrote {args.file}", file=sys.stderr)
     if args.github_secret:
         try:
             result = publish_secret(settings.upstream, settings.token, args.github_secret,
-                                    settings.data_dir, address, force=args.force)
+                                    settings.data_dir, value, force=args.force)
         except PublishError as exc:
             print(f"p2pcache: {exc}", file=sys.stderr)
             return 1
+        count = "1 address" if len(entries) == 1 else f"{len(entries)} addresses"
         if result == "unchanged":
-            print(f"✓ MCP_P2P_BOOTSTRAP_PEERS on {args.github_secret} already holds this "
-                  "address (use --force to set it anyway)", file=sys.stderr)
+            what = "this address" if len(entries) == 1 else f"these {count}"
+            print(f"✓ MCP_P2P_BOOTSTRAP_PEERS on {args.github_secret} already holds {what} "
+                  "(use --force to set it anyway)", file=sys.stderr)
         else:
-            print(f"✓ MCP_P2P_BOOTSTRAP_PEERS {result} on {args.github_secret}",
+            print(f"✓ MCP_P2P_BOOTSTRAP_PEERS {result} on {args.github_secret} ({count})",
                   file=sys.stderr)
     if args.stdout or not (args.file or args.github_secret):
-        print(address)
+        print(value)
     return 0
 
 

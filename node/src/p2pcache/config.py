@@ -105,6 +105,41 @@ def parse_bootstrap(entry: str) -> BootstrapPeer:
     return BootstrapPeer(str(addr), str(peer_id))
 
 
+# GitHub's limit for a secret's value: MCP_P2P_BOOTSTRAP_PEERS is one.
+MAX_PEER_LIST_BYTES = 48 * 1024
+# A DNS name (253) with the rest of a multiaddr fits with room to spare.
+MAX_PEER_ENTRY_CHARS = 512
+
+
+def parse_peer_list(value: str) -> list[str]:
+    """A value for MCP_P2P_BOOTSTRAP_PEERS about to be published: its entries, in order,
+    duplicates dropped. Stricter than the node's reading (which skips a bad entry), since a
+    published list with a hole or a stray word in it is a mistake to stop at, not to spread."""
+    size = len(value.encode())
+    if size > MAX_PEER_LIST_BYTES:
+        raise ValueError(f"{size} bytes, over GitHub's limit of {MAX_PEER_LIST_BYTES} for a "
+                         "secret")
+    # Commas and whitespace separate, as for the node; a comma with nothing before or after
+    # it (',,', a leading or trailing comma) is an empty entry.
+    entries = re.split(r"\s*,\s*|\s+", value.strip())
+    if entries == [""]:
+        raise ValueError("no multiaddr in it")
+    unique: list[str] = []
+    for number, entry in enumerate(entries, 1):
+        if not entry:
+            raise ValueError(f"entry {number} is empty")
+        if len(entry) > MAX_PEER_ENTRY_CHARS or not entry.isprintable():
+            raise ValueError(f"entry {number} is no multiaddr (control characters, or over "
+                             f"{MAX_PEER_ENTRY_CHARS} characters)")
+        try:
+            parse_bootstrap(entry)
+        except ValueError as exc:
+            raise ValueError(f"entry {number} {entry!r}: {exc}") from None
+        if entry not in unique:
+            unique.append(entry)
+    return unique
+
+
 def _port(name: str, value: object) -> int:
     try:
         port = int(str(value))
