@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "[env P2P_CACHE_UPNP=1; lease P2P_CACHE_UPNP_LEASE, default 3600]")
     serve.add_argument("--publish-secret", default=None, metavar="OWNER/REPO",
                        help="keep the repository secret MCP_P2P_BOOTSTRAP_PEERS set to this "
-                            "node's multiaddr (needs a token that may write Actions secrets) "
-                            "[env P2P_CACHE_PUBLISH_SECRET]")
+                            "node's multiaddr (needs a token that may write Actions secrets; "
+                            "a fleet of one server: with several, publish their list with "
+                            "`p2pcache publish --multiaddr`) [env P2P_CACHE_PUBLISH_SECRET]")
     serve.add_argument("--ttl", default=None, metavar="SECONDS",
                        help="freshness before an entry is revalidated with its ETag "
                             "[env P2P_CACHE_TTL, default 60]")
