@@ -319,8 +319,9 @@ class Node:
         self.counters.warm_starts += 1
         self.counters.warm_start_entries += len(stored)
         self.counters.warm_start_bytes += size
-        log.info("✓ Warm start: %d fresh entries (%.1f MB) from %s in %.2f s", len(stored),
-                 size / 1e6, short(server), time.monotonic() - began)
+        log.info("✓ Warm start: %d fresh %s (%.1f MB) from %s in %.2f s", len(stored),
+                 "entry" if len(stored) == 1 else "entries", size / 1e6, short(server),
+                 time.monotonic() - began)
 
     async def handle_http(self, request: ApiRequest) -> Reply:
         """A well-formed request (http_api checked it) answered as GitHub would."""
