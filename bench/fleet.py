@@ -20,9 +20,10 @@ Each scenario runs cold, then warm: fresh runner processes (fresh hishel caches,
 runner nodes with empty data dirs, started then; the same server node) after the p2pcache
 freshness window (--ttl, default 60 s) has passed; then staggered: runners arriving one
 after another over --stagger seconds, each p2pcache runner node started at its runner's
-arrival and its GETs begun once it is connected (what `actions start` waits for). Then
-p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh server node each; the
-5-runner point is the comparison run), sampling the server node's CPU time and RSS.
+arrival and its GETs begun once it is connected and has its warm start (what `actions
+start` waits for). Then p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh
+server node each; the 5-runner point is the comparison run), sampling the server node's
+CPU time and RSS.
 
 Writes bench/results/fleet.json (one object per scenario and run), fleet.md (the table)
 and fleet.png (the chart). Run: make bench, or python bench/fleet.py [--quick].
@@ -390,6 +391,7 @@ class Fleet:
             for node, t0 in group:
                 node.wait_ready(timeout=120)
                 node.wait_for_peers(len(self.servers), timeout=120)
+                wait_warm(node)
                 took.append(time.perf_counter() - t0)
                 self.runners.append(node)
         self.settle()
@@ -397,8 +399,8 @@ class Fleet:
 
     def runners_joining(self, count: int) -> list[Callable[[], None]]:
         """Fresh runner nodes that start only when called, each then waiting until it is
-        connected to the server (what `actions start` waits for): a job's node joins when
-        its job arrives, and takes the fleet's warm start then."""
+        connected to the server and has its warm start (what `actions start` waits for): a
+        job's node joins when its job arrives, and takes the fleet's warm start then."""
         assert self.server is not None
         self.stop_runners()
         self._generation += 1
@@ -414,6 +416,7 @@ class Fleet:
                 node.start(wait=False)
                 node.wait_ready(timeout=120)
                 node.wait_for_peers(1, timeout=120)
+                wait_warm(node)
             arrive.append(start)
         return arrive
 
@@ -464,6 +467,13 @@ class Fleet:
                         not any(ok in line for ok in EXPECTED_WARNINGS):
                     lines.append(f"{node.name}: {line.strip()}")
         return lines
+
+
+def wait_warm(node: NodeProcess, bound: float = 5.0) -> None:
+    """Until the node's warm start is done, as `actions start` waits (bounded alike)."""
+    deadline = time.monotonic() + bound
+    while node.stats().get("warm_start") == "waiting" and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _stop_quietly(node: NodeProcess) -> None:

@@ -70,6 +70,10 @@ class Node:
         self.upnp: UpnpMapper | None = None
         self.echo_ip: str | None = None
         self.published: str | None = None
+        # "off", "waiting" (for the first server, or its answer) or "done" (taken, empty,
+        # refused or failed): what `actions start` waits for, briefly, before the job goes on.
+        self.warm_start = "waiting" if settings.bootstrap and settings.warm_start_bytes \
+            else "off"
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -299,6 +303,12 @@ class Node:
     async def _warm_start(self, server: ID) -> None:
         """Take a server's hot entries as we join it (warmstart.py): best effort, a failed
         or empty warm start only means the first asks go to the server as usual."""
+        try:
+            await self._take_warm_start(server)
+        finally:
+            self.warm_start = "done"
+
+    async def _take_warm_start(self, server: ID) -> None:
         assert self.mesh is not None
         began = time.monotonic()
         budget = self.settings.warm_start_bytes
@@ -407,6 +417,7 @@ class Node:
             "namespace": self.settings.namespace,
             "ttl": self.settings.ttl,
             "refresh_ahead": self.refresher is not None,
+            "warm_start": self.warm_start,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": __version__,
         })
