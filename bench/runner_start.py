@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         row.update(machine_cpus=machine["cpus"], python=machine["python"])
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "runner_start.json"
+    if args.only and out.exists():  # the other methods' rows stay, from their own run
+        rows = [r for r in json.loads(out.read_text()) if r.get("method") != args.only] + rows
     out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
