@@ -103,7 +103,7 @@ def start_and_use(venv: Path, job: Path, env: dict[str, str], server: NodeProces
     start_s = time.perf_counter() - t0
     if started.returncode != 0 or "Connected to bootstrap peer" not in started.stdout:
         raise SystemExit(f"actions start failed:\n{started.stdout}{started.stderr}")
-    pid = int((job / "p2pcache" / "p2pcache-node.pid").read_text())
+    pid = int((job / "p2pcache" / "p2pcache-node.pid").read_text().split()[0])  # "PID START"
     node = psutil.Process(pid)
     answers = []
     with httpx.Client(base_url=f"http://{http}", timeout=30) as client:
