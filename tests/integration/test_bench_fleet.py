@@ -102,11 +102,15 @@ def test_quick_fleet_benchmark(tmp_path: Path) -> None:
     assert warm["rate_limit_units"] == 0
     assert warm["upstream_requests"] == warm["not_modified"]
     # p2pcache staggered: a fresh server node; the first runner pays once per path and the
-    # later one is answered by the fleet (a peer answer, or joined to the first one's fetch).
+    # later one is answered by the fleet: a peer answer, or a local hit from what its node
+    # took at its warm start as it joined (the first runner's answers, if already there).
     staggered = one("p2pcache", "staggered")
     assert staggered["rate_limit_units"] == PATHS
     assert staggered["runner_upstream_requests"] == 0
-    assert staggered["answers"] == {"peer": RUNNERS * PATHS}
+    assert set(staggered["answers"]) <= {"peer", "hit"}
+    assert sum(staggered["answers"].values()) == RUNNERS * PATHS
+    assert staggered["answers"].get("peer", 0) >= PATHS, "the first runner asked the fleet"
+    assert staggered["answers"].get("hit", 0) <= staggered["runner_warm_start_entries"]
     # Scale: one row per fleet size, each cold and each paying once per path.
     scale = [r for r in rows if r["scenario"] == "p2pcache" and r["run"] == "cold"]
     assert sorted(r["runners"] for r in scale) == [1, 2]
