@@ -199,3 +199,17 @@ def test_many_small_entries_are_not_crowded_out_by_one_big_one(store):
     # With room for all, everything goes.
     roomy = offer(candidates(asks, NOW, TTL), store, NOW, TTL, 2_000_000)
     assert len(roomy.meta["entries"]) == 31
+
+
+def test_the_offer_reads_only_the_bodies_it_sends(store, monkeypatch):
+    """Ranking uses stored sizes: a hot set far larger than the budget is never loaded."""
+    asks = Asks()
+    for i in range(40):
+        serve(store, asks, ask(f"/repos/o/r/big{i}"), answer(b"z" * 100_000))
+    read = []
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda key, now=None: read.append(key) or real_get(key))
+    message = offer(candidates(asks, NOW, TTL), store, NOW, TTL, 350_000)
+    assert len(message.meta["entries"]) == 3 and len(read) == 3
+    head = store.head(cache_key(ask("/repos/o/r/big0")))
+    assert head.body == b"" and head.size == store.get(cache_key(ask("/repos/o/r/big0"))).size

@@ -41,6 +41,7 @@ class Entry:
     headers: dict[str, str]
     body: bytes
     fetched_at: float  # unix seconds when GitHub last vouched for it (200 or 304)
+    stored_size: int | None = None  # Store.head: the size of an entry read without its body
 
     @property
     def etag(self) -> str | None:
@@ -48,4 +49,6 @@ class Entry:
 
     @property
     def size(self) -> int:
+        if self.stored_size is not None:
+            return self.stored_size
         return len(self.body) + sum(len(k) + len(v) for k, v in self.headers.items())

@@ -184,6 +184,20 @@ class Store:
         return Entry(row[0], row[1], row[2], fields.clean(json.loads(row[3]).items()),
                      bytes(row[4]), row[5])
 
+    def head(self, key: str) -> Entry | None:
+        """The entry under `key` with its body left in the file (`body` empty, the stored
+        `size` kept apart): enough to rank and to judge freshness, without the memory."""
+        with self._read_lock:
+            if self._reader is None:
+                return None
+            row = self._reader.execute(
+                "SELECT key, path, status, headers, fetched_at, size FROM entries "
+                "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Entry(row[0], row[1], row[2], fields.clean(json.loads(row[3]).items()), b"",
+                     row[4], stored_size=row[5])
+
     def flush_touches(self) -> None:
         """Write the recency noted by get(), so eviction sees it (the node calls this every
         few seconds, so it is also where a store that could not be opened is retried)."""

@@ -4,14 +4,16 @@ one peer round trip per request.
 
 The server offers what clients and peers asked of it recently (refresh.Asks holds each key
 with the request that refetches it), fresh now, within the byte budget the runner asked for
-(at most MAX_BYTES: one frame), choosing the entries that save the most requests per byte:
-asks / (size + ASK_COST), so a list page of 700 KB does not crowd out thirty small ones. The runner takes each entry as
-it takes any peer answer, validated where the bytes enter (the path through targets.parse,
-header fields through headers.clean, the time GitHub vouched for it never in the future)
-and keeps that time, so nothing is served older than the freshness window allows. A newer
-entry the runner already holds is kept.
+(at most MAX_BYTES: one frame), choosing the entries that save the most requests per byte,
+asks / (size + ASK_COST), so one 700 KB list page does not crowd out thirty small entries.
+It ranks by the entries' stored sizes and reads only the chosen bodies: an offer holds at
+most MAX_BYTES of memory, however large the hot set. The runner takes each entry as it takes
+any peer answer, validated where the bytes enter (the path through targets.parse, header
+fields through headers.clean, the time GitHub vouched for it never in the future) and keeps
+that time, so nothing is served older than the freshness window allows. A newer entry the
+runner already holds is kept. docs/protocol.md §7.4 is the wire format:
 
-    runner -> server   {"op": "warm", "max_bytes": N}
+    runner -> server   {"op": "warm", "key": "warm", "max_bytes": N, "encodings": ["zlib"]}
     server -> runner   {"entries": [{"path", "request_headers", "status", "headers",
                                       "fetched_at", "size"}, ...]}  body: the bodies, in order
 """
@@ -23,12 +25,11 @@ import time
 
 from . import headers as fields
 from . import policy, targets
-from .models import ApiRequest, ApiResponse
+from .models import ApiRequest, ApiResponse, Entry
 from .protocol import MAX_FRAME_BYTES, Message
 from .refresh import Asks
 from .store import Store
 
-OP = "warm"
 MAX_BYTES = MAX_FRAME_BYTES - 2 * 1024 * 1024  # one frame, with room for the metadata
 MAX_ENTRIES = 2000
 DEFAULT_BYTES = MAX_BYTES  # what a runner asks for (--warm-start): one frame
@@ -51,27 +52,34 @@ def offer(chosen: list[tuple[str, ApiRequest, int]], store: Store, now: float, t
           max_bytes: int) -> Message:
     """The fresh entries among `chosen` that save the most requests within `max_bytes`."""
     max_bytes = max(0, min(max_bytes, MAX_BYTES))
-    fresh = []
+    ranked = []
     for key, request, asks in chosen[:4 * MAX_ENTRIES]:
-        entry = store.get(key)
-        if entry is not None and policy.decide(entry, now, ttl) is policy.Action.SERVE:
-            fresh.append((asks / (entry.size + ASK_COST), request, entry))
+        head = store.head(key)
+        if head is not None and _fresh(head, now, ttl):
+            ranked.append((asks / (head.size + ASK_COST), key, request, head.size))
         # else gone, or stale: the runner's own ask will revalidate it
-    fresh.sort(key=lambda item: -item[0])
+    ranked.sort(key=lambda item: -item[0])
     entries: list[dict[str, object]] = []
     bodies: list[bytes] = []
     size = 0
-    for _, request, entry in fresh:
+    for _, key, request, stored_size in ranked:
         if len(entries) >= MAX_ENTRIES:
             break
-        if size + entry.size > max_bytes:
+        if size + stored_size > max_bytes:
             continue  # a smaller one may still fit
+        entry = store.get(key)  # changed meanwhile? judged again
+        if entry is None or not _fresh(entry, now, ttl) or size + entry.size > max_bytes:
+            continue
         size += entry.size
         entries.append({"path": str(request.target), "request_headers": request.headers,
                         "status": entry.status, "headers": entry.headers,
                         "fetched_at": entry.fetched_at, "size": len(entry.body)})
         bodies.append(entry.body)
     return Message({"entries": entries}, b"".join(bodies))
+
+
+def _fresh(entry: Entry, now: float, ttl: float) -> bool:
+    return policy.decide(entry, now, ttl) is policy.Action.SERVE
 
 
 def take(message: Message, max_bytes: int,
