@@ -264,3 +264,39 @@ def test_dialback_dials_only_the_askers_own_ip_and_says_only_yes_or_no(nodes):
     assert set(mine) == {"reachable", "connect_ms"} and mine["reachable"] is True, mine
     assert again["error"] == "dial-back refused: rate limited", again
     assert server.get("/-/healthz").status_code == 200
+
+
+def test_warm_starts_are_one_per_peer_a_minute_and_bad_budgets_are_refused(nodes):
+    """A key holder asking for the hot set over and over gets it once: each answer is a
+    frame of up to 14 MiB the server must build and hold. Budgets that are not whole
+    numbers are refused without spending the peer's one; a huge one is cut to one frame."""
+    from p2pcache.warmstart import MAX_BYTES
+
+    server = nodes("server")
+    for i in range(3):
+        server.get(f"/repos/hot/r{i}")  # what the fleet asked for
+    bad = [{"op": "warm", "key": "warm", "max_bytes": b} for b in ("lots", 1.5, True, None)]
+    greedy = [{"op": "warm", "key": "warm", "max_bytes": 10**12}] * 50
+
+    async def flood() -> list:
+        async with peer_host(server.multiaddr()) as host:
+            stream = await open_stream(host)
+            for i, meta in enumerate(bad + greedy):
+                await stream.write(seal(SEALER, REQUEST, i + 1, Message(meta)).encode())
+            decoder, frames = FrameDecoder(), []
+            with trio.fail_after(60):
+                while len(frames) < len(bad) + len(greedy):
+                    frames += decoder.feed(await stream.read(65536))
+            guard = ReplayGuard()
+            return sorted(((f.request_id, open_frame(SEALER, f, guard, "warm"))
+                           for f in frames), key=lambda pair: pair[0])
+
+    answers = [message for _, message in trio.run(flood)]
+    refused = [m for m in answers if "error" in m.meta]
+    offers = [m for m in answers if "entries" in m.meta]
+    assert all(m.meta["error"] == "no warm start offered now" for m in refused)
+    assert all("error" in m.meta for m in answers[:len(bad)]), "bad budgets refused"
+    assert len(offers) == 1 and len(refused) == len(bad) + len(greedy) - 1
+    assert len(offers[0].meta["entries"]) == 3 and len(offers[0].body) <= MAX_BYTES
+    assert server.stats()["warm_offers"] == 1
+    assert server.get("/-/healthz").status_code == 200
