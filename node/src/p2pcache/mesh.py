@@ -460,6 +460,7 @@ class Mesh:
         # A home that does not answer (dead, reset, timed out, could not reach GitHub) hands
         # the key to the next server in the same order: still about once for the fleet.
         for peer in rendezvous_order(key, servers)[:MAX_SERVERS_ASKED]:
+            channel = None  # stays None if opening the stream ran out of time
             with trio.move_on_after(self.peer_timeout):
                 channel = await self._channel(peer)
             if channel is None:
@@ -612,14 +613,18 @@ class Mesh:
                 log.warning("answering a peer request failed: %s", _reason(exc))
                 body_meta, body = {"error": "internal error"}, b""
             try:
-                answer = encode_body(Message(body_meta, body), meta.get("encodings"))
-                frame = seal(self.sealer, RESPONSE, request_id, answer, key)
-                async with write_lock:
-                    await stream.write(frame.encode())
+                await self._send(stream, write_lock, request_id, key,
+                                 encode_body(Message(body_meta, body), meta.get("encodings")))
             except Exception as exc:  # an unencodable key, or the stream went away
                 log.debug("could not answer peer: %s", _reason(exc))
         finally:
             slots.release()
+
+    async def _send(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
+                    key: str, answer: Message) -> None:
+        frame = seal(self.sealer, RESPONSE, request_id, answer, key)
+        async with write_lock:
+            await stream.write(frame.encode())
 
     async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
         request = _peer_request(meta)
@@ -645,21 +650,16 @@ class Mesh:
                             if now - t < WARM_INTERVAL}
         budget = meta.get("max_bytes")
         if self.offer is None or peer in self._warm_asked or type(budget) is not int:
-            message = Message({"error": "no warm start offered now"})
-        else:
-            self._warm_asked[peer] = now
-            message = None
+            refusal = Message({"error": "no warm start offered now"})
+            await self._send(stream, write_lock, request_id, key, refusal)
+            return
+        self._warm_asked[peer] = now
         async with self._warm_slots:  # holds the big frame's memory until it is written
-            if message is None:
-                assert self.offer is not None and type(budget) is int
-                offered = await self.offer(budget)
-                message = await trio.to_thread.run_sync(encode_body, offered,
-                                                        meta.get("encodings"))
-                self.counters.warm_offers += 1
-            frame = seal(self.sealer, RESPONSE, request_id, message, key)
+            offered = await self.offer(budget)
+            answer = await trio.to_thread.run_sync(encode_body, offered, meta.get("encodings"))
+            self.counters.warm_offers += 1
             with trio.move_on_after(WARM_TIMEOUT):
-                async with write_lock:
-                    await stream.write(frame.encode())
+                await self._send(stream, write_lock, request_id, key, answer)
 
     async def warm(self, peer: ID, max_bytes: int) -> Message | None:
         """Ask a server for its hot entries (warm start); None if it had none for us."""

@@ -110,9 +110,6 @@ class Refresher:
         # Often enough to act within the lead, rarely enough to cost nothing when idle.
         self.tick = max(0.05, min(1.0, policy.refresh_lead(ttl) / 4))
 
-    def note(self, request: ApiRequest, response: ApiResponse) -> None:
-        self.asks.note(request, response, self.clock())
-
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             while True:
