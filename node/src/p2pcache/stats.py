@@ -25,6 +25,7 @@ class Counters:
     stale_served: int = 0  # expired entries served because GitHub failed or limited us
     peer_requests_served: int = 0  # requests peers asked of this node
     peer_failures: int = 0  # asks to peers that timed out or broke (then GitHub was asked)
+    peer_suspicions: int = 0  # times a server let an ask time out and was skipped until it spoke
     auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
