@@ -7,13 +7,7 @@ fake GitHub, per-call timings with generous bounds (the CI box is loaded)."""
 from __future__ import annotations
 
 import itertools
-import os
-import random
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FLEET_TOKEN, NodeProcess, free_port, require
+from conftest import FLEET_TOKEN, free_port, require
 from fakegithub import FakeGitHub
+from outages import Blackhole, NodeInNamespace, SilentListener, blackhole_missing
 from test_actions import actions_env, parse_env_file, run  # noqa: F401 (a fixture)
 from test_fleet import start_fleet as start_one_server
 from test_multi_server import start_fleet
@@ -141,34 +136,6 @@ class Job:
         run("summary", self.env, "--http", self.http)
 
 
-class SilentListener:
-    """Accepts TCP and never says a word: a libp2p dial to it hangs in the handshake."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(16)
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
-        for conn in self.held:
-            conn.close()
-
-
 @pytest.mark.parametrize("down", ["refused", "silent"])
 def test_start_is_ready_at_once_and_the_fleet_is_used_once_the_server_comes(
         nodes, fake, actions_env, tmp_path, down):  # noqa: F811
@@ -208,77 +175,9 @@ def wait_for(check, timeout: float = 20.0) -> bool:
     return False
 
 
-class Blackhole:
-    """A network namespace behind a veth pair (a /30 of TEST-NET-2), whose firewall can
-    drop every TCP packet to one port: a dial there hangs, as to a server behind a
-    blackholing firewall. The machine's own rules are untouched."""
-
-    def __init__(self) -> None:
-        tag = os.urandom(3).hex()
-        self.ns, self.outer, self.inner = f"p2pc-bh-{tag}", f"bh{tag}o", f"bh{tag}i"
-        used = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
-        while True:
-            base = random.randrange(32, 63) * 4
-            if f"198.51.100.{base + 1}/" not in used:
-                break
-        self.outside, self.inside = f"198.51.100.{base + 1}", f"198.51.100.{base + 2}"
-        self._ip("netns", "add", self.ns)
-        self._ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
-                 "netns", self.ns)
-        self._ip("addr", "add", f"{self.outside}/30", "dev", self.outer)
-        self._ip("link", "set", self.outer, "up")
-        self._ip("-n", self.ns, "addr", "add", f"{self.inside}/30", "dev", self.inner)
-        self._ip("-n", self.ns, "link", "set", self.inner, "up")
-        self._ip("-n", self.ns, "link", "set", "lo", "up")
-
-    @staticmethod
-    def _ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-    def drop(self, port: int) -> None:
-        rules = ("table inet p2pcache_blackhole {\n chain input {\n"
-                 "  type filter hook input priority 0; policy accept;\n"
-                 f"  tcp dport {port} drop\n }}\n}}\n")
-        subprocess.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=rules,
-                       text=True, check=True, capture_output=True, timeout=30)
-
-    def open(self) -> None:
-        subprocess.run(["ip", "netns", "exec", self.ns, "nft", "delete", "table", "inet",
-                        "p2pcache_blackhole"], check=True, capture_output=True, timeout=30)
-
-    def close(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.ns], capture_output=True, timeout=30)
-
-
-class NodeInNamespace(NodeProcess):
-    """A server node inside the blackhole's namespace; its API on the namespace's address."""
-
-    def __init__(self, hole: Blackhole, *args, **kw) -> None:
-        self.hole = hole
-        super().__init__(*args, **kw)
-        self.env.update({"P2P_CACHE_LISTEN_HOST": hole.inside,
-                         "P2P_CACHE_HTTP": f"{hole.inside}:{self.http_port}"})
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.hole.inside}:{self.http_port}"
-
-    def start(self, wait: bool = True) -> NodeInNamespace:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        # `ip netns exec` execs the command: the PID is the node's own.
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.hole.ns, sys.executable,
-                                      "-m", "p2pcache", "serve"], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
-        return self
-
-
 def test_start_is_ready_at_once_with_a_blackholed_server(fake, actions_env, tmp_path):  # noqa: F811
-    require(os.geteuid() == 0 and shutil.which("ip") is not None
-            and shutil.which("nft") is not None,
-            "a blackholed server needs root, iproute2 and nftables (a network namespace)")
+    missing = blackhole_missing()
+    require(missing is None, missing or "")
     env, files = actions_env
     hole = Blackhole()
     upstream = server = job = None
@@ -342,8 +241,6 @@ def test_calls_in_flight_when_the_server_stops_share_one_timeout(nodes, fake):
     """Calls that began while the first one waited are let go with it, not each after a
     timeout of its own: the job loses one peer timeout in all, however many calls it had
     in flight."""
-    import threading
-
     server, (runner,) = start_one_server(nodes, runners=1, env=RUNNER_ENV)
     assert timed_get(runner, "before")[1].headers["x-p2p-cache"] == "peer"
     ended: list[float] = []
