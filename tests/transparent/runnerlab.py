@@ -34,8 +34,9 @@ from dockerlab import docker  # noqa: E402
 
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "p2pcache-base:bookworm")
 RUNNER_BASE = "p2pcache-transparent-runner"
-NODE_IMAGE = "p2pcache:transparent-test"
-TEST_IMAGE = "p2pcache-transparent-runner:test"
+CHECKOUT = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+NODE_IMAGE = f"p2pcache:transparent-test-{CHECKOUT}"
+TEST_IMAGE = f"p2pcache-transparent-runner:test-{CHECKOUT}"
 LABEL = "p2pcache.transparent-lab"
 VENV = "/opt/p2pcache/bin"
 
@@ -120,10 +121,14 @@ class Runner:
 
     def __init__(self) -> None:
         self.name = f"p2pcache-transparent-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        for old in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split():
-            docker("rm", "-f", old, check=False)  # what a dead test run left behind
+        listed = docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
+                        '{{.ID}} {{.Label "' + LABEL + '"}}').stdout.splitlines()
+        for line in listed:  # what a dead test run left behind (not a live run's)
+            cid, _, owner = line.partition(" ")
+            if not owner.isdigit() or not Path(f"/proc/{owner}").exists():
+                docker("rm", "-f", cid, check=False)
         docker("run", "-d", "--init", "--network", "none", "--name", self.name,
-               "--label", f"{LABEL}=1", TEST_IMAGE, "sleep", "infinity")
+               "--label", f"{LABEL}={os.getpid()}", TEST_IMAGE, "sleep", "infinity")
 
     def exec(self, command: str, user: str = "root", env: dict[str, str] | None = None,
              check: bool = True, timeout: float = 120,
