@@ -281,6 +281,9 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
 START_TIMEOUT = 60.0  # seconds a starting node may take to answer its local API
 CONNECT_WAIT = 3.0  # default of `wait`: seconds the start waits for the server's connection
 READY_BUDGET = 5.0  # seconds after which the start is ready whatever the fleet does
+# The node dials its servers before its API answers; on a loaded runner that answer can come
+# after `wait`: the dial then still gets this long.
+CONNECT_GRACE = 1.0
 
 
 def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
@@ -288,8 +291,9 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
     """Until the node answers, then (bounded) until it is useful. A job never waits on the
     fleet: `wait` seconds for the server's connection, and once connected its warm start
     until READY_BUDGET (or `wait`, if longer) has passed. A server that is down, blackholed
-    or silent costs the start `wait` seconds and the job's calls nothing: the node asks
-    GitHub itself until it connects, then uses the fleet (and takes its warm start then)."""
+    or silent costs the start `wait` seconds (CONNECT_GRACE more if the node answered late)
+    and the job's calls nothing: the node asks GitHub itself until it connects, then uses
+    the fleet (and takes its warm start then)."""
     from .client import NodeClient, NodeUnavailable
 
     client = NodeClient(settings.http_base)
@@ -298,6 +302,7 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
     started = time.monotonic()
     connect_by, answer_by = started + wait, started + max(wait, START_TIMEOUT)
     stats: dict[str, Any] | None = None
+    answered = False
     while True:
         if proc.poll() is not None:
             print(f"✗ The P2P cache node exited ({proc.returncode}); its log:\n"
@@ -308,6 +313,8 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
         except (NodeUnavailable, Exception):
             stats = None
         now = time.monotonic()
+        if stats and not answered:
+            answered, connect_by = True, max(connect_by, now + CONNECT_GRACE)
         if stats and (not settings.bootstrap or stats.get("connected_peers")
                       or now >= connect_by):
             break
