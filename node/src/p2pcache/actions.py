@@ -279,7 +279,6 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
 
 
 START_TIMEOUT = 60.0  # seconds a starting node may take to answer its local API
-CONNECT_WAIT = 3.0  # default of `wait`: seconds the start waits for the server's connection
 READY_BUDGET = 5.0  # seconds after which the start is ready whatever the fleet does
 # The node dials its servers before its API answers; on a loaded runner that answer can come
 # after `wait`: the dial then still gets this long.
