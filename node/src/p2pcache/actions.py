@@ -281,7 +281,7 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
 START_TIMEOUT = 60.0  # seconds a starting node may take to answer its local API
 READY_BUDGET = 5.0  # seconds after which the start is ready whatever the fleet does
 # The node dials its servers before its API answers; on a loaded runner that answer can come
-# after `wait`: the dial then still gets this long.
+# after `wait`: the dial then still gets this long (within READY_BUDGET).
 CONNECT_GRACE = 1.0
 
 
@@ -290,7 +290,7 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
     """Until the node answers, then (bounded) until it is useful. A job never waits on the
     fleet: `wait` seconds for the server's connection, and once connected its warm start
     until READY_BUDGET (or `wait`, if longer) has passed. A server that is down, blackholed
-    or silent costs the start `wait` seconds (CONNECT_GRACE more if the node answered late)
+    or silent costs the start `wait` seconds (up to READY_BUDGET if the node answered late)
     and the job's calls nothing: the node asks GitHub itself until it connects, then uses
     the fleet (and takes its warm start then)."""
     from .client import NodeClient, NodeUnavailable
@@ -313,7 +313,9 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
             stats = None
         now = time.monotonic()
         if stats and not answered:
-            answered, connect_by = True, max(connect_by, now + CONNECT_GRACE)
+            # never past READY_BUDGET for it: a start with the server down stays within it
+            answered = True
+            connect_by = max(connect_by, min(now + CONNECT_GRACE, started + READY_BUDGET))
         if stats and (not settings.bootstrap or stats.get("connected_peers")
                       or now >= connect_by):
             break
