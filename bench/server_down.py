@@ -130,12 +130,12 @@ def down_round(fake: FakeGitHub, case: str, paths: list[str],
         bootstrap = f"/ip4/{hole.inside}/tcp/9100/p2p/{peer}"
     job = Job(fake, bootstrap)
     try:
-        start_s, out = job.start()
-        assert "GitHub directly for now" in out, out
+        start_s, _ = job.start()
         direct_s, direct_calls, _ = gets(fake.url, paths, concurrency,
                                          {"authorization": f"token {FLEET_TOKEN}"})
         node_s, node_calls, sources = gets(job.base, paths, concurrency)
-        assert set(sources) == {"miss"}, set(sources)
+        if set(sources) != {"miss"}:
+            raise RuntimeError(f"answers other than direct ones: {set(sources)}")
     finally:
         job.close()
         if listener is not None:
@@ -153,7 +153,7 @@ def stopped_round(fake: FakeGitHub, server: NodeProcess, paths: list[str],
     job = Job(fake, server.multiaddr())
     try:
         start_s, out = job.start()
-        assert "✓ Connected to bootstrap peer" in out, out
+        connected = "✓ Connected to bootstrap peer" in out
         direct_s, direct_calls, _ = gets(fake.url, paths, concurrency,
                                          {"authorization": f"token {FLEET_TOKEN}"})
         assert server.proc is not None
@@ -179,7 +179,7 @@ def stopped_round(fake: FakeGitHub, server: NodeProcess, paths: list[str],
             "lost_s": node_s - direct_s,
             "added_ms_per_call": (statistics.median(rest)
                                   - statistics.median(direct_calls)) * 1000,
-            "direct_answers": sources.count("miss"),
+            "direct_answers": sources.count("miss"), "connected_at_start": float(connected),
             "fleet_again_s": back_s if back_s is not None else float("nan")}
 
 
@@ -196,6 +196,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-ms", type=float, default=80)
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--paths", type=int, default=100, help="a job's GETs (100)")
     parser.add_argument("--cases", default="refused,silent,blackholed,stopped")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -204,7 +205,7 @@ def main() -> int:
         print(f"bench/server_down.py: skipping blackholed: {blackhole_missing()}",
               file=sys.stderr)
         cases.remove("blackholed")
-    paths = endpoints(100)
+    paths = endpoints(args.paths)
     fake = FakeGitHub("127.0.0.1", 0, latency_ms=args.latency_ms, tokens=[FLEET_TOKEN],
                       rate_limit=1_000_000).start()
     load_before = os.getloadavg()[0]
