@@ -324,6 +324,11 @@ class FakeGitHub:
         # all their bookkeeping and body building while holding it (it is all
         # in-memory and quick) and only sleep / do socket I/O outside it.
         self._lock = threading.Lock()
+        # Identities are configuration, kept across reset(): private repositories ("o/r"
+        # lower-case) -> credential keys that may read them; (repository, credential key)
+        # -> "admin" | "push" (default "pull").
+        self._private: dict[str, set[str]] = {}
+        self._permissions: dict[tuple[str, str], str] = {}
         self._reset_state()
         # Repository ids are a pure function of the name, so this survives
         # reset(): an id a client saw stays resolvable, as on GitHub.
@@ -400,7 +405,8 @@ class FakeGitHub:
         self._versions: dict[str, int] = {}
         self._written: set[str] = set()       # paths PUT/POSTed (PUT 201 vs 200)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._failures: deque[tuple[int, int]] = deque()  # (status, retry_after)
+        # (status, retry_after, path): the next requests (of that path only, if given) fail
+        self._failures: deque[tuple[int, int, str | None]] = deque()
         self._requests = 0
         self._units = 0
         self._not_modified = 0
@@ -412,13 +418,10 @@ class FakeGitHub:
         self._secrets: dict[str, str] = {}  # "owner/repo/NAME" -> decrypted value
         # Issues created or edited through the API: "o/r" -> number -> fields.
         self._issues: dict[str, dict[int, dict]] = {}
-        # Identities: private repositories ("o/r" lower-case) -> credential keys that may
-        # read them; (repository, credential key) -> "admin" | "push" (default "pull").
-        self._private: dict[str, set[str]] = {}
-        self._permissions: dict[tuple[str, str], str] = {}
 
     def reset(self) -> None:
-        """Zero counters, budgets, versions, issues, pending failures and the log."""
+        """Zero counters, budgets, versions, issues, pending failures and the log (tokens,
+        private repositories and permissions stay)."""
         with self._lock:
             self._reset_state()
 
@@ -442,12 +445,21 @@ class FakeGitHub:
         with self._lock:
             return self._bump(self._canonical(_normalize(path)) or _normalize(path))
 
-    def fail(self, status: int, count: int = 1, retry_after: int = 60) -> None:
-        """Make the next ``count`` API requests answer ``status``."""
+    def fail(self, status: int, count: int = 1, retry_after: int = 60,
+             path: str | None = None) -> None:
+        """Make the next ``count`` API requests (to ``path`` only, if given) answer
+        ``status``."""
         if not 400 <= status <= 599:
             raise ValueError("status must be 4xx or 5xx")
         with self._lock:
-            self._failures.extend([(status, retry_after)] * max(0, count))
+            self._failures.extend([(status, retry_after, path)] * max(0, count))
+
+    def _failure_for(self, path: str) -> tuple[int, int] | None:
+        for failure in self._failures:
+            if failure[2] in (None, path):
+                self._failures.remove(failure)
+                return failure[0], failure[1]
+        return None
 
     # -- identities --------------------------------------------------------- #
 
@@ -584,9 +596,9 @@ class FakeGitHub:
             bucket = self._bucket(shown, resource, now)
             spend = False
 
-            if self._failures:
-                status, retry_after = self._failures.popleft()
-                reply = self._injected(status, retry_after, rid)
+            failure = self._failure_for(req.path) if self._failures else None
+            if failure is not None:
+                reply = self._injected(failure[0], failure[1], rid)
             elif req.api_version is not None and req.api_version not in API_VERSIONS:
                 reply = _error(400, f"Unsupported 'X-GitHub-Api-Version' header:"
                                f" {req.api_version}. Supported versions are"
@@ -1627,7 +1639,7 @@ class _Handler(BaseHTTPRequestHandler):
                     failure = int(query.get("status", 503))
                     count = int(query.get("count", 1))
                     retry_after = int(query.get("retry_after", 60))
-                    fake.fail(failure, count, retry_after)
+                    fake.fail(failure, count, retry_after, query.get("path"))
                     payload = {"status": failure, "count": count, "retry_after": retry_after}
                 else:
                     fake.set_latency(float(query.get("ms", 0)))
