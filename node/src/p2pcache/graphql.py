@@ -426,8 +426,10 @@ class _Walk:
         for argument in node.arguments or ():
             if _names_viewer(argument.name.value):
                 yield f"{name}({argument.name.value}:)"
-            elif _mentions_me(self.value(argument.value)):
-                yield f"{name}(@me)"
+            else:
+                why = _caller_value(self.value(argument.value))
+                if why:
+                    yield f"{name}({why})"
 
     def root_fields(self) -> Iterator[FieldNode]:
         """The operation's root fields, through fragments and inline fragments."""
@@ -455,18 +457,22 @@ def _names_viewer(name: str) -> bool:
     return name.startswith("viewer") or "Viewer" in name
 
 
-def _mentions_me(value: object) -> bool:
-    """`@me` (the caller, in GitHub's search and filter syntax) anywhere in a value."""
+def _caller_value(value: object) -> str:
+    """What in an argument's value names the caller: `@me` (GitHub's search and filter
+    syntax) or an input member named for the viewer (`filterBy: {viewerSubscribed: true}`)."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str) and "@me" in item.lower():
-            return True
+            return "@me"
         if isinstance(item, dict):
+            for key in item:
+                if _names_viewer(str(key)):
+                    return f"{key}:"
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return ""
 
 
 def _effective_variables(operation: OperationDefinitionNode,
