@@ -144,7 +144,7 @@ def test_estimated_cost_agrees_with_the_fakes_reading(r):
 def test_gh_documents_are_well_inside_the_limits():
     for r in RECORDED:
         got = parse_request(json.dumps(r["body"]).encode(), r["headers"],
-                            Limits(tokens=LIMITS.tokens // 4, depth=LIMITS.depth // 2))
+                            Limits(tokens=LIMITS.tokens // 2, depth=LIMITS.depth // 2))
         assert isinstance(got, GraphQLRequest), r["command"]
 
 
@@ -341,6 +341,11 @@ def test_cost_from_variables_defaults_and_fragments():
     assert estimated_cost(read(q, {"m": "x", "n": 10**300})) == 2  # untold and huge: 100
 
 
+def test_cost_is_capped_where_github_would_refuse_the_query():
+    deep = '{ repository(owner: "o", name: "r") ' + "{ a(first: 100) " * 20 + "{ b }" + " }" * 21
+    assert estimated_cost(read(deep)) == graphql.MAX_COST
+
+
 def test_cost_is_at_least_one_and_of_any_document():
     assert estimated_cost(read("{ __typename }")) == 1
     assert estimated_cost(read('mutation { addComment(input: {subjectId: "x", body: "y"}) '
@@ -445,7 +450,7 @@ def test_a_hundred_thousand_tokens():
     flood = body("{ " + "a " * 100_000 + "}")
     assert "query over" in passthrough(flood)
     # past the size limit, the token limit stops the parser early
-    assert "more than 2000" in passthrough(flood, limits=Limits(query_chars=1 << 20))
+    assert f"more than {LIMITS.tokens}" in passthrough(flood, limits=Limits(query_chars=1 << 20))
 
 
 def test_comments_are_bounded_too():
@@ -463,6 +468,9 @@ def test_deep_nesting():
     assert "nested deeper" in passthrough(body(hidden))  # depth through fragments
     assert "variables nested deeper" in passthrough(
         body("{ a }", {"v": json.loads("[" * 40 + "]" * 40)}))
+    assert "values in variables" in passthrough(body("{ a }", {"v": [0] * 100_000}))
+    assert "values in variables" in passthrough(body("{ a }", {str(i): i for i in range(20_000)}))
+    assert isinstance(parse_request(body("{ a }", {"v": [0] * 9_000}), {}), GraphQLRequest)
     nested = b'{"query": "{a}", "variables": {"v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
     assert passthrough(nested) == "too deeply nested"  # json's RecursionError, caught
 

@@ -37,21 +37,26 @@ from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast_untyped
 
 KEY_VERSION = 1  # part of every key: a change of what the key covers starts new entries
+# GitHub refuses a query that could return more than 500,000 nodes; one that passes cannot
+# cost more than about this many points, however its page sizes multiply.
+MAX_COST = 5000
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What a document may need before it is read. The parser's time is linear in tokens
-    (about 10-25 us each on a loaded CI core), so `tokens` bounds the stall: gh's largest
-    document (`pr view`) has 336."""
+    """What a document may need before it is read. Reading costs time linear in tokens and
+    in values (bench/graphql_parse.py measures the worst bodies within these), so they
+    bound the stall; gh's largest document (`pr view`) has 336 tokens, depth 12, 1 alias."""
 
-    body_bytes: int = 1 << 20  # the JSON body; a mutation's variables may carry a long comment
-    query_chars: int = 64 * 1024
-    tokens: int = 2000  # lexical tokens; comments are bounded separately by the same number
-    depth: int = 24  # nested selection sets, fragments expanded; gh's deepest is 12
+    # The JSON body: a mutation's variables may carry a 65,536-character comment, escaped.
+    body_bytes: int = 512 * 1024
+    query_chars: int = 16 * 1024  # the lexer reads a long string literal a character at a time
+    tokens: int = 1000  # lexical tokens; comments are bounded separately by the same number
+    depth: int = 24  # nested selection sets, fragments expanded
     definitions: int = 32  # operations and fragments
-    aliases: int = 128
+    aliases: int = 64
     variables_depth: int = 16  # nesting of lists and objects in `variables`
+    variables_values: int = 10_000  # values (and members) in `variables`
 
 
 LIMITS = Limits()
@@ -240,8 +245,9 @@ def _parse_request(body: bytes, headers: Mapping[str, str],
         variables = {}
     if not isinstance(variables, dict):
         return Passthrough("variables is not an object")
-    if _nesting(variables) > limits.variables_depth:
-        return Passthrough(f"variables nested deeper than {limits.variables_depth}")
+    too_much = _too_much(variables, limits)
+    if too_much:
+        return Passthrough(too_much)
     if len(query) > limits.query_chars:
         return Passthrough(f"query over {limits.query_chars} characters")
     try:
@@ -307,17 +313,21 @@ def _representation(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _nesting(value: object) -> int:
-    """How deeply lists and objects nest in a JSON value (iterative: no recursion)."""
-    deepest, stack = 0, [(value, 0)]
+def _too_much(variables: dict, limits: Limits) -> str:
+    """Why `variables` is past the limits ("" when it is not): nesting or number of values.
+    Iterative, and it stops at the first value past either limit."""
+    seen, stack = 0, [(variables, 0)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+        if depth > limits.variables_depth:
+            return f"variables nested deeper than {limits.variables_depth}"
+        if isinstance(item, (dict, list)):
+            seen += len(item)
+            if seen > limits.variables_values:
+                return f"over {limits.variables_values} values in variables"
+            values = item.values() if isinstance(item, dict) else item
+            stack.extend((v, depth + 1) for v in values if isinstance(v, (dict, list)))
+    return ""
 
 
 def _fields(document: DocumentNode) -> Iterator[FieldNode]:
@@ -555,8 +565,8 @@ def estimated_cost(document: DocumentNode | GraphQLRequest,
     """GitHub's points for the operation, estimated as GitHub documents it: every field with
     `first`/`last` (a connection) needs one request per object of its parent connections,
     so its requests are the product of the page sizes above it; the sum over connections,
-    divided by 100 and rounded, at least 1. A page size that cannot be told counts as 100,
-    and a connection spread twice counts twice, so this errs high.
+    divided by 100 and rounded, at least 1 (and at most MAX_COST). A page size that cannot be
+    told counts as 100, and a connection spread twice counts twice, so this errs high.
 
     An estimate because GitHub does not say: `X-RateLimit-Used` moves by the real cost, but
     with every other request of the same token in between, and the exact figure is only in
@@ -573,7 +583,7 @@ def estimated_cost(document: DocumentNode | GraphQLRequest,
         requests = _Walk(request).operation().requests
     except _Invalid:
         return 1
-    return max(1, math.floor(requests / 100 + 0.5))
+    return min(MAX_COST, max(1, math.floor(requests / 100 + 0.5)))
 
 
 def mutation_targets(request: GraphQLRequest) -> Touched:
