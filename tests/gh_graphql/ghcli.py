@@ -1,5 +1,6 @@
 """The real gh (Debian's 2.23) against a Unix socket that plays api.github.com, and the
-GraphQL requests it sends for the commands CI scripts use most.
+GraphQL requests it sends for the commands CI scripts use most (what `GH_DEBUG=api` shows,
+taken exactly from the fake's request log).
 
 (This directory is not called `graphql`: tests/ is on sys.path, and a package of that name
 would hide graphql-core from the node's own modules.)
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -72,9 +72,8 @@ class Gh:
         subprocess.run(["gh", "config", "set", "http_unix_socket", self.socket], env=self.env,
                        check=True, capture_output=True, timeout=TIMEOUT)
 
-    def run(self, *args: str, debug: bool = False) -> subprocess.CompletedProcess:
-        env = {**self.env, "GH_DEBUG": "api"} if debug else self.env
-        return subprocess.run(["gh", *args], env=env, capture_output=True, text=True,
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["gh", *args], env=self.env, capture_output=True, text=True,
                               timeout=TIMEOUT)
 
     def ok(self, *args: str) -> str:
@@ -88,36 +87,20 @@ class Gh:
         shutil.rmtree(self.config, ignore_errors=True)
 
 
-def graphql_headers(debug_output: str) -> list[dict[str, str]]:
-    """The request headers of each POST /graphql in `GH_DEBUG=api` output, in order."""
-    found = []
-    for block in re.split(r"\n(?=\* Request to )", debug_output):
-        if not block.startswith("* Request to ") or "/graphql" not in block.splitlines()[0]:
-            continue
-        headers = {}
-        for line in block.splitlines():
-            if line.startswith("> ") and ": " in line:
-                name, _, value = line[2:].partition(": ")
-                if name.lower() in SHOWN_HEADERS:
-                    headers[name.lower()] = value
-        found.append(headers)
-    return found
-
-
 def record(fake, gh: Gh) -> list[dict]:
-    """Each command's GraphQL requests: the exact body (from the fake's request log) and
-    the headers gh sent with it (from GH_DEBUG)."""
+    """Each command's GraphQL requests as the fake received them: the exact body, and the
+    headers gh sent with it that may change the answer."""
     out = []
     for name, args in COMMANDS:
         fake.reset()
-        done = gh.run(*args, debug=True)
+        done = gh.run(*args)
         if done.returncode != 0:
             raise AssertionError(f"gh {name}: {done.stderr[-800:]}")
-        bodies = [e["graphql_body"] for e in fake.request_log() if "graphql_body" in e]
-        headers = graphql_headers(done.stderr)
-        assert len(headers) == len(bodies), (name, len(headers), len(bodies))
-        for body, sent in zip(bodies, headers):
-            out.append({"command": name, "body": json.loads(body), "headers": sent})
+        for entry in fake.request_log():
+            if "graphql_body" in entry:
+                sent = {k: v for k, v in entry["headers"].items() if k in SHOWN_HEADERS}
+                out.append({"command": name, "body": json.loads(entry["graphql_body"]),
+                            "headers": sent})
     return out
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pcache.crypto import Sealer, SealError
-from p2pcache.mesh import MAX_PEER_PATH, PEER_REQUEST_HEADERS, _peer_request
+from p2pcache.mesh.answering import MAX_PEER_PATH, PEER_REQUEST_HEADERS, peer_request
 from p2pcache.protocol import (HEADER, LENGTH, MAX_REQUEST_FRAME_BYTES, REQUEST, VERSION, Frame,
                                FrameDecoder, FrameError, Message, ReplayGuard, StaleMessage,
                                now_ms, open_frame, seal)
@@ -88,7 +88,7 @@ def test_message_decode_raises_only_frame_errors(plaintext):
 @given(metas)
 def test_peer_request_raises_only_value_errors(meta):
     try:
-        request = _peer_request(meta)
+        request = peer_request(meta)
     except ValueError:
         return
     # What is let through is a plain GET of a visible-ASCII absolute path.
@@ -117,6 +117,6 @@ def test_the_whole_inbound_path_raises_only_documented_errors(meta, body, cuts, 
         for chunk in chunked(data, cuts):
             for frame in decoder.feed(chunk):
                 message = open_frame(SEALER, frame, guard)
-                _peer_request(message.meta)
+                peer_request(message.meta)
     except (FrameError, SealError, StaleMessage, ValueError):
         pass

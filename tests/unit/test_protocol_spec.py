@@ -224,7 +224,7 @@ def test_constants_table_is_complete():
     for required in ("protocol.PROTOCOL_ID", "protocol.VERSION", "protocol.MAX_FRAME_BYTES",
                      "protocol.MAX_SKEW_MS", "protocol.AD_PREFIX", "crypto.PBKDF2_ITERATIONS",
                      "crypto.KEY_BYTES", "crypto.NONCE_BYTES", "crypto.TAG_BYTES",
-                     "protocol.HEADER.size", "mesh.OPEN_STREAM_TIMEOUT",
+                     "protocol.HEADER.size", "mesh.asking.OPEN_STREAM_TIMEOUT",
                      "config.Settings.peer_timeout"):
         assert required in names, f"the constants table lacks {required}"
 

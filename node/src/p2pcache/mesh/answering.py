@@ -1,0 +1,269 @@
+"""Answering peers: inbound cache streams, each request resolved in its own task, within
+bounds a peer cannot push past (streams, unfinished bytes, time), before and after its
+frames authenticate; warm-start offers and dial-backs, rate limited.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from .. import dialback
+from .. import headers as fields
+from .. import targets
+from ..crypto import SealError
+from ..models import ApiRequest, ApiResponse
+from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, REQUEST, RESPONSE,
+                        FrameDecoder, FrameError, Message, StaleMessage, encode_body,
+                        open_frame, seal)
+from .asking import MAX_PEER_PATH, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
+from .host import READ_CHUNK, probe, reason, remote_address, reset, short
+
+if TYPE_CHECKING:
+    from . import Mesh
+
+log = logging.getLogger("p2pcache.mesh")
+
+MAX_ANSWERS_PER_STREAM = 64
+# What a peer can make this node hold on inbound streams, before its frames authenticate.
+# A peer without the secret never gets further, so these bound everything it can pin.
+FRAME_DEADLINE = 10.0  # seconds: a frame begun (or a new stream's first frame) must be whole
+MAX_STREAMS_PER_PEER = 8  # inbound cache streams open at once per peer ID
+MAX_INBOUND_STREAMS = 256  # inbound cache streams open at once, all peers together
+MAX_PARTIAL_BYTES = 4 * 1024 * 1024  # unfinished request frames buffered, all peers together
+WARM_AT_ONCE = 2  # warm-start answers being built or written at once
+WARM_INTERVAL = 60.0  # seconds: one warm start per peer
+
+Serve = Callable[[ApiRequest], Awaitable[ApiResponse]]
+Offer = Callable[[int], Awaitable[Message]]  # a warm start's entries, within a byte budget
+
+
+class StreamLimit(Exception):
+    """A peer went over an inbound limit (streams, bytes, time): its stream is reset."""
+
+
+class Responder:
+    """Our side of every inbound cache stream. `serve` answers a peer's GET (cache, then
+    GitHub); `offer` builds a warm start (warmstart.py)."""
+
+    def __init__(self, mesh: Mesh, serve: Serve, offer: Offer | None) -> None:
+        self.mesh = mesh
+        self.serve = serve
+        self.offer = offer
+        self._inbound: dict[ID, int] = {}  # inbound cache streams open, per peer
+        self._inbound_total = 0
+        self._partial_bytes = 0  # bytes of unfinished request frames, all streams
+        self._dialbacks = dialback.Limiter()
+        # A warm start's answer is one big frame: few at once, one per peer a minute.
+        self._warm_slots = trio.Semaphore(WARM_AT_ONCE)
+        self._warm_asked: dict[ID, float] = {}
+
+    async def serve_stream(self, stream: INetStream) -> None:
+        """libp2p runs this per inbound stream; an exception here would take down the
+        connection's stream acceptor, so nothing may escape."""
+        peer = stream.muxed_conn.peer_id
+        refusal = self._admit_stream(peer)
+        if refusal is not None:
+            self.limited(peer, refusal)
+            await reset(stream)
+            return
+        try:
+            write_lock = trio.Lock()
+            async with trio.open_nursery() as nursery:
+                error = await self._read_requests(stream, peer, nursery, write_lock)
+            if error is not None:
+                await stream.reset()
+            else:
+                await stream.close()
+        except Exception as exc:
+            log.debug("cache stream from %s ended: %s", short(peer), reason(exc))
+            await reset(stream)
+        finally:
+            self._release_stream(peer)
+
+    def _admit_stream(self, peer: ID) -> str | None:
+        """Count a new inbound stream in, or say which bound it would break."""
+        if self._inbound_total >= MAX_INBOUND_STREAMS:
+            return f"the node already serves {MAX_INBOUND_STREAMS} cache streams"
+        if self._inbound.get(peer, 0) >= MAX_STREAMS_PER_PEER:
+            return f"more than {MAX_STREAMS_PER_PEER} cache streams at once"
+        self._inbound[peer] = self._inbound.get(peer, 0) + 1
+        self._inbound_total += 1
+        return None
+
+    def _release_stream(self, peer: ID) -> None:
+        left = self._inbound.get(peer, 1) - 1
+        if left:
+            self._inbound[peer] = left
+        else:
+            self._inbound.pop(peer, None)
+        self._inbound_total -= 1
+
+    async def _read_requests(self, stream: INetStream, peer: ID, nursery: trio.Nursery,
+                             write_lock: trio.Lock) -> Exception | None:
+        decoder = FrameDecoder(MAX_REQUEST_FRAME_BYTES)
+        slots = trio.Semaphore(MAX_ANSWERS_PER_STREAM)
+        # A new stream's first frame, and every frame once begun, must be whole within
+        # FRAME_DEADLINE. Between frames a stream may idle: the asker's channel is long-lived.
+        deadline = trio.current_time() + FRAME_DEADLINE
+        held = 0  # this stream's share of MAX_PARTIAL_BYTES
+        try:
+            while True:
+                data = b""
+                with trio.move_on_at(deadline):
+                    try:
+                        data = await stream.read(READ_CHUNK)
+                    except Exception:
+                        return None  # EOF or reset: answers in flight still finish
+                    if not data:
+                        return None
+                if not data:
+                    return self.limited(peer, f"no whole frame within {FRAME_DEADLINE:.0f} s")
+                try:
+                    frames = decoder.feed(data)
+                    for frame in frames:
+                        if frame.type != REQUEST:
+                            raise FrameError(f"unexpected message type {frame.type}")
+                        message = open_frame(self.mesh.sealer, frame, self.mesh.guard)
+                        await slots.acquire()  # backpressure: stop reading when we are busy
+                        nursery.start_soon(self._answer, stream, write_lock,
+                                           frame.request_id, message, slots)
+                except SealError as exc:
+                    self.mesh.auth_failed(peer)
+                    return exc
+                except (FrameError, StaleMessage) as exc:
+                    self.mesh.bad_frame(peer, exc)
+                    return exc
+                pending = decoder.pending
+                if pending > held and self._partial_bytes - held + pending > MAX_PARTIAL_BYTES:
+                    return self.limited(peer, "unfinished frames of all peers exceed "
+                                        f"{MAX_PARTIAL_BYTES // (1024 * 1024)} MiB")
+                self._partial_bytes += pending - held
+                held = pending
+                if not pending:
+                    deadline = math.inf
+                elif frames or deadline == math.inf:  # a new frame began in this chunk
+                    deadline = trio.current_time() + FRAME_DEADLINE
+        finally:
+            self._partial_bytes -= held
+
+    async def _answer(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
+                      message: Message, slots: trio.Semaphore) -> None:
+        try:
+            meta = message.meta
+            key = str(meta.get("key", ""))
+            op = meta.get("op", "get")
+            try:
+                if op == "get":
+                    body_meta, body = await self._answer_get(meta)
+                elif op == "ping":
+                    body_meta, body = {"pong": True}, b""
+                elif op == "warm":
+                    await self._answer_warm(stream, write_lock, request_id, meta, key)
+                    return
+                elif op == "dialback":
+                    body_meta, body = await self._dialback(stream, meta), b""
+                else:
+                    body_meta, body = {"error": f"unknown op {op!r}"}, b""
+            except ValueError as exc:
+                body_meta, body = {"error": f"bad request: {exc}"}, b""
+            except Exception as exc:  # never let one request take down the stream
+                log.warning("answering a peer request failed: %s", reason(exc))
+                body_meta, body = {"error": "internal error"}, b""
+            try:
+                await self._send(stream, write_lock, request_id, key,
+                                 encode_body(Message(body_meta, body), meta.get("encodings")))
+            except Exception as exc:  # an unencodable key, or the stream went away
+                log.debug("could not answer peer: %s", reason(exc))
+        finally:
+            slots.release()
+
+    async def _send(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
+                    key: str, answer: Message) -> None:
+        frame = seal(self.mesh.sealer, RESPONSE, request_id, answer, key)
+        async with write_lock:
+            await stream.write(frame.encode())
+
+    async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
+        request = peer_request(meta)
+        response = await self.serve(request)
+        if response.generated:  # we could not reach GitHub: the asker may do better
+            return {"error": "upstream unreachable from this peer"}, b""
+        if len(response.body) > MAX_FRAME_BYTES - 1024 * 1024:
+            return {"error": TOO_LARGE}, b""
+        body_meta: dict[str, object] = {
+            "status": response.status, "headers": response.headers,
+            "fetched_at": response.fetched_at or time.time(), "source": response.source}
+        body = response.body
+        if meta.get("etag") and response.status == 200 \
+                and response.headers.get("etag") == meta["etag"]:
+            body_meta["status"], body = 304, b""  # the asker holds this body already
+        return body_meta, body
+
+    async def _answer_warm(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
+                           meta: dict[str, object], key: str) -> None:
+        peer = stream.muxed_conn.peer_id
+        now = trio.current_time()
+        self._warm_asked = {p: t for p, t in self._warm_asked.items()
+                            if now - t < WARM_INTERVAL}
+        budget = meta.get("max_bytes")
+        if self.offer is None or peer in self._warm_asked or type(budget) is not int:
+            refusal = Message({"error": "no warm start offered now"})
+            await self._send(stream, write_lock, request_id, key, refusal)
+            return
+        self._warm_asked[peer] = now
+        async with self._warm_slots:  # holds the big frame's memory until it is written
+            offered = await self.offer(budget)
+            answer = await trio.to_thread.run_sync(encode_body, offered, meta.get("encodings"))
+            self.mesh.counters.warm_offers += 1
+            with trio.move_on_after(WARM_TIMEOUT):
+                await self._send(stream, write_lock, request_id, key, answer)
+
+    async def _dialback(self, stream: INetStream, meta: dict[str, object]) -> dict[str, object]:
+        """Dial the asker back at the IP its connection comes from and the port it names,
+        from a throwaway host: proves its port is open from outside (dialback.py)."""
+        asker = stream.muxed_conn.peer_id
+        where = dialback.target(remote_address(stream), str(meta.get("multiaddr", "")), asker)
+        wait = self._dialbacks.admit(str(asker), trio.current_time())
+        if wait > 0:
+            return {"error": "dial-back refused: rate limited", "retry_after": round(wait, 1)}
+        return await probe(where)
+
+    # -- asking peers for checks (doctor) -------------------------------------------------
+
+    def limited(self, peer: ID, why: str) -> Exception:
+        self.mesh.counters.peer_limited += 1
+        self.mesh.warn_once(peer, why, f"⚠️  Peer {peer} went over a resource limit ({why}); "
+                       "stream reset")
+        return StreamLimit(why)
+
+
+
+def peer_request(meta: dict[str, object]) -> ApiRequest:
+    """Only a GET of an API path, with representation headers: nothing else is honoured.
+    ValueError for anything else (the peer gets an `error` answer)."""
+    path = meta.get("path")
+    if not isinstance(path, str) or len(path) > MAX_PEER_PATH:
+        raise ValueError("path must be an absolute API path")
+    target = targets.parse(path)  # TargetError is a ValueError
+    if meta.get("method", "GET") not in ("GET", "HEAD"):
+        raise ValueError("only GET is answered for peers")
+    raw = meta.get("headers") or {}
+    if not isinstance(raw, dict):
+        raise ValueError("headers must be an object")
+    headers: dict[str, str] = {}
+    for name, value in raw.items():
+        if str(name).lower() not in PEER_REQUEST_HEADERS:
+            continue  # ignored, as the spec says
+        if not isinstance(value, str) or len(value) > 1024 \
+                or not fields.valid(str(name), value):
+            raise ValueError(f"header {str(name).lower()} must be a short ASCII string")
+        headers[str(name).lower()] = value
+    return ApiRequest("GET", target, headers)
+

@@ -1,0 +1,171 @@
+"""Who we are connected to: the connection log, the bootstrap peers we keep connected
+(dial, watch, redial with backoff), and whether a connected server still answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import multiaddr
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.host.ping import PingService
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from ..config import BootstrapPeer
+from ..policy import Liveness
+from .host import reason, short
+
+if TYPE_CHECKING:
+    from . import Mesh
+
+log = logging.getLogger("p2pcache.mesh")
+
+CONNECT_TIMEOUT = 10.0
+MAX_BACKOFF = 30.0
+WATCH_TICK = 0.5  # seconds between looks at a connected bootstrap peer (policy.Liveness)
+
+OnServer = Callable[[ID], Awaitable[None]]
+
+
+class ConnectionLog(INotifee):
+    """The setup guide's '✓ Connected to peer: <id>' once per peer, not per connection."""
+
+    def __init__(self) -> None:
+        self.peers: set[str] = set()
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        peer = str(conn.muxed_conn.peer_id)
+        if peer not in self.peers:
+            self.peers.add(peer)
+            log.info("✓ Connected to peer: %s", peer)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        peer_id = conn.muxed_conn.peer_id
+        if not network.get_connections(peer_id) and str(peer_id) in self.peers:
+            self.peers.discard(str(peer_id))
+            log.info("Disconnected from peer: %s", peer_id)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+class Bootstrap:
+    """The servers this node keeps connected (its bootstrap peers), and their liveness."""
+
+    def __init__(self, mesh: Mesh, peers: tuple[BootstrapPeer, ...], silence: float,
+                 on_server: OnServer | None) -> None:
+        self.mesh = mesh
+        self.peers = peers
+        self.silence = silence
+        self.on_server = on_server  # runs once each time a bootstrap peer is connected
+        self.ids = {ID.from_base58(p.peer_id) for p in peers}
+        self._liveness: dict[ID, Liveness] = {}  # connected bootstrap peers
+
+    def servers(self) -> list[ID]:
+        """The bootstrap peers connected now."""
+        connected = set(self.mesh.host.get_connected_peers())
+        return [p for p in self.ids if p in connected]
+
+    def heard(self, peer: ID) -> None:
+        """The peer sent us something: it lives."""
+        liveness = self._liveness.get(peer)
+        if liveness is not None:
+            liveness.hear(trio.current_time())
+
+    async def maintain(self, peer: BootstrapPeer) -> None:
+        """Keep one bootstrap peer connected: dial, watch, and redial with backoff."""
+        host = self.mesh.host
+        info = info_from_p2p_addr(multiaddr.Multiaddr(peer.multiaddr))
+        backoff = 1.0
+        was_connected = False
+        pinger = PingService(host)
+        while True:
+            if info.peer_id in host.get_connected_peers():
+                was_connected = True
+                await self._watch(pinger, info.peer_id)
+                continue
+            if was_connected:
+                log.warning("⚠️  Lost connection to bootstrap peer %s; reconnecting",
+                            peer.multiaddr)
+                was_connected = False
+            # py-libp2p refuses to redial a peer that failed recently; our own backoff
+            # decides when a bootstrap peer is worth another try.
+            network = host.get_network()
+            if hasattr(network, "unblock_peer"):
+                network.unblock_peer(info.peer_id)
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    await host.connect(info)
+            except trio.TooSlowError:
+                log.warning("⚠️  Timeout connecting to bootstrap peer %s (retrying in %.0f s)",
+                            peer.multiaddr, backoff)
+            except Exception as exc:  # libp2p raises many types (and groups) on dial failure
+                log.warning("⚠️  Could not connect to bootstrap peer %s: %s (retrying in %.0f s)",
+                            peer.multiaddr, reason(exc), backoff)
+            else:
+                log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
+                was_connected = True
+                if self.on_server is not None:
+                    self.mesh.start_soon(self.on_server, info.peer_id)
+                backoff = 1.0
+                continue
+            await trio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _watch(self, pinger: PingService, peer: ID) -> None:
+        """Until `peer` disconnects. A server whose machine vanished sends no reset: without
+        this, every ask would wait out the peer timeout. One that stays silent while a ping
+        waits is disconnected, so asks go to the next server (or GitHub) until the redial
+        succeeds; one that is only slow keeps answering something, and stays."""
+        host = self.mesh.host
+        liveness = Liveness(self.silence, heard=trio.current_time())
+        self._liveness[peer] = liveness
+        try:
+            async with trio.open_nursery() as nursery:
+                while peer in host.get_connected_peers():
+                    now = trio.current_time()
+                    if liveness.dead(now):
+                        log.warning("⚠️  Bootstrap peer %s stopped answering pings; "
+                                    "disconnecting (silent for %.0f s)", peer,
+                                    liveness.silent_for(now))
+                        with trio.move_on_after(5):
+                            try:
+                                await host.disconnect(peer)
+                            except Exception:
+                                pass
+                        break
+                    if liveness.ping_due(now):
+                        liveness.pinged(now)
+                        nursery.start_soon(_ping_until_answered, pinger, peer, liveness)
+                    await trio.sleep(WATCH_TICK)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._liveness.get(peer) is liveness:
+                del self._liveness[peer]
+
+
+async def _ping_until_answered(pinger: PingService, peer: ID, liveness: Liveness) -> None:
+    """A failed ping (py-libp2p gives up after 10 s) is no answer: ping again, while the
+    silence since the first one keeps counting."""
+    while True:
+        try:
+            await pinger.ping(peer)
+        except Exception as exc:
+            log.debug("ping to %s failed: %s", short(peer), reason(exc))
+            await trio.sleep(WATCH_TICK)
+            continue
+        liveness.ponged(trio.current_time())
+        return
