@@ -32,6 +32,10 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
 * the request log records who asked (login, "anonymous" or "bad credentials") and the
   request's headers (never the Authorization value), so a test can tell which
   credential and which client headers reached GitHub.
+* GraphQL (``POST /graphql``) answers the operations gh sends for pr/issue
+  list/view/comment, repo view, release list and ``viewer`` from the same state
+  REST shows, spends each query's cost from the ``graphql`` bucket, and counts
+  requests per operation in ``/_fake/stats`` (the GraphQL section below).
 
 The base URL is ``http://<Host>`` on TCP.  With ``unix_socket`` the fake also
 listens on a Unix socket and plays GitHub itself there: ``https://<Host>``

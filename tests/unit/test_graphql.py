@@ -404,6 +404,27 @@ def test_a_query_touches_nothing():
 
 
 # --------------------------------------------------------------------------------------- #
+# What may be stored
+# --------------------------------------------------------------------------------------- #
+
+def test_only_clean_200_answers_are_storable():
+    assert graphql.is_storable(200, b'{"data":{"repository":{"name":"r"}}}')
+    assert graphql.is_storable(200, b'{"data":{"label":"\\"errors\\""}}')  # a value, not a key
+    for status, raw in [
+        (200, b'{"data":{"repository":null},"errors":[{"type":"NOT_FOUND"}]}'),
+        (200, b'{"errors":[{"type":"RATE_LIMIT","message":"API rate limit exceeded"}]}'),
+        (200, b'{"data":null}'), (200, b'{"data":[]}'), (200, b"[]"), (200, b"not json"),
+        (200, b"\xff"), (200, b"[" * 100_000), (502, b'{"data":{"a":1}}'),
+        (401, b'{"message":"Bad credentials"}'), (304, b""),
+    ]:
+        assert not graphql.is_storable(status, raw), (status, raw[:40])
+
+
+def test_an_empty_operation_name_is_no_name():
+    assert isinstance(parse_request(body("{ a }", operationName=""), {}), GraphQLRequest)
+
+
+# --------------------------------------------------------------------------------------- #
 # Hostile bodies: each passes through, quickly, and never raises
 # --------------------------------------------------------------------------------------- #
 

@@ -241,6 +241,7 @@ def _parse_request(body: bytes, headers: Mapping[str, str],
         return Passthrough("query is not a string")
     if name is not None and not isinstance(name, str):
         return Passthrough("operationName is not a string")
+    name = name or None  # "" names no operation, as an absent one
     if variables is None:
         variables = {}
     if not isinstance(variables, dict):
@@ -678,12 +679,26 @@ def cache_key(request: GraphQLRequest, host: str, identity: str | None = None) -
     return f"POST {host}/graphql {request.operation_name or '-'} {digest}"
 
 
+def is_storable(status: int, body: bytes) -> bool:
+    """Whether GitHub's answer to a shared query may be stored: 200, a JSON object with
+    `data`, and no `errors` (GitHub answers partial failures, NOT_FOUND and rate limits with
+    200 and `errors`; asking again is how a client gets past them). Parses the whole body:
+    run it off the event loop for a large one."""
+    if status != 200:
+        return False
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(doc, dict) and "errors" not in doc and isinstance(doc.get("data"), dict)
+
+
 def canonical_variables(variables: Mapping[str, Any]) -> str:
     """Variables as the key sees them: sorted keys, compact, ASCII."""
     return json.dumps(variables, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-__all__ = ["LIMITS", "Classification", "GraphQLRequest", "Limits", "Passthrough", "Repository",
-           "Touched", "cache_key", "caller_field", "canonical_variables", "classify",
-           "estimated_cost", "mutation_targets", "parse_request", "repository_database_id",
-           "search_repositories"]
+__all__ = ["LIMITS", "MAX_COST", "Classification", "GraphQLRequest", "Limits", "Passthrough",
+           "Repository", "Touched", "cache_key", "caller_field", "canonical_variables",
+           "classify", "estimated_cost", "is_storable", "mutation_targets", "parse_request",
+           "repository_database_id", "search_repositories"]
