@@ -1993,7 +1993,7 @@ class _GraphQL:
             return self.spend(bucket, 1, "(none)", {"errors": [{
                 "message": "A query attribute must be specified and must be a string."}]})
         variables = doc.get("variables") or {}
-        if isinstance(variables, str):  # GitHub also takes them as a JSON string
+        if isinstance(variables, str):  # graphql-ruby servers take them as a JSON string too
             try:
                 variables = json.loads(variables or "{}")
             except ValueError:
@@ -2002,6 +2002,7 @@ class _GraphQL:
             return self.spend(bucket, 1, "(none)", {"errors": [{
                 "message": "Variables are invalid JSON."}]})
         name = doc.get("operationName")
+        unparsed = name if isinstance(name, str) and name else "(unparsed)"
         try:
             if len(query) > GQL_MAX_QUERY:
                 raise _GqlError(f"Query is over {GQL_MAX_QUERY} characters")
@@ -2013,7 +2014,10 @@ class _GraphQL:
             values = self.variables(op, variables)
             cost = _gql_cost(op.selections, fragments, values)
         except _GqlError as exc:
-            return self.spend(bucket, 1, name or "(unparsed)", {"errors": [exc.entry]})
+            return self.spend(bucket, 1, unparsed, {"errors": [exc.entry]})
+        except RecursionError:
+            return self.spend(bucket, 1, unparsed, {"errors": [{
+                "message": "Query is nested too deeply"}]})
         label = op.name or "(anonymous)"
         fake._graphql_ops[label] += 1
         if bucket.remaining < cost:
@@ -2033,6 +2037,9 @@ class _GraphQL:
             data = run.run(root)
         except _GqlError as exc:
             return _Reply(200, {"errors": [exc.entry]}, media="github.v4; format=json")
+        except RecursionError:
+            return _Reply(200, {"errors": [{"message": "Query is nested too deeply"}]},
+                          media="github.v4; format=json")
         if run.invalid:
             return _Reply(200, {"errors": run.invalid}, media="github.v4; format=json")
         payload = {"data": data}

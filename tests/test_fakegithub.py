@@ -492,6 +492,23 @@ def test_graphql_private_repositories_per_token(fake, client):
                ).json()["data"]["search"]["issueCount"] > 0
 
 
+def test_graphql_hostile_bodies_get_errors_not_dropped_connections(client):
+    for doc in ({"query": "{", "operationName": {"a": 1}}, {"query": "{a" * 50_000 + "}" * 50_000},
+                {"query": "query($v: String) { viewer { login } }",
+                 "variables": json.loads("[" * 900 + "]" * 900)},
+                {"query": "{ viewer { login } }", "variables": {"v": json.loads(
+                    "[" * 900 + "]" * 900)}},
+                {"query": "{ ...A } " + " ".join(f"fragment {c} on Query {{ ...{n} ...{n} }}"
+                                                 for c, n in zip("ABCDEFGHIJKLMNOPQRST",
+                                                                 "BCDEFGHIJKLMNOPQRSTU"))
+                 + " fragment U on Query { viewer { login } }"}):
+        r = client.post("/graphql", json=doc, headers=AUTH)
+        # an unused variable, however nested, is no error; the others are
+        assert r.status_code == 200 and (r.json().get("errors") or "variables" in doc and
+                                         doc["query"].startswith("{ viewer")), doc["query"][:40]
+    assert stats(client)["graphql"]["points"] >= 5
+
+
 def test_graphql_spends_the_estimated_cost(fake, client):
     # pullRequests 1 + comments 100, issues 1 + comments 100: 202 requests, 2 points
     query = ('{ repository(owner: "o", name: "r") { '
