@@ -129,7 +129,7 @@ def _system(tmp_path: Path) -> intercept.System:
     (tmp_path / "certs").mkdir()
     return intercept.System(hosts=hosts, ca_dir=tmp_path / "ca", bundle=tmp_path / "bundle",
                             certs_dir=tmp_path / "certs", update_command=("true",),
-                            records=tmp_path / "records")
+                            records=tmp_path / "records", ledger=tmp_path / "ledger")
 
 
 def _sha(path: Path) -> str:
