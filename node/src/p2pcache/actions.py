@@ -240,7 +240,7 @@ def _start_through_root(port: int, http: str, wait: float, env: dict[str, str],
             "--wait", f"{wait:g}"]
     if intercept_host:
         args += ["--intercept", intercept_host]
-    route = Route.find(args[2:])
+    route = Route.find(args)
     if route is None:
         print(NO_ROOT, flush=True)
         return start(port, http, wait, env, False, None, flags)
@@ -683,7 +683,7 @@ def undo_interception(env: Mapping[str, str], port: int = 9000,
             print(f"✓ {line}")
     elif info is not None or intercept.leftovers_visible(intercept.System()):
         args = ["actions", "summary", "--port", str(port), "--http", http]
-        route = Route.find(args[2:])
+        route = Route.find(args)
         if route is not None:
             route.run(args)
         else:

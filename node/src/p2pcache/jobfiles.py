@@ -142,7 +142,7 @@ def _open_all(wanted: Sequence[Wanted], strict_uid: int | None) -> list[int]:
 
 
 _FLAGS = {"append": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-          "replace": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+          "replace": os.O_RDWR | os.O_CREAT | os.O_EXCL,  # read back: the node's log
           "read": os.O_RDONLY}
 
 
