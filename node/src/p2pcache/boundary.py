@@ -109,7 +109,7 @@ class RootConfig:
 
 def read_root_file(path: Path, limit: int = 65536) -> bytes:
     """A file only root can have written: every component opened without following
-    symlinks, each root's and writable by root alone."""
+    symlinks, each root's and writable by root alone (or sticky, as /tmp)."""
     parts = [p for p in str(path).split("/") if p]
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -125,7 +125,9 @@ def read_root_file(path: Path, limit: int = 65536) -> bytes:
             os.close(fd)
             fd = inner
             st = os.fstat(fd)
-            if st.st_uid != 0 or st.st_mode & 0o022 or (last and not stat.S_ISREG(st.st_mode)):
+            # A sticky directory (/tmp) lets others add names but not move root's.
+            open_to_others = st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX)
+            if st.st_uid != 0 or open_to_others or (last and not stat.S_ISREG(st.st_mode)):
                 raise BoundaryError(f"{path}: not root's alone (owner, mode or type of "
                                     f"/{'/'.join(parts[:i + 1])})")
         data = os.read(fd, limit + 1)
