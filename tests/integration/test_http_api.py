@@ -296,3 +296,39 @@ def test_a_second_node_on_a_live_unix_socket_refuses_and_leaves_it_alone(nodes, 
     assert sock.is_socket()
     nodes("third", args=["--unix-socket", str(sock)])
     assert answers() == 200
+
+
+def test_serve_unix_binds_over_a_dead_socket_only(tmp_path):
+    """The listener itself never unlinks a live socket, even when a second node got past
+    the start-up check (two nodes starting at once): it binds first, and replaces only a
+    socket that refuses connections."""
+    import socket as socket_mod
+
+    import pytest
+    import trio
+
+    from p2pcache import http_api
+
+    path = tmp_path / "api.sock"
+    live = socket_mod.socket(socket_mod.AF_UNIX)
+    live.bind(str(path))
+    live.listen(1)
+
+    async def serve_once() -> None:
+        with trio.fail_after(10):
+            await http_api.serve_unix(path, None, None, http_api.Limits())  # type: ignore
+
+    with pytest.raises(OSError):
+        trio.run(serve_once)
+    assert path.is_socket() and live.getsockname() == str(path)
+    probe = socket_mod.socket(socket_mod.AF_UNIX)
+    probe.connect(str(path))  # still the live listener's
+    probe.close()
+    live.close()  # now dead: the next listener replaces it
+
+    async def serve_and_stop() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(http_api.serve_unix, path, None, None, http_api.Limits())
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve_and_stop)
