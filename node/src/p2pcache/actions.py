@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .boundary import (CONF_PATH, JOB_FILES, BoundaryError, JobRequest, RootConfig,
                        Route, refused_args)
@@ -364,12 +364,12 @@ def _run_node(env: dict[str, str], job: Job, files: JobFiles, settings: Any,
     finally:
         if plan:
             plan.close_passed()
-    node = (proc.pid, intercept.start_time(proc.pid), intercept.exe_of(proc.pid))
+    node = (proc.pid, intercept.start_time(proc.pid), os.path.realpath(sys.executable))
     files.write(files.pid, f"{node[0]} {node[1]}")
     problems = (intercept.InterceptError, OSError, subprocess.SubprocessError)
     if plan:
         try:  # while the node starts: the trust store takes seconds
-            files.write(files.intercept, json.dumps(plan.trust(*node)))
+            files.write(files.intercept, json.dumps(plan.trust(*node, http)))
         except problems as exc:
             plan = plan.abandon(exc)
 
@@ -550,7 +550,8 @@ class Interception:
                                                    f"answer ({exc})") from None
                 time.sleep(0.1)
 
-    def trust(self, node_pid: int, node_start: str, node_exe: str) -> dict[str, object]:
+    def trust(self, node_pid: int, node_start: str, node_exe: str,
+              http: str) -> dict[str, object]:
         """The record (root's: the node's identity for summary and the guardian), the
         guardian, the trust store. Returns what the job's state may know of it."""
         from . import intercept
@@ -559,7 +560,8 @@ class Interception:
             tag=self.tag, host=self.host, address=intercept.LISTEN_ADDRESS,
             hosts_before=intercept.read_hosts(self.system.hosts), hosts_after_sha256="",
             ca_file=str(self.system.ca_dir / f"{self.tag}.crt"),
-            node_pid=node_pid, node_start=node_start, node_exe=node_exe, uid=self.user.uid)
+            node_pid=node_pid, node_start=node_start, node_exe=node_exe, uid=self.user.uid,
+            http=http)
         self.record.save(self.system)
         self.record.guardian_pid, self.record.guardian_start = intercept.start_guardian(
             self.tag, self.system)
@@ -618,7 +620,7 @@ def summary(port: int, http: str, stop: bool, env: Mapping[str, str] | None = No
 
     env = dict(os.environ if env is None else env)
     if os.geteuid() == 0 and JobUser.of(env).is_other:
-        return _summary_for_job(dict(flags or {}))
+        return _summary_for_job(http, dict(flags or {}))
     env["P2P_CACHE_HTTP"] = http
     settings = load({}, env, need_data_dir=False)
     try:
@@ -722,9 +724,10 @@ def _wait_for_guardian(info: Mapping[str, object]) -> None:
         time.sleep(0.1)  # it exits once the trust store is rebuilt
 
 
-def _summary_for_job(flags: Mapping[str, object]) -> int:
-    """Root's side of summary, for the job's user: repair what earlier jobs left, stop this
-    user's nodes by the identity root recorded, undo their interception."""
+def _summary_for_job(http: str, flags: Mapping[str, object]) -> int:
+    """Root's side of summary, for the job's user: repair what earlier jobs left, stop the
+    node root started for this user at HTTP (by the identity root recorded), undo its
+    interception, and any whose node is gone."""
     from . import intercept
 
     os.chdir("/")
@@ -738,9 +741,12 @@ def _summary_for_job(flags: Mapping[str, object]) -> int:
     try:
         for line in intercept.recover(system):
             print(REPAIRED + line, flush=True)
-        stop_recorded_nodes(system, user.uid)
+        def mine(record: intercept.Record) -> bool:
+            return record.uid == user.uid and record.http == http
+
+        stop_recorded_nodes(system, mine)
         for line in intercept.teardown(
-                system, lambda record: record.uid == user.uid or not record.node_alive()):
+                system, lambda record: mine(record) or not record.node_alive()):
             print(f"✓ {line}", flush=True)
     except (intercept.InterceptError, OSError) as exc:
         print(f"✗ Could not undo transparent mode: {exc}", file=sys.stderr)
@@ -748,8 +754,8 @@ def _summary_for_job(flags: Mapping[str, object]) -> int:
     return 0
 
 
-def stop_recorded_nodes(system: Any, uid: int) -> list[int]:
-    """SIGTERM the nodes root started for UID, each by the identity root recorded (PID,
+def stop_recorded_nodes(system: Any, chosen: Callable[[Any], bool]) -> list[int]:
+    """SIGTERM the nodes of the records CHOSEN, each by the identity root recorded (PID,
     start time, executable) in its own directory; returns their PIDs."""
     from . import intercept
 
@@ -761,7 +767,7 @@ def stop_recorded_nodes(system: Any, uid: int) -> list[int]:
             record = intercept.Record.load(path)
         except (OSError, ValueError, TypeError):
             continue
-        if record.uid != uid or not record.node_alive():
+        if not chosen(record) or not record.node_alive():
             continue
         try:
             os.kill(record.node_pid, signal.SIGTERM)

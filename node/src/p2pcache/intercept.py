@@ -236,7 +236,8 @@ class Record:
     node_start: str = ""
     guardian_pid: int = 0
     guardian_start: str = ""
-    uid: int = -1  # whose job: only that user's summary stops the node
+    uid: int = -1  # whose job: only that user's summary stops the node,
+    http: str = ""  # the one given the node's local API (two jobs on one machine differ)
     node_exe: str = ""
     boot_id: str = ""
 
@@ -511,8 +512,11 @@ def exe_of(pid: int) -> str:
 
 
 def is_process(pid: int, started: str, exe: str) -> bool:
-    """PID is still the process recorded: same start time and same executable."""
-    return pid > 1 and bool(started) and start_time(pid) == started and exe_of(pid) == exe
+    """PID is still the process recorded: same start time (which alone names one process
+    per boot) and, where root may read it (not in a container without CAP_SYS_PTRACE, for
+    another user's process), the same executable."""
+    return pid > 1 and bool(started) and start_time(pid) == started \
+        and exe_of(pid) in ("", exe)
 
 
 def is_ours(pid: int, started: str, word: str = "p2pcache") -> bool:
