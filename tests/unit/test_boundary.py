@@ -25,7 +25,8 @@ def request(**fields: object) -> bytes:
 
 
 def test_the_job_side_hands_over_only_the_allowlisted_names(tmp_path):
-    env = {"GH_TOKEN": "ghp_secret0token", "P2P_CACHE_SECRET": "s", "GITHUB_API_URL": "https://evil.example",
+    env = {"GH_TOKEN": "ghp_secret0token", "P2P_CACHE_SECRET": "s",
+           "GITHUB_API_URL": "https://evil.example",
            "PYTHONPATH": "/x", "P2P_CACHE_UPSTREAM_CA_BUNDLE": "/x.pem",
            "GITHUB_ENV": str(tmp_path / "env"), "GITHUB_STEP_SUMMARY": str(tmp_path / "s")}
     made = JobRequest.of(env, tmp_path, {"P2P_CACHE_DATA_DIR": "/d"})

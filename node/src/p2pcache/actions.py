@@ -196,9 +196,9 @@ FLAG_ENV = {"upstream": "GITHUB_API_URL", "data_dir": "P2P_CACHE_DATA_DIR",
             "listen_host": "P2P_CACHE_LISTEN_HOST", "announce": "P2P_CACHE_ANNOUNCE",
             "ttl": "P2P_CACHE_TTL", "peer_timeout": "P2P_CACHE_PEER_TIMEOUT",
             "max_bytes": "P2P_CACHE_MAX_BYTES"}
-NO_ROOT = ("⚠️  Transparent mode needs root (passwordless sudo, or the sudoers rule of README's "
-           "\"Transparent mode without giving jobs root\"); falling back to base-URL mode: "
-           "send API calls to $P2P_CACHE_API_URL")
+NO_ROOT = ("⚠️  Transparent mode needs root (passwordless sudo, or the sudoers rule of "
+           "README's \"Transparent mode without giving jobs root\"); falling back to base-URL "
+           "mode: send API calls to $P2P_CACHE_API_URL")
 REPAIRED = "✓ Repaired what an earlier job left behind (a reboot, or a lost /run): "
 
 

@@ -49,7 +49,7 @@ NODE_ENV = ("GH_TOKEN", "GITHUB_TOKEN", "P2P_CACHE_SECRET", "MCP_P2P_BOOTSTRAP_P
             "P2P_CACHE_WARM_START", "P2P_CACHE_NOT_BEFORE", "P2P_CACHE_UPSTREAM_CONCURRENCY",
             "P2P_CACHE_UNIX_SOCKET", "P2P_CACHE_LOG_LEVEL", "P2P_CACHE_PEER_SILENCE")
 JOB_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT")
-ROOT_ARGS = ("port", "http", "wait", "transparent", "intercept", "keep_running")
+ROOT_ARGS = ("port", "http", "wait", "transparent", "intercept")
 REQUEST_LIMIT = 64 * 1024
 VALUE_LIMIT = 16 * 1024
 REQUEST_TIMEOUT = 10.0
