@@ -269,7 +269,7 @@ def test_the_state_directory_swapped_for_a_symlink_while_root_works(box, before)
     request = {"version": 1, "state": STATE, "env": {"P2P_CACHE_LISTEN_HOST": "127.0.0.1"}}
     text = base64.b64encode(json.dumps(request).encode()).decode()
     swaps = 0
-    for attempt in range(2):
+    for _ in range(2):
         box.exec(f"rm -rf {STATE} {STATE}.swap {HOME}/stop {HOME}/swaps && "
                  f"mkdir -m 700 {STATE} && ln -s /usr/local/share/ca-certificates {STATE}.swap",
                  user=SELFHOSTED)
