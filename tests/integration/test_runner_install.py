@@ -76,7 +76,7 @@ def test_the_runner_node_joins_the_fleet_without_the_unused_dependencies(venv, n
         assert started.returncode == 0, started.stdout + started.stderr
         assert "✓ Connected to bootstrap peer" in started.stdout
         # Through the minimal install's Noise, Yamux and AES-GCM: the server node fetched it.
-        answer = httpx.get(f"http://{http}/repos/ci/minimal", timeout=30)
+        answer = httpx.get(f"http://{http}/repos/ci/minimal/commits", timeout=30)
         assert answer.status_code == 200 and answer.headers["x-p2p-cache"] == "peer"
         assert server.stats()["peer_requests_served"] >= 1
     finally:

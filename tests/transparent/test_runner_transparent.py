@@ -184,12 +184,14 @@ def test_node_without_the_extra_ca_variable_is_not_captured(runner, server):
 
 
 def test_a_peer_hit_through_the_interception(runner, server):
-    warm = runner.exec("curl -sf http://127.0.0.1:9181/repos/transparent/fleet -o /dev/null "
-                       "-w '%{http_code}'")
+    # Repository content is the fleet's (a repository object is each caller's own: it
+    # carries the caller's permissions).
+    warm = runner.exec("curl -sf http://127.0.0.1:9181/repos/transparent/fleet/commits "
+                       "-o /dev/null -w '%{http_code}'")
     assert warm.stdout == "200"
-    answer = call(runner, "curl", "transparent/fleet", step_env(runner))
+    answer = call(runner, "curl", "transparent/fleet/commits", step_env(runner))
     assert answer["cache"] == "peer", answer
-    assert fake_stats(runner)["by_path"]["/repos/transparent/fleet"] == 1
+    assert fake_stats(runner)["by_path"]["/repos/transparent/fleet/commits"] == 1
 
 
 def test_writes_and_graphql_pass_through(runner):
