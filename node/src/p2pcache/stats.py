@@ -32,6 +32,12 @@ class Counters:
     invalidated: int = 0  # entries dropped by writes
     store_errors: int = 0  # entries that could not be written (disk full ...)
     client_credential_requests: int = 0  # reads re-asked with the client's own token
+    # GitHub's budgets (limits.py). Gauges of the moment are in the stats snapshot
+    # (upstream_in_flight, upstream_in_flight_max, upstream_queued).
+    upstream_waited: int = 0  # requests that waited for a turn (the token's slots were full)
+    upstream_paused: int = 0  # pauses begun: GitHub said stop to a token (secondary or primary)
+    peer_requests_paused: int = 0  # peer requests answered "paused": nothing asked of GitHub
+    peer_paused_answers: int = 0  # "paused" answers a peer gave this node (then GitHub asked)
     # Refresh-ahead (refresh.py) is not a client request: none of the above but
     # upstream_requests counts it. refreshes = changed + not_modified + failed.
     refreshes: int = 0  # conditional requests sent to GitHub ahead of staleness
@@ -39,6 +45,7 @@ class Counters:
     refreshes_not_modified: int = 0  # answered 304 (free)
     refreshes_failed: int = 0  # any other answer, or GitHub unreachable
     refreshes_skipped: int = 0  # due but not sent: already fresh, or held by the bounds
+    refreshes_over_budget: int = 0  # due but not sent: the paid share of the budget is spent
     # Warm start (warmstart.py): entries taken from a server as a runner joined, and the
     # offers this node made to joining runners. Not requests either.
     warm_starts: int = 0  # offers taken (one per server connection)
@@ -75,7 +82,8 @@ class StatsCollector(Collector):
             family = CounterMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}")
             family.add_metric([], stats[name])
             yield family
-        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved"):
+        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved",
+                     "upstream_in_flight", "upstream_in_flight_max", "upstream_queued"):
             yield GaugeMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}",
                                     value=stats[name])
         buckets = stats.get("rate_limits") or {}

@@ -46,19 +46,24 @@ class Upstream:
             follow_redirects=False, transport=transport,
         )
 
+    def authorization(self, request: ApiRequest | None, credentials: Credentials) -> str | None:
+        """The Authorization value `send` uses: whose budget the request spends."""
+        fleet = f"Bearer {self._token}" if self._token else None
+        if credentials is Credentials.FLEET:
+            return fleet
+        client_auth = request.headers.get("authorization") if request is not None else None
+        if client_auth:
+            return client_auth
+        return fleet if credentials is Credentials.CLIENT_OR_FLEET else None
+
     def _headers(self, request: ApiRequest, conditional: dict[str, str],
                  credentials: Credentials) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items() if k in REPRESENTATION}
-        client_auth = request.headers.get("authorization")
-        if credentials is Credentials.FLEET:
-            if self._token:
-                headers["authorization"] = f"Bearer {self._token}"
-        else:
+        if credentials is not Credentials.FLEET:
             headers.update({k: v for k, v in request.headers.items() if k in CONDITIONALS})
-            if client_auth:
-                headers["authorization"] = client_auth
-            elif credentials is Credentials.CLIENT_OR_FLEET and self._token:
-                headers["authorization"] = f"Bearer {self._token}"
+        authorization = self.authorization(request, credentials)
+        if authorization:
+            headers["authorization"] = authorization
         headers.setdefault("accept", "application/vnd.github+json")
         headers.update(conditional)
         return headers
