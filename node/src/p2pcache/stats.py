@@ -24,7 +24,9 @@ class Counters:
     not_modified: int = 0  # of which GitHub answered 304 (free of rate limit)
     stale_served: int = 0  # expired entries served because GitHub failed or limited us
     peer_requests_served: int = 0  # requests peers asked of this node
-    peer_failures: int = 0  # asks to peers that timed out or broke (then GitHub was asked)
+    # asks to peers that timed out, broke or got no usable answer, "paused" included (then
+    # GitHub was asked)
+    peer_failures: int = 0
     auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
