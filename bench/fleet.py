@@ -21,9 +21,11 @@ runner nodes with empty data dirs, started then; the same server node) after the
 freshness window (--ttl, default 60 s) has passed; then staggered: runners arriving one
 after another over --stagger seconds, each p2pcache runner node started at its runner's
 arrival and its GETs begun once it is connected and has its warm start (what `actions
-start` waits for). Then p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh
-server node each; the 5-runner point is the comparison run), sampling the server node's
-CPU time and RSS.
+start` waits for); then sequential: the runners as jobs one after another, each starting
+when the one before has finished (for p2pcache each a new runner node that joins a fresh
+server node, takes its warm start and makes its GETs: a queue of jobs on separate machines).
+Then p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh server node each;
+the 5-runner point is the comparison run), sampling the server node's CPU time and RSS.
 
 Writes bench/results/fleet.json (one object per scenario and run), fleet.md (the table)
 and fleet.png (the chart). Run: make bench, or python bench/fleet.py [--quick].
@@ -63,9 +65,11 @@ SCENARIOS = ("no_cache", "hishel", "p2pcache")
 REQUIRED_KEYS = ("scenario", "run", "runners", "upstream_requests", "rate_limit_units",
                  "wall_s", "median_runner_s", "p50_ms", "p99_ms")
 # cold: every runner released at once, the server node empty; warm: the same, after the
-# server's freshness window; staggered: runners arriving one after another, server empty.
-RUNS = ("cold", "warm", "staggered")
-ARRIVAL = {"cold": "lockstep", "warm": "lockstep", "staggered": "staggered"}
+# server's freshness window; staggered: runners arriving one after another, server empty;
+# sequential: each runner starts when the one before finished, server empty.
+RUNS = ("cold", "warm", "staggered", "sequential")
+ARRIVAL = {"cold": "lockstep", "warm": "lockstep", "staggered": "staggered",
+           "sequential": "sequential"}
 ACCEPT = "application/vnd.github+json"
 # What every node says on loopback by design; anything else in a node log is reported.
 EXPECTED_WARNINGS = ("No bootstrap peers configured", "That address is private or local")
@@ -180,24 +184,26 @@ def _runner(index: int, mode: str, base: str, paths: list[str], concurrency: int
 
 def arrival_offsets(count: int, arrival: str, window: float) -> list[float]:
     """When each runner starts, in seconds after the first: all at once (lockstep: matrix
-    jobs released together), or one after another, evenly over `window` (jobs arriving)."""
-    if arrival == "lockstep" or count == 1:
+    jobs released together), or one after another, evenly over `window` (jobs arriving).
+    Sequential runners start when the one before has finished: no offset of their own."""
+    if arrival in ("lockstep", "sequential") or count == 1:
         return [0.0] * count
     return [i * window / count for i in range(count)]
 
 
 def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int, order: str,
                 seed: int, cache_root: Path | None, offsets: list[float] | None = None,
-                arrive: list[Callable[[], None]] | None = None) -> dict:
+                arrive: list[Callable[[], None]] | None = None,
+                sequential: bool = False) -> dict:
     """Start one process per runner, release them together (each after its arrival
     offset), collect their samples. With `arrive`, runner i's arrival calls arrive[i]
     (start its node and wait until it is connected, as `actions start` does) and its
-    GETs begin right after."""
+    GETs begin right after. `sequential`: runner i arrives when runner i-1 has finished."""
     offsets = offsets or [0.0] * len(bases)
     ctx = multiprocessing.get_context("spawn")
     ready, out = ctx.Queue(), ctx.Queue()
     go, start_at = ctx.Event(), ctx.Value("d", 0.0)
-    gates = [ctx.Event() for _ in bases] if arrive else [None] * len(bases)
+    gates = [ctx.Event() for _ in bases] if arrive or sequential else [None] * len(bases)
     joined_s: list[float] = []
     procs = []
     for i, base in enumerate(bases):
@@ -228,7 +234,23 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
     go.set()
     joiners = []
     failed: list[BaseException] = []
-    if arrive:
+    reports = []
+    if sequential:
+        time.sleep(max(0.0, start_at.value - time.time()))  # the common start: the first job
+        try:
+            for i in range(len(bases)):
+                t0 = time.time()
+                if arrive:
+                    try:
+                        arrive[i]()
+                    except BaseException as exc:  # reported below; the runner still goes
+                        failed.append(exc)
+                    joined_s.append(time.time() - t0)
+                gates[i].set()
+                reports.append(out.get(timeout=600))
+        except queue_mod.Empty:
+            raise SystemExit(f"{mode}: a runner did not report within 600 s")
+    elif arrive:
         def join(i: int) -> None:
             time.sleep(max(0.0, start_at.value + offsets[i] - time.time()))
             t0 = time.time()
@@ -243,9 +265,8 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
                    for i in range(len(bases))]
         for thread in joiners:
             thread.start()
-    reports = []
     try:
-        for _ in procs:
+        while len(reports) < len(procs):
             reports.append(out.get(timeout=600))
     except queue_mod.Empty:
         raise SystemExit(f"{mode}: a runner did not report within 600 s")
@@ -275,7 +296,7 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
         "runner_s": [r["ended"] - r["started"] for r in reports],
         # Without nodes joining at arrival: how late the last runner began.
         "start_skew_ms": max(r["started"] - t0 - offsets[r["index"]]
-                             for r in reports) * 1000 if not arrive else 0.0,
+                             for r in reports) * 1000 if not (arrive or sequential) else 0.0,
         "node_join_s": statistics.median(joined_s) if joined_s else None,
         "latencies": latencies,
         "client_cpu_s": sum(r["cpu_s"] for r in reports),
@@ -508,7 +529,7 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
     try:
         got = run_runners(scenario, bases, paths, args.concurrency, args.order, args.seed,
                           cache_root, arrival_offsets(len(bases), arrival, args.stagger),
-                          arrive)
+                          arrive, sequential=arrival == "sequential")
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
@@ -593,7 +614,8 @@ COLUMNS = [("scenario", "scenario", "{}"), ("run", "run", "{}"), ("runners", "ru
            ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"),
            ("server_cpu_s", "server CPU s", "{:.2f}"),
            ("server_rss_mb", "server peak RSS MB", "{:.1f}"),
-           ("machine_cpu_busy_pct", "machine CPU busy %", "{:.0f}")]
+           ("machine_cpu_busy_pct", "machine CPU busy %", "{:.0f}"),
+           ("loadavg_1m_before", "load 1 min before", "{:.1f}")]
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -632,7 +654,7 @@ def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
         return base[key] / p2p[key] if p2p[key] > 0 else float("inf")
 
     checks = []
-    cold, warm, staggered = (find("p2pcache", run) for run in RUNS)
+    cold, warm, staggered, sequential = (find("p2pcache", run) for run in RUNS)
     base = {run: find("no_cache", run) for run in RUNS}
     if cold:
         checks.append(("cold lockstep: units = unique requests",
@@ -659,6 +681,15 @@ def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
             checks.append(("staggered: median runner API time >= 5x faster than no cache",
                            x >= 5, f"{x:.2f}x ({base['staggered']['median_runner_s']:.2f} s "
                                    f"vs {staggered['median_runner_s']:.2f} s)"))
+    if sequential:
+        checks.append(("sequential: units = unique requests",
+                       sequential["rate_limit_units"] <= sequential["unique_paths"],
+                       f"{sequential['rate_limit_units']} units"))
+        if base["sequential"]:
+            x = faster(sequential, base["sequential"], "median_runner_s")
+            checks.append(("sequential: median runner API time >= 10x faster than no cache",
+                           x >= 10, f"{x:.2f}x ({base['sequential']['median_runner_s']:.2f} s "
+                                    f"vs {sequential['median_runner_s']:.2f} s)"))
     for r in rows:
         if r.get("series") == "scale":
             checks.append((f"cold lockstep, {r['runners']} runners: units <= unique paths",
@@ -692,7 +723,7 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
                       edgecolor=["none" if r["run"] == "cold" else "black" for r in main],
                       hatch=None)
         for bar, r in zip(bars, main):
-            bar.set_hatch({"warm": "//", "staggered": ".."}.get(r["run"]))
+            bar.set_hatch({"warm": "//", "staggered": "..", "sequential": "xx"}.get(r["run"]))
         for i, (v, text) in enumerate(zip(values, texts)):
             ax.annotate(text, (i, v), ha="center", va="bottom", fontsize=9,
                         xytext=(0, 2), textcoords="offset points")
@@ -732,7 +763,9 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
     fig.suptitle(f"{n} runners x {paths} GETs over the same {paths} endpoints, "
                  f"GitHub latency {main[0]['latency_ms']:.0f} ms. cold: all start together; "
                  f"warm (//): the same after the freshness window; staggered (..): one after "
-                 f"another over {max(r.get('stagger_s') or 0 for r in main):g} s", fontsize=9)
+                 f"another over {max(r.get('stagger_s') or 0 for r in main):g} s;\n"
+                 f"sequential (xx): each job when the one before has finished, each a new "
+                 f"runner node", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -851,6 +884,17 @@ def main(argv: list[str] | None = None) -> int:
                                 paths, args, fleet=fleet, arrival="staggered", arrive=arrive))
             notes += fleet.warnings()
             fleet.stop()
+            # The sequential run: jobs one after another, as a queue of jobs on separate
+            # machines meets the fleet: each a new runner node that joins a fresh server,
+            # takes its warm start and makes its GETs once the job before has finished.
+            fleet = Fleet(tmp, fake.url, 60.0, args.batch)
+            fleet.start_server("sequential")
+            arrive = fleet.runners_joining(args.runners)
+            rows.append(measure(fake, "p2pcache", "sequential",
+                                [n.url for n in fleet.runners], paths, args, fleet=fleet,
+                                arrival="sequential", arrive=arrive))
+            notes += fleet.warnings()
+            fleet.stop()
             for count in args.scale:
                 if count == args.runners:
                     continue  # the comparison run above is this point
@@ -898,7 +942,8 @@ def main(argv: list[str] | None = None) -> int:
     md = ["# Fleet benchmark results\n",
           f"{args.runners} runners x {len(paths)} GETs over the same {len(paths)} endpoints; "
           f"cold and warm: all starting together, staggered: one after another over "
-          f"{args.stagger:g} s; fake GitHub latency {args.latency_ms:.0f} ms; "
+          f"{args.stagger:g} s, sequential: each when the one before has finished; fake "
+          f"GitHub latency {args.latency_ms:.0f} ms; "
           f"{args.concurrency} GETs in flight per runner, order {args.order}; p2pcache TTL "
           f"{args.ttl:g} s. Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
           f"{machine['platform']}.\n",

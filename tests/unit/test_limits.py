@@ -451,3 +451,10 @@ def test_free_refreshes_are_not_held_by_the_paid_share():
     cache = refreshes_in_150_s(changed=False)
     assert len(cache.sent) >= 2 * 120, "only the per-minute bound holds 304s"
     assert cache.counters.refreshes_over_budget == 0
+
+
+def test_the_default_cap_is_one_number():
+    from p2pcache.config import Settings
+
+    assert Settings().upstream_concurrency == limits.DEFAULT_CONCURRENCY == 25
+    assert limits.MAX_CONCURRENCY == 100, "GitHub's own limit per token"
