@@ -709,7 +709,10 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
     labels = [f"{short[r['scenario']]}\n{r['run']}" for r in main]
     colors = {"no_cache": "#9e9e9e", "hishel": "#5b8ff9", "p2pcache": "#2ca02c"}
     panels = 3 if len(scale_rows) > 1 else 2
-    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 5.4))
+    bars_width = max(6.4, 0.75 * len(main))  # room for each bar's two-line label
+    widths = [bars_width, bars_width] + ([6.4] if panels == 3 else [])
+    fig, axes = plt.subplots(1, panels, figsize=(sum(widths), 5.4),
+                             gridspec_kw={"width_ratios": widths})
     n = main[0]["runners"] if main else 0
     paths = main[0]["unique_paths"] if main else 0
     for ax, key, title, fmt in (
@@ -760,12 +763,17 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
                                 for r in ordered], fontsize=8.5)
         ax.set_title("p2pcache cold: server node vs fleet size")
         ax.legend(handles=[b1, b2], loc="upper left", fontsize=8)
+    runs = {r["run"] for r in main}
+    legend = [text for run, text in (
+        ("cold", "cold: all start together"),
+        ("warm", "warm (//): the same after the freshness window"),
+        ("staggered", "staggered (..): one after another over "
+                      f"{max(r.get('stagger_s') or 0 for r in main):g} s"),
+        ("sequential", "sequential (xx): each job when the one before has finished, each a "
+                       "new runner node")) if run in runs]
     fig.suptitle(f"{n} runners x {paths} GETs over the same {paths} endpoints, "
-                 f"GitHub latency {main[0]['latency_ms']:.0f} ms. cold: all start together; "
-                 f"warm (//): the same after the freshness window; staggered (..): one after "
-                 f"another over {max(r.get('stagger_s') or 0 for r in main):g} s;\n"
-                 f"sequential (xx): each job when the one before has finished, each a new "
-                 f"runner node", fontsize=9)
+                 f"GitHub latency {main[0]['latency_ms']:.0f} ms.\n" + "; ".join(legend),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -789,6 +797,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="p2pcache freshness (P2P_CACHE_TTL); the warm run waits it out")
     p.add_argument("--scale", default="1,5,20", help="runner counts for the p2pcache scale runs")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--runs", default=",".join(RUNS),
+                   help="which runs (p2pcache's warm run measures a cold one first; the "
+                        "scale points come with cold)")
     p.add_argument("--batch", type=int, default=2, help="runner nodes booted at a time")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-chart", action="store_true")
@@ -803,8 +814,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    if set(args.runs) - set(RUNS) or not args.runs:
+        p.error(f"--runs: choose from {', '.join(RUNS)}")
     args.scale = sorted({int(s) for s in args.scale.split(",") if s.strip()}) \
-        if "p2pcache" in args.scenarios else []
+        if "p2pcache" in args.scenarios and "cold" in args.runs else []
     if "hishel" in args.scenarios:
         try:
             import hishel.httpx  # noqa: F401
@@ -842,59 +856,59 @@ def main(argv: list[str] | None = None) -> int:
     try:
         direct = [fake.url] * args.runners
         if "no_cache" in args.scenarios:
-            for run in RUNS:
+            for run in args.runs:
                 rows.append(measure(fake, "no_cache", run, direct, paths, args,
                                     arrival=ARRIVAL[run]))
         if "hishel" in args.scenarios:
-            for run in RUNS:
+            for run in args.runs:
                 # A new CI job: a new runner with an empty cache of its own.
                 cache_root = tmp / f"hishel-{run}"
                 rows.append(measure(fake, "hishel", run, direct, paths, args,
                                     cache_root=cache_root, arrival=ARRIVAL[run]))
                 shutil.rmtree(cache_root, ignore_errors=True)
-        if "p2pcache" in args.scenarios:
+        if "p2pcache" in args.scenarios and ("cold" in args.runs or "warm" in args.runs):
             fleet = Fleet(tmp, fake.url, args.ttl, args.batch)
             fleet.start_server()
             started = fleet.start_runners(args.runners)
             cold = measure(fake, "p2pcache", "cold", [n.url for n in fleet.runners], paths,
                            args, fleet=fleet, node_start_s=started)
             cold_done = time.time()
-            rows.append(cold)
-            scale_rows.append(cold)
+            if "cold" in args.runs:
+                rows.append(cold)
+                scale_rows.append(cold)
             notes += fleet.warnings()
-            # The warm run: new jobs after the freshness window, so new runner nodes with
-            # empty data dirs, started then (each takes the server's warm start as it
-            # joins); the same server node, whose refresh-ahead kept the hot entries fresh.
-            fleet.stop_runners()
-            wait = cold_done + args.ttl + 0.5 - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            started = fleet.start_runners(args.runners)
-            rows.append(measure(fake, "p2pcache", "warm", [n.url for n in fleet.runners],
-                                paths, args, fleet=fleet, node_start_s=started))
-            notes += fleet.warnings()
+            if "warm" in args.runs:
+                # The warm run: new jobs after the freshness window, so new runner nodes
+                # with empty data dirs, started then (each takes the server's warm start as
+                # it joins); the same server node, whose refresh-ahead kept the hot entries
+                # fresh.
+                fleet.stop_runners()
+                wait = cold_done + args.ttl + 0.5 - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                started = fleet.start_runners(args.runners)
+                rows.append(measure(fake, "p2pcache", "warm", [n.url for n in fleet.runners],
+                                    paths, args, fleet=fleet, node_start_s=started))
+                notes += fleet.warnings()
             fleet.stop()
+            fleet = None
+        if "p2pcache" in args.scenarios:
             # The staggered run: jobs arriving one after another over --stagger seconds, on
             # a fresh (empty) server node with the default TTL, so no entry goes stale
             # within the window: the first runner pays for the paths, later ones share.
-            fleet = Fleet(tmp, fake.url, 60.0, args.batch)
-            fleet.start_server("staggered")
-            arrive = fleet.runners_joining(args.runners)
-            rows.append(measure(fake, "p2pcache", "staggered", [n.url for n in fleet.runners],
-                                paths, args, fleet=fleet, arrival="staggered", arrive=arrive))
-            notes += fleet.warnings()
-            fleet.stop()
             # The sequential run: jobs one after another, as a queue of jobs on separate
             # machines meets the fleet: each a new runner node that joins a fresh server,
             # takes its warm start and makes its GETs once the job before has finished.
-            fleet = Fleet(tmp, fake.url, 60.0, args.batch)
-            fleet.start_server("sequential")
-            arrive = fleet.runners_joining(args.runners)
-            rows.append(measure(fake, "p2pcache", "sequential",
-                                [n.url for n in fleet.runners], paths, args, fleet=fleet,
-                                arrival="sequential", arrive=arrive))
-            notes += fleet.warnings()
-            fleet.stop()
+            for run in ("staggered", "sequential"):
+                if run not in args.runs:
+                    continue
+                fleet = Fleet(tmp, fake.url, 60.0, args.batch)
+                fleet.start_server(run)
+                arrive = fleet.runners_joining(args.runners)
+                rows.append(measure(fake, "p2pcache", run, [n.url for n in fleet.runners],
+                                    paths, args, fleet=fleet, arrival=run, arrive=arrive))
+                notes += fleet.warnings()
+                fleet.stop()
             for count in args.scale:
                 if count == args.runners:
                     continue  # the comparison run above is this point
