@@ -17,22 +17,21 @@ import trio
 from hostile import peer_host
 
 from conftest import FLEET_TOKEN, NAMESPACE, wait_until
-from fakegithub import FakeGitHub
 from p2pcache.crypto import Sealer, derive_key
 from p2pcache.protocol import (PROTOCOL_ID, REQUEST, FrameDecoder, Message, ReplayGuard,
                                open_frame, seal)
 
 RUNNER_TOKEN = "ghp_runnertoken000000000000000000000000"
 SECRET = "fleet-secret-for-the-limits-tests"
-SERVER = FakeGitHub.credential_key(FLEET_TOKEN)
-RUNNER = FakeGitHub.credential_key(RUNNER_TOKEN)
 FLEET = {"P2P_CACHE_SECRET": SECRET}
+SERVER, RUNNER = "fleet-server", "runner-job"  # the logins the fake gives the two tokens
 
 
 def fleet(nodes, fake, runners: int = 1, server_env: dict[str, str] | None = None,
           runner_env: dict[str, str] | None = None):
     """A server node with the fleet token and runner nodes with a token of their own."""
-    fake.tokens = frozenset({FLEET_TOKEN, RUNNER_TOKEN})
+    fake.add_token(FLEET_TOKEN, SERVER)
+    fake.add_token(RUNNER_TOKEN, RUNNER)
     server = nodes("server", env={**FLEET, **(server_env or {})})
     started = [nodes(f"runner{i}", bootstrap=server.multiaddr(),
                      env={**FLEET, "GH_TOKEN": RUNNER_TOKEN, **(runner_env or {})})
@@ -89,7 +88,7 @@ def test_a_secondary_limit_pauses_the_servers_token_and_runners_use_their_own(no
     server.get("/repos/o/held")  # fresh on the server throughout
 
     def asked(path: str) -> list[tuple[str, int]]:
-        return [(e["credential"], e["status"]) for e in fake.request_log() if e["path"] == path]
+        return [(e["login"], e["status"]) for e in fake.request_log() if e["path"] == path]
 
     assert runner.get("/repos/o/before").headers["x-p2p-cache"] == "peer"
     assert asked("/repos/o/before") == [(SERVER, 200)]

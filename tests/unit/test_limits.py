@@ -334,40 +334,46 @@ def test_a_secondary_limit_pauses_the_token_and_peers_are_told(store):
         counters = Counters()
         cache = Cache(store, github, counters, ttl=60, clock=lambda: NOW + trio.current_time(),
                       limits=Limits(counters=counters, clock=lambda: NOW + trio.current_time()))
-        assert (await cache.get(get("/repos/o/held"))).status == 200
+
+        async def peer(path: str) -> ApiResponse:
+            return await cache.get(get(path), from_peer=True)
+
+        assert (await peer("/repos/o/held")).status == 200
         github.answers.append(secondary_limit("30"))
-        refused = await cache.get(get("/repos/o/a"))
+        refused = await peer("/repos/o/a")
         assert refused.status == 403 and refused.paused_until == NOW + 30
         assert counters.upstream_paused == 1 and cache.paused_for() == 30
         await trio.sleep(10)
         sent = len(github.sent)
         # Paused: nothing is sent with the token; the refusal counts down; peers are told.
-        again = await cache.get(get("/repos/o/b"), from_peer=True)
+        again = await peer("/repos/o/b")
         assert again.status == 403 and again.headers["retry-after"] == "20"
         assert again.paused_until == NOW + 30
         assert len(github.sent) == sent and counters.upstream_requests == sent
         # What the node holds fresh is still answered, and is no pause.
-        held = await cache.get(get("/repos/o/held"), from_peer=True)
+        held = await peer("/repos/o/held")
         assert held.status == 200 and held.source == "hit" and held.paused_until is None
-        # A stale entry answers a local client; a peer sharing that answer is told "paused".
+        # A stale entry: GitHub refuses its revalidation; the node's clients would get the
+        # stale entry, a peer is told "paused".
         await trio.sleep(60)  # /repos/o/held is stale now, and the pause is over
         github.answers.append(secondary_limit("30"))
-        local = await cache.get(get("/repos/o/held"))
-        assert local.stale and local.status == 200 and local.paused_until is not None
-        results = {}
-
-        async def ask(name: str, from_peer: bool) -> None:
-            results[name] = await cache.get(get("/repos/o/c"), from_peer=from_peer)
-
+        stale = await peer("/repos/o/held")
+        assert stale.stale and stale.status == 200 and stale.paused_until == NOW + 100
+        # Two peers asking one key at once share one refusal, and both are told.
+        await trio.sleep(31)
         github.delay = 1
-        await trio.sleep(31)  # over again: the next miss goes to GitHub, and is refused
         github.answers.append(secondary_limit("30"))
+        results = []
+
+        async def ask() -> None:
+            results.append(await peer("/repos/o/c"))
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(ask, "local", False)
+            nursery.start_soon(ask)
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(ask, "peer", True)
-        assert results["peer"].source == "coalesced"
-        assert results["peer"].paused_until == results["local"].paused_until is not None
+            nursery.start_soon(ask)
+        assert [r.source for r in results] == ["miss", "coalesced"]
+        assert results[0].paused_until == results[1].paused_until is not None
         assert counters.upstream_paused == 3
 
     run(main)

@@ -16,7 +16,7 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import __version__, addresses, http_api, identity, pinned, policy, tls, warmstart
+from . import __version__, access, addresses, http_api, identity, pinned, policy, tls, warmstart
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -60,9 +60,13 @@ class Node:
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
         self.limits = GitHubLimits(settings.upstream_concurrency, self.counters)
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
-                           lend_token=settings.lend_token, limits=self.limits)
+                           lend_token=settings.lend_token, limits=self.limits,
+                           callers=access.Callers(
+                               identity.derived_key(self.key_pair, "callers")))
         # What clients and peers ask for: refresh-ahead keeps it fresh, warm start offers it.
         self.asks = Asks()
+        self.cache.looked_up = lambda request, response: self.asks.note(request, response,
+                                                                        time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
         self.http_limits = Limits()
@@ -347,7 +351,8 @@ class Node:
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
-            self.asks.note(request, response, time.time())
+            if not response.own:  # a caller's own answer is never refreshed nor offered
+                self.asks.note(request, response, time.time())
             if policy.not_modified_for(request.headers, response):
                 response = policy.not_modified_response(response)
         elif request.method in policy.WRITE_METHODS:

@@ -33,7 +33,14 @@ class Counters:
     passthrough: int = 0  # writes and GraphQL, never cached
     invalidated: int = 0  # entries dropped by writes
     store_errors: int = 0  # entries that could not be written (disk full ...)
-    client_credential_requests: int = 0  # reads re-asked with the client's own token
+    # Reads asked with a client's own credentials (access.py), and why: they spent the
+    # client's budget, not the fleet's, and are no peer hit nor a call saved.
+    client_credential_requests: int = 0  # all of them: the five reasons below add up to it
+    identity_requests: int = 0  # the answer depends on who asks (/user, /repos/o/r ...)
+    credential_checks: int = 0  # GitHub asked whether the client's token is valid (free)
+    authorization_checks: int = 0  # ... whether it may read a private repository
+    fleet_blind_requests: int = 0  # the fleet's token cannot read it (or is refused)
+    refused_requests: int = 0  # GitHub refused the client (bad token, no access): its answer
     # GitHub's budgets (limits.py). Gauges of the moment are in the stats snapshot
     # (upstream_in_flight, upstream_in_flight_max, upstream_queued).
     upstream_waited: int = 0  # requests that waited for a turn (the token's slots were full)
