@@ -3,7 +3,10 @@ fake GitHub enforcing them (tests/fakegithub.py: requests in flight per credenti
 a minute per endpoint; lowered here so that they bite on loopback).
 
 The server and the runners hold different tokens (and one fleet secret), so the fake's
-request log says whose budget each request spent.
+request log says whose budget each request spent. The paths are repository content, the
+fleet's to share (access.py): a runner's client asks them without a token, its node looks
+the repository up once through the server (whether it is public) and then asks the server
+for each path.
 """
 
 from __future__ import annotations
@@ -41,14 +44,15 @@ def fleet(nodes, fake, runners: int = 1, server_env: dict[str, str] | None = Non
     return server, started
 
 
+REPOS = 40
+
+
 def spread(count: int) -> list[str]:
-    """`count` distinct paths a fleet's jobs ask, over five REST endpoints (so that none
-    goes past GitHub's 900 points a minute for one endpoint)."""
-    kinds = [lambda i: f"/repos/acme/repo{i}", lambda i: f"/users/user{i}",
-             lambda i: f"/repos/acme/repo{i % 40}/issues/{1 + i // 40}",
-             lambda i: f"/repos/acme/repo{i % 40}/pulls/{1 + i // 40}",
-             lambda i: f"/orgs/org{i}"]
-    return [kinds[i % len(kinds)](i // len(kinds)) for i in range(count)]
+    """`count` distinct paths a fleet's jobs ask, repository content over five REST
+    endpoints (so that none goes past GitHub's 900 points a minute for one endpoint)."""
+    kinds = ("issues", "pulls", "branches", "labels", "milestones")
+    return [f"/repos/acme/repo{n % REPOS}/{kinds[i % len(kinds)]}/{1 + n // REPOS}"
+            for i, n in ((i, i // len(kinds)) for i in range(count))]
 
 
 def test_20_clients_asking_2000_paths_cold_stay_within_githubs_limits(nodes, fake):
@@ -74,7 +78,7 @@ def test_20_clients_asking_2000_paths_cold_stay_within_githubs_limits(nodes, fak
     assert statuses == [200] * len(paths)
     assert stats["max_in_flight"][SERVER] <= 25, stats["max_in_flight"]
     assert RUNNER not in stats["max_in_flight"], "every miss went through the server"
-    assert stats["units"] == len(paths), "each path fetched once"
+    assert stats["units"] == len(paths) + REPOS, "each path, and each repository, once"
     served = server.stats()
     assert served["upstream_in_flight_max"] <= 25 and served["upstream_concurrency"] == 25
     assert served["upstream_waited"] > 0, "the demand went past the cap: the queue held it"
@@ -85,32 +89,33 @@ def test_20_clients_asking_2000_paths_cold_stay_within_githubs_limits(nodes, fak
 def test_a_secondary_limit_pauses_the_servers_token_and_runners_use_their_own(nodes, fake):
     # No warm start: the runner asks the server for what it holds, as a later job would.
     server, [runner] = fleet(nodes, fake, runner_env={"P2P_CACHE_WARM_START": "0"})
-    server.get("/repos/o/held")  # fresh on the server throughout
+    server.get("/repos/o/r/issues/9")  # fresh on the server throughout
 
     def asked(path: str) -> list[tuple[str, int]]:
         return [(e["login"], e["status"]) for e in fake.request_log() if e["path"] == path]
 
-    assert runner.get("/repos/o/before").headers["x-p2p-cache"] == "peer"
-    assert asked("/repos/o/before") == [(SERVER, 200)]
+    assert runner.get("/repos/o/r/issues/1").headers["x-p2p-cache"] == "peer"
+    assert asked("/repos/o/r/issues/1") == [(SERVER, 200)]
+    assert asked("/repos/o/r") == [(SERVER, 200)], "the repository's view, for the fleet"
 
     fake.fail(403, count=1, retry_after=8)  # GitHub's secondary limit, with retry-after
     refused_at = time.monotonic()
-    first = runner.get("/repos/o/refused")
+    first = runner.get("/repos/o/r/issues/2")
     assert first.status_code == 200 and first.headers["x-p2p-cache"] == "miss"
-    assert asked("/repos/o/refused") == [(SERVER, 403), (RUNNER, 200)], \
+    assert asked("/repos/o/r/issues/2") == [(SERVER, 403), (RUNNER, 200)], \
         "the server's refusal made the runner ask with its own token at once"
-    during = runner.get("/repos/o/during")
+    during = runner.get("/repos/o/r/issues/3")
     assert during.status_code == 200 and during.headers["x-p2p-cache"] == "miss"
-    assert asked("/repos/o/during") == [(RUNNER, 200)], "the paused server asked nothing"
-    held = runner.get("/repos/o/held")
+    assert asked("/repos/o/r/issues/3") == [(RUNNER, 200)], "the paused server asked nothing"
+    held = runner.get("/repos/o/r/issues/9")
     assert held.status_code == 200 and held.headers["x-p2p-cache"] == "peer", \
         "what the server holds fresh is still answered"
-    assert asked("/repos/o/held") == [(SERVER, 200)]
+    assert asked("/repos/o/r/issues/9") == [(SERVER, 200)]
     # The server's own clients get GitHub's refusal, its seconds counting down.
-    local = server.get("/repos/o/local")
+    local = server.get("/repos/o/r/issues/4")
     assert local.status_code == 403 and "secondary rate limit" in local.json()["message"]
     assert 1 <= int(local.headers["retry-after"]) <= 8
-    assert asked("/repos/o/local") == []
+    assert asked("/repos/o/r/issues/4") == []
     assert time.monotonic() - refused_at < 8, "the checks above ran within the pause"
 
     stats = server.stats()
@@ -123,9 +128,9 @@ def test_a_secondary_limit_pauses_the_servers_token_and_runners_use_their_own(no
     # After retry-after the server asks GitHub again, for the fleet.
     wait_until(lambda: server.stats()["upstream_paused_s"] == 0, timeout=15,
                what="the pause to end")
-    after = runner.get("/repos/o/after")
+    after = runner.get("/repos/o/r/issues/5")
     assert after.status_code == 200 and after.headers["x-p2p-cache"] == "peer"
-    assert asked("/repos/o/after") == [(SERVER, 200)]
+    assert asked("/repos/o/r/issues/5") == [(SERVER, 200)]
     assert runner.stats()["peer_paused_answers"] == 2
 
 
@@ -187,7 +192,7 @@ def test_a_flooding_peer_cannot_make_the_server_hold_more_than_n_in_flight(nodes
     flood.start()
     wait_until(lambda: fake.stats()["requests"] >= CAP, timeout=30, what="the flood to begin")
     asked_at = time.monotonic()
-    answer = runner.get("/repos/legit/meanwhile")
+    answer = runner.get("/repos/legit/r/issues/1")  # two turns: the repository, the issue
     waited = time.monotonic() - asked_at
     flooded_then = flood.answered
     flood.join(180)
@@ -201,4 +206,4 @@ def test_a_flooding_peer_cannot_make_the_server_hold_more_than_n_in_flight(nodes
     assert most[SERVER] <= CAP, most
     stats = server.stats()
     assert stats["upstream_in_flight_max"] == CAP and stats["upstream_waited"] > FLOOD / 2
-    assert stats["peer_requests_served"] == FLOOD + 1
+    assert stats["peer_requests_served"] == FLOOD + 2
