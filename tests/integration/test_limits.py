@@ -84,6 +84,9 @@ def test_20_clients_asking_2000_paths_cold_stay_within_githubs_limits(nodes, fak
     assert served["upstream_waited"] > 0, "the demand went past the cap: the queue held it"
     assert served["upstream_in_flight"] == served["upstream_queued"] == 0
     assert served["upstream_paused"] == 0
+    metrics = server.get("/-/metrics").text
+    assert "p2pcache_upstream_in_flight_max 25.0" in metrics
+    assert f"p2pcache_upstream_waited_total {float(served['upstream_waited'])}" in metrics
 
 
 def test_a_secondary_limit_pauses_the_servers_token_and_runners_use_their_own(nodes, fake):
