@@ -379,6 +379,33 @@ def test_a_secondary_limit_pauses_the_token_and_peers_are_told(store):
     run(main)
 
 
+def test_a_pause_lasts_as_long_as_github_asks(store):
+    """The fake's concurrency refusal (GitHub's message, no retry-after): a minute; a spent
+    primary budget: until its reset; a retry-after: that long (policy.blocked_until)."""
+    async def main():
+        github = StubGitHub()
+        counters = Counters()
+        cache = Cache(store, github, counters, ttl=60, clock=lambda: NOW + trio.current_time(),
+                      limits=Limits(counters=counters, clock=lambda: NOW + trio.current_time()))
+        reset = int(NOW) + 500
+        for answer, until in (
+                (secondary_limit(None), lambda now: now + 60),
+                (ApiResponse(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+                             b'{"message":"API rate limit exceeded for user ID 1."}'),
+                 lambda now: reset),
+                (ApiResponse(429, {"retry-after": "7"}, b"{}"), lambda now: now + 7)):
+            github.answers.append(answer)
+            now = NOW + trio.current_time()
+            refused = await cache.get(get(f"/repos/o/r/issues/{int(now)}"), from_peer=True)
+            assert refused.status == answer.status and refused.paused_until == until(now)
+            assert cache.paused_for() == pytest.approx(until(now) - now)
+            await trio.sleep(cache.paused_for())
+            assert cache.paused_for() == 0
+        assert counters.upstream_paused == 3
+
+    run(main)
+
+
 def test_each_client_token_has_its_own_pause_and_turns(store):
     async def main():
         github = StubGitHub()
