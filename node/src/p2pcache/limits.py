@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import math
 import secrets
 import time
@@ -42,8 +41,6 @@ import trio
 from .models import ApiResponse
 from .stats import Counters
 from .upstream import UpstreamError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 25  # ghproxy's; a quarter of GitHub's 100, room for other clients
 MAX_CONCURRENCY = 100  # GitHub's own limit per token
