@@ -263,7 +263,6 @@ def _http(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.argv = argv  # `actions start --transparent` runs itself again under sudo
     from .client import NodeUnavailable
     from .config import ConfigError
 
@@ -558,11 +557,9 @@ def cmd_actions(args: argparse.Namespace) -> int:
             except InterceptError as exc:
                 print(f"p2pcache: {exc}", file=sys.stderr)
                 return 2
-        argv = sys.argv[1:] if args.argv is None else list(args.argv)
         return actions.start(args.port, args.http, args.wait, transparent=args.transparent,
-                             intercept_host=args.intercept, flags=vars(args),
-                             argv=argv[argv.index("actions") + 1:])
-    return actions.summary(args.port, args.http, stop=not args.keep_running)
+                             intercept_host=args.intercept, flags=vars(args))
+    return actions.summary(args.port, args.http, stop=not args.keep_running, flags=vars(args))
 
 
 # Commands that only talk to a running node over HTTP: they never load py-libp2p, whose

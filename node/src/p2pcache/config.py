@@ -374,7 +374,26 @@ def check_unix_socket(name: str, path: Path) -> Path:
         raise ConfigError(name, str(path), "its directory does not exist")
     if path.exists() and not path.is_socket():
         raise ConfigError(name, str(path), "a file that is not a socket is in the way")
+    if path.is_socket() and socket_answers(path):
+        raise ConfigError(name, str(path), "a live node already answers there: stop it, or "
+                          "choose another path")
     return path
+
+
+def socket_answers(path: Path, timeout: float = 2.0) -> bool:
+    """Something may be listening on the Unix socket PATH: only a socket that refuses
+    connections (its node is dead) or is gone counts as free; one we may not connect to,
+    or whose backlog is full, is someone's live socket."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    return True
 def _transparent(env: Mapping[str, str], kw: dict[str, object]) -> None:
     """The environment-only settings of transparent mode."""
     import ipaddress
