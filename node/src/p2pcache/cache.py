@@ -6,6 +6,7 @@ counts what happened, once per request.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import trio
 from . import access, policy, targets
 from .access import Caller, Scope, Verdict
 from .coalesce import Flights
+from .limits import Limits
 from .models import ApiRequest, ApiResponse, Entry
 from .policy import Action, RateLimit
 from .stats import Counters
@@ -52,6 +54,7 @@ class Refreshed:
 
     fetched_at: float | None  # when GitHub last vouched for the entry; None: nothing to refresh
     pause_until: float = 0.0  # refresh nothing before this (GitHub refused, failed, or holds)
+    paid: bool = False  # GitHub charged for it (a 200, or an error it counts): limits.PaidShare
 
 
 # Why a caller's own credentials answered it (each a counter; stats.py).
@@ -62,9 +65,7 @@ _RATE_LIMIT = targets.parse("/rate_limit")  # GitHub does not count asking it
 
 def _coalesced(outcome: _Outcome) -> _Outcome:
     """Another caller's flight answered: the same answer, counted as coalesced."""
-    r = outcome.response
-    return _Outcome(ApiResponse(r.status, r.headers, r.body, "coalesced", r.stale,
-                                r.fetched_at, own=r.own), "coalesced")
+    return _Outcome(dataclasses.replace(outcome.response, source="coalesced"), "coalesced")
 
 
 def _credential_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -73,8 +74,9 @@ def _credential_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 class _RefreshFailed(Exception):
-    def __init__(self, pause_until: float | None) -> None:
+    def __init__(self, pause_until: float | None, paid: bool = False) -> None:
         self.pause_until = pause_until
+        self.paid = paid
 
 
 class NotForPeers(ValueError):
@@ -85,7 +87,8 @@ class Cache:
     def __init__(self, store: Store, upstream: Upstream, counters: Counters, ttl: float,
                  peers: Peers | None = None, max_entry_bytes: int = 16 * 1024 * 1024,
                  clock: Callable[[], float] = time.time, lend_token: bool = False,
-                 callers: access.Callers | None = None) -> None:
+                 callers: access.Callers | None = None,
+                 limits: Limits | None = None) -> None:
         self.store = store
         self.upstream = upstream
         self.counters = counters
@@ -104,8 +107,8 @@ class Cache:
         self.looked_up: Callable[[ApiRequest, ApiResponse], None] = lambda req, resp: None
         self._budgets = access.Budgets()  # each caller's rate limits, as last seen
         self.rate_limits: dict[str, RateLimit] = {}
-        self._blocked_until = 0.0
-        self._limit_answer: ApiResponse | None = None
+        # GitHub's budgets per token: turns in flight, pauses (limits.py).
+        self.limits = limits if limits is not None else Limits(counters=counters, clock=clock)
         self._flights: Flights[_Outcome] = Flights()
         self._checks: Flights[object] = Flights()
         self._store_warned_at = 0.0
@@ -356,10 +359,23 @@ class Cache:
             outcome, shared = await self._flights.run(key, lambda: self._refill(request, key))
         except _RefreshFailed as failed:
             return Refreshed(None if failed.pause_until is None else self._fetched_at(key),
-                             failed.pause_until or 0.0)
+                             failed.pause_until or 0.0, failed.paid)
         counted_as = "refreshes_skipped" if shared else outcome.counted_as
         setattr(self.counters, counted_as, getattr(self.counters, counted_as) + 1)
-        return Refreshed(outcome.response.fetched_at)
+        return Refreshed(outcome.response.fetched_at, paid=counted_as == "refreshes_changed")
+
+    @property
+    def _fleet_key(self) -> str:
+        return self.limits.key(self.upstream.authorization(None, Credentials.FLEET))
+
+    @property
+    def _blocked_until(self) -> float:
+        """Until when GitHub asked the node's token to wait (0: it did not)."""
+        return self.limits.paused_until(self._fleet_key) or 0.0
+
+    def paused_for(self) -> float:
+        """Seconds the node's token still waits on GitHub's word (0: it does not)."""
+        return max(0.0, self._blocked_until - self.clock())
 
     async def _refill(self, request: ApiRequest, key: str) -> _Outcome:
         entry = self.store.get(key)
@@ -390,8 +406,9 @@ class Cache:
             return _Outcome(self._from_entry(fresh, "miss", moment=response.headers),
                             "refreshes_changed")
         self.counters.refreshes_failed += 1
-        self._hold_if_limited(response, now)
-        raise _RefreshFailed(policy.refresh_pause_until(response, now))
+        # GitHub charges for what it answered, unless it refused or failed (limits.PaidShare).
+        paid = response.status < 500 and not policy.is_rate_limited(response)
+        raise _RefreshFailed(policy.refresh_pause_until(response, now), paid)
 
     def _fetched_at(self, key: str) -> float | None:
         entry = self.store.get(key)
@@ -452,13 +469,6 @@ class Cache:
     async def _from_upstream(self, request: ApiRequest, key: str,
                              entry: Entry | None) -> ApiResponse:
         now = self.clock()
-        if now < self._blocked_until:
-            # GitHub told us to wait: asking again would only extend the penalty.
-            if entry is not None:
-                return self._stale(entry)
-            assert self._limit_answer is not None
-            return ApiResponse(self._limit_answer.status, dict(self._limit_answer.headers),
-                               self._limit_answer.body, "miss")
         conditional = policy.conditional_headers(entry) \
             if policy.decide(entry, now, self.ttl) is Action.REVALIDATE else {}
         get = ApiRequest("GET", request.target, request.headers)
@@ -479,23 +489,37 @@ class Cache:
             fresh = policy.entry_from(key, request, response, now)
             self._save(fresh)
             return self._from_entry(fresh, "miss", moment=response.headers)
-        self._hold_if_limited(response, now)
         if entry is not None and policy.serve_stale_instead(response):
-            return self._stale(entry)
+            stale = self._stale(entry)
+            stale.paused_until = response.paused_until  # a peer is told "paused" instead
+            return stale
         response.source = "miss"
         return response
 
-    def _hold_if_limited(self, response: ApiResponse, now: float) -> None:
+    def _hold_if_limited(self, response: ApiResponse, key: str) -> None:
+        """A limit answer pauses its token for the time GitHub gave (limits.py); the answer
+        is marked with it, so a peer gets "paused" instead of our refusal."""
+        now = self.clock()
         until = policy.blocked_until(response, now)
-        if until is not None:
-            self._blocked_until, self._limit_answer = until, response
-            log.warning("GitHub rate limit: holding upstream requests for %.0f s",
-                        until - now)
+        if until is None:
+            return
+        if self.limits.pause(key, until, response):
+            log.warning("GitHub rate limit: holding upstream requests for %.0f s (%s)",
+                        until - now, "the node's token" if key == self._fleet_key
+                        else "a client's token")
+        response.paused_until = self.limits.paused_until(key)
 
     async def _upstream(self, request: ApiRequest, conditional: dict[str, str],
                         credentials: Credentials) -> ApiResponse:
-        self.counters.upstream_requests += 1
-        response = await self.upstream.send(request, conditional, credentials)
+        """One request to GitHub within its token's budget: nothing is sent while GitHub
+        asked the token to wait (its refusal is replayed), and at most N go at once."""
+        key = self.limits.key(self.upstream.authorization(request, credentials))
+        async with self.limits.turn(key) as refusal:
+            if refusal is not None:
+                return refusal  # asking again would only extend the penalty
+            self.counters.upstream_requests += 1
+            response = await self.upstream.send(request, conditional, credentials)
+        self._hold_if_limited(response, key)
         if credentials is Credentials.FLEET:  # a client's own budget is not the fleet's
             self.rate_limits = policy.seen_rate_limits(self.rate_limits, response.headers)
         return response

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(bodies and headers) that the fleet asked for recently and that "
                             "are fresh, in one answer, so later requests are local hits; 0: "
                             "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
+    serve.add_argument("--upstream-concurrency", default=None, metavar="N",
+                       help="requests in flight to GitHub per token (the node's, and each "
+                            "client's it forwards), 1 to 100; more wait their turn, "
+                            "round-robin across peers [env P2P_CACHE_UPSTREAM_CONCURRENCY, "
+                            "default 25]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 
