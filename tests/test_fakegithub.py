@@ -280,6 +280,88 @@ def test_fail_429_secondary_limit_with_retry_after(client):
     assert client.get("/repos/o/r").status_code == 200
 
 
+def test_past_the_concurrency_limit_github_refuses_at_once(fake, client):
+    assert client.post("/_fake/limits", params={"concurrent": 3}).json()["max_concurrent"] == 3
+    fake.set_latency(1000)
+    answers: list[httpx.Response] = []
+
+    def one(path: str) -> None:
+        answers.append(httpx.get(fake.url + path, headers=AUTH, timeout=10))
+
+    threads = [threading.Thread(target=one, args=(f"/repos/o/r{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # arrivals in order: the 4th finds 3 in flight
+    for t in threads:
+        t.join()
+    refused = [r for r in answers if r.status_code == 403]
+    assert sorted(r.status_code for r in answers) == [200] * 3 + [403] * 3
+    for r in refused:
+        assert "secondary rate limit" in r.json()["message"]
+        assert r.json()["documentation_url"].endswith("#about-secondary-rate-limits")
+        assert "Retry-After" not in r.headers, "GitHub's message only: wait a minute"
+        assert int(r.headers["X-RateLimit-Remaining"]) > 0, "not the primary limit"
+    s = stats(client)
+    assert s["secondary_limited"] == {"concurrent": 3}
+    assert s["max_in_flight"][fake.login_of(TOKEN)] >= 4
+    assert s["units"] == 3, "a refusal costs no primary unit"
+    # Another credential has limits of its own; and once answers are out, room again.
+    assert httpx.get(fake.url + "/repos/o/x").status_code == 200
+    assert client.get("/repos/o/y", headers=AUTH).status_code == 200
+
+
+def test_past_900_points_a_minute_on_one_endpoint_github_refuses(fake, client):
+    fake.set_limits(endpoint_points=6)
+    for i in range(6):  # six repositories: one endpoint, GET /repos/{owner}/{repo}
+        assert client.get(f"/repos/o/r{i}", headers=AUTH).status_code == 200
+    r = client.get("/repos/other/r", headers=AUTH)
+    assert r.status_code == 403 and "secondary rate limit" in r.json()["message"]
+    assert 55 <= int(r.headers["Retry-After"]) <= 60, "until the minute has room again"
+    # Other endpoints and other credentials keep their own minute.
+    assert client.get("/repos/o/r0/issues", headers=AUTH).status_code == 200
+    assert client.get("/users/octocat", headers=AUTH).status_code == 200
+    assert client.get("/repos/o/r0").status_code == 200
+    # A write costs 5: one fits in a fresh endpoint's 6, a second does not.
+    assert client.post("/repos/o/r0/issues/1/comments", headers=AUTH,
+                       json={"body": "x"}).status_code in (200, 201, 404)
+    r = client.post("/repos/o/r1/issues/2/comments", headers=AUTH, json={"body": "x"})
+    assert r.status_code == 403 and r.headers["Retry-After"]
+    assert stats(client)["secondary_limited"] == {"points": 2}
+    client.post("/_fake/reset")
+    assert client.get("/repos/o/r9", headers=AUTH).status_code == 200, "reset: a new minute"
+
+
+def test_endpoints_are_routes_with_placeholders():
+    from fakegithub import _endpoint
+
+    assert _endpoint("GET", "/repos/o/r") == _endpoint("HEAD", "/repos/a/b") == \
+        "GET /repos/{owner}/{repo}"
+    assert _endpoint("GET", "/repos/o/r/issues/7/comments") == \
+        "GET /repos/{owner}/{repo}/issues/{id}/comments"
+    assert _endpoint("GET", "/users/octocat") == "GET /users/{id}"
+    assert _endpoint("GET", "/user/repos") == "GET /user/repos"
+    assert _endpoint("POST", "/repos/o/r/issues") == "POST /repos/{owner}/{repo}/issues"
+
+
+def test_secondary_limits_from_the_command_line(tmp_path):
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, str(HERE / "fakegithub.py"), "--port-file",
+                             str(port_file), "--max-concurrent", "7", "--endpoint-points", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        assert [httpx.get(f"{url}/users/u{i}").status_code for i in range(3)] == [200, 200, 403]
+        limits = httpx.post(f"{url}/_fake/limits").json()
+        assert limits == {"max_concurrent": 7, "endpoint_points": 2}
+        assert httpx.post(f"{url}/_fake/limits", params={"points": 0}).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_latency_overlaps_across_threads(fake, client):
     # One second per answer: serial would take 5 s, overlapping ~1 s. The bounds are
     # that wide so a loaded machine cannot fail the test (no timing is measured here).
@@ -344,19 +426,230 @@ def test_writes_status_codes_and_version_bumps(client):
     assert s["units"] == 11  # every write and read above spent one
 
 
-def test_graphql(client):
-    query = "query { viewer { login } }"
-    r = client.post("/graphql", json={"query": query}, headers=AUTH)
-    assert r.status_code == 200
-    assert r.json() == {"data": {"queryLength": len(query)}}
-    assert r.headers["X-RateLimit-Resource"] == "graphql"
+# --------------------------------------------------------------------------- #
+# GraphQL
+# --------------------------------------------------------------------------- #
+
+GH_QUERIES = json.loads((HERE / "gh_graphql" / "gh_queries.json").read_text())
+
+
+def gql(client, query: str, variables: dict | None = None, headers: dict | None = None,
+        **extra) -> httpx.Response:
+    doc = {"query": query, **extra}
+    if variables is not None:
+        doc["variables"] = variables
+    return client.post("/graphql", json=doc, headers=AUTH if headers is None else headers)
+
+
+def gh_query(command: str, index: int = 0, **variables) -> tuple[str, dict]:
+    found = [r["body"] for r in GH_QUERIES if r["command"] == command][index]
+    return found["query"], {**(found.get("variables") or {}), **variables}
+
+
+def test_graphql_viewer_is_the_tokens_rest_user(fake, client):
+    r = gql(client, "query { viewer { login } }")
+    assert r.status_code == 200 and r.headers["X-RateLimit-Resource"] == "graphql"
+    assert r.json() == {"data": {"viewer": {"login": client.get("/user", headers=AUTH)
+                                            .json()["login"]}}}
+    assert "ETag" not in r.headers and "Last-Modified" not in r.headers  # no validators
+    other = FakeGitHub(tokens=["another"]).start()
+    try:
+        theirs = httpx.post(other.url + "/graphql", json={"query": "{viewer{login}}"},
+                            headers={"Authorization": "bearer another"}).json()
+    finally:
+        other.stop()
+    assert theirs["data"]["viewer"]["login"] != r.json()["data"]["viewer"]["login"]
+
+
+def test_graphql_refuses_bad_and_missing_credentials(client):
+    bad = gql(client, "{viewer{login}}", headers={"Authorization": "bearer nope"})
+    assert bad.status_code == 401 and bad.json()["message"] == "Bad credentials"
+    anonymous = gql(client, "{viewer{login}}", headers={})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["message"] == "This endpoint requires you to be authenticated."
+    assert stats(client)["units"] == 0
+
+
+def test_graphql_pr_list_pages_like_github(client):
+    query, variables = gh_query("pr list", limit=10)
+    first = gql(client, query, variables).json()["data"]["repository"]["pullRequests"]
+    rest_open = [p["number"] for p in client.get(
+        "/repos/octo/gql/pulls?per_page=100", headers=AUTH).json() if p["state"] == "open"]
+    assert first["totalCount"] == len(rest_open)
+    assert [p["number"] for p in first["nodes"]] == rest_open[:10]  # newest first, like REST
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = client.get("/repos/octo/gql/pulls/95", headers=AUTH).json()
+    assert first["nodes"][0]["title"] == rest["title"]
+    assert first["nodes"][0]["isDraft"] == rest["draft"]
+    second = gql(client, query, {**variables, "endCursor": first["pageInfo"]["endCursor"]})
+    nodes = second.json()["data"]["repository"]["pullRequests"]["nodes"]
+    assert [p["number"] for p in nodes] == rest_open[10:20]
+
+
+def test_graphql_issue_list_shows_issues_made_over_rest(client):
+    made = client.post("/repos/octo/gql/issues", json={"title": "Made by REST"}, headers=AUTH)
+    assert made.status_code == 201
+    query, variables = gh_query("issue list", limit=3)
+    issues = gql(client, query, variables).json()["data"]["repository"]["issues"]
+    assert issues["nodes"][0]["number"] == made.json()["number"] == 96
+    assert issues["nodes"][0]["title"] == "Made by REST"
+    rest_open = [i for i in client.get("/repos/octo/gql/issues?per_page=100&page=1",
+                                       headers=AUTH).json() if i["state"] == "open"]
+    assert issues["totalCount"] >= len(rest_open)
+
+
+def test_graphql_node_ids_are_the_rest_node_ids(client):
+    query, variables = gh_query("issue comment", 0)
+    issue = gql(client, query, variables).json()["data"]["repository"]["issue"]
+    assert issue["id"] == client.get("/repos/octo/gql/issues/1", headers=AUTH).json()["node_id"]
+    repo = gql(client, '{ repository(owner: "octo", name: "gql") { id databaseId } }').json()
+    rest = client.get("/repos/octo/gql", headers=AUTH).json()
+    assert repo["data"]["repository"] == {"id": rest["node_id"], "databaseId": rest["id"]}
+
+
+def test_graphql_add_comment_shows_in_the_next_query_and_in_rest(client):
+    query, variables = gh_query("issue comment", 0)
+    subject = gql(client, query, variables).json()["data"]["repository"]["issue"]["id"]
+    before = client.get("/repos/octo/gql/issues/1", headers=AUTH)
+    mutation, _ = gh_query("issue comment", 1)
+    done = gql(client, mutation, {"input": {"subjectId": subject, "body": "hello"}}).json()
+    assert "#issuecomment-" in done["data"]["addComment"]["commentEdge"]["node"]["url"]
+    view, view_vars = gh_query("issue view 1 --comments", 1, id=subject)
+    comments = gql(client, view, view_vars).json()["data"]["node"]["comments"]
+    assert comments["nodes"][-1]["body"] == "hello"
+    assert comments["nodes"][-1]["viewerDidAuthor"] is True
+    after = client.get("/repos/octo/gql/issues/1", headers={**AUTH, "If-None-Match":
+                                                            before.headers["ETag"]})
+    assert after.status_code == 200 and after.json()["comments"] == before.json()["comments"] + 1
+    missing = gql(client, mutation, {"input": {"subjectId": "I_nope", "body": "x"}}).json()
+    assert missing["data"] == {"addComment": None}
+    assert missing["errors"][0]["type"] == "NOT_FOUND"
+
+
+def test_graphql_errors_have_githubs_shapes(client):
+    syntax = gql(client, "{ viewer { login }")
+    assert syntax.status_code == 200 and "data" not in syntax.json()
+    assert syntax.json()["errors"][0]["message"].startswith("Parse error on end of file")
+    unknown = gql(client, "query Q { viewer { nope } }").json()
+    assert unknown == {"errors": [{
+        "path": ["query Q", "viewer", "nope"],
+        "extensions": {"code": "undefinedField", "typeName": "User", "fieldName": "nope"},
+        "locations": [{"line": 1, "column": 20}],
+        "message": "Field 'nope' doesn't exist on type 'User'"}]}
+    query, variables = gh_query("repo view", owner="octo", name="missing-repo")
+    missing = gql(client, query, variables).json()
+    assert missing["data"] == {"repository": None}
+    assert missing["errors"][0]["type"] == "NOT_FOUND"
+    assert missing["errors"][0]["path"] == ["repository"]
+    required = gql(client, query, {"name": "gql"}).json()
+    assert "data" not in required
+    assert required["errors"][0]["message"] == \
+        "Variable $owner of type String! was provided invalid value"
+    assert gql(client, "{ a } fragment F on Q { ...F }").json()["errors"][0]["message"] == \
+        "Fragment F contains an infinite loop"
+    assert gql(client, "query A { viewer { login } } query B { viewer { login } }").json()[
+        "errors"][0]["message"] == "An operation name is required"
+    paged = gql(client, '{ repository(owner: "o", name: "r") { issues(first: 101) '
+                        "{ totalCount } } }").json()
+    assert paged["errors"][0]["type"] == "EXCESSIVE_PAGINATION"
+    assert gql(client, None).json()["errors"][0]["message"].startswith("A query attribute")
+
+
+def test_graphql_private_repositories_per_token(fake, client):
+    fake.add_token("reader-token", "reader")
+    fake.make_private("octo/secret", readers=["reader-token"])
+    fake.set_permission("octo/secret", "reader-token", "push")
+    query, variables = gh_query("repo view", name="secret")
+    query = query.replace("description}", "description,isPrivate,viewerPermission}")
+    hidden = gql(client, query, variables).json()
+    assert hidden["data"] == {"repository": None}
+    assert hidden["errors"][0]["message"] == \
+        "Could not resolve to a Repository with the name 'octo/secret'."
+    seen = gql(client, query, variables, headers={"Authorization": "bearer reader-token"})
+    assert seen.json()["data"]["repository"]["isPrivate"] is True
+    assert seen.json()["data"]["repository"]["viewerPermission"] == "WRITE"
+    search, search_vars = gh_query("pr list --label bug", q="repo:octo/secret type:pr")
+    assert gql(client, search, search_vars).json()["data"]["search"]["issueCount"] == 0
+    assert gql(client, search, search_vars, headers={"Authorization": "bearer reader-token"}
+               ).json()["data"]["search"]["issueCount"] > 0
+
+
+def test_graphql_hostile_bodies_get_errors_not_dropped_connections(client):
+    for doc in ({"query": "{", "operationName": {"a": 1}}, {"query": "{a" * 50_000 + "}" * 50_000},
+                {"query": "query($v: String) { viewer { login } }",
+                 "variables": json.loads("[" * 900 + "]" * 900)},
+                {"query": "{ viewer { login } }", "variables": {"v": json.loads(
+                    "[" * 900 + "]" * 900)}},
+                {"query": "{ ...A } " + " ".join(f"fragment {c} on Query {{ ...{n} ...{n} }}"
+                                                 for c, n in zip("ABCDEFGHIJKLMNOPQRST",
+                                                                 "BCDEFGHIJKLMNOPQRSTU"))
+                 + " fragment U on Query { viewer { login } }"}):
+        r = client.post("/graphql", json=doc, headers=AUTH)
+        # an unused variable, however nested, is no error; the others are
+        assert r.status_code == 200 and (r.json().get("errors") or "variables" in doc and
+                                         doc["query"].startswith("{ viewer")), doc["query"][:40]
+    assert stats(client)["graphql"]["points"] >= 5
+
+
+def test_graphql_spends_the_estimated_cost(fake, client):
+    # pullRequests 1 + comments 100, issues 1 + comments 100: 202 requests, 2 points
+    query = ('{ repository(owner: "o", name: "r") { '
+             "pullRequests(first: 100) { nodes { comments(first: 50) { totalCount } } } "
+             "issues(first: 100) { nodes { comments(first: 100) { totalCount } } } } "
+             "rateLimit { cost used remaining } }")
+    r = gql(client, query)
+    assert r.json()["data"]["rateLimit"] == {"cost": 2, "used": 2, "remaining": 4998}
+    assert (r.headers["X-RateLimit-Used"], r.headers["X-RateLimit-Remaining"]) == ("2", "4998")
+    assert client.get("/rate_limit", headers=AUTH).json()["resources"]["graphql"]["used"] == 2
+
+
+def test_graphql_budget_runs_out_with_a_200_and_an_error():
+    with FakeGitHub(tokens=[TOKEN], rate_limit=3) as fake, \
+            httpx.Client(base_url=fake.url) as client:
+        query = ('{ repository(owner: "o", name: "r") { pullRequests(first: 100) { nodes { '
+                 "comments(first: 100) { totalCount } } } } }")  # 101 requests: 1 point
+        assert all("data" in gql(client, query).json() for _ in range(3))
+        spent = gql(client, query)
+        assert spent.status_code == 200 and spent.headers["X-RateLimit-Remaining"] == "0"
+        assert spent.json()["errors"][0]["type"] == "RATE_LIMIT"
+        assert "data" not in spent.json()
+
+
+def test_graphql_counts_requests_per_operation(client):
+    for command in ("pr list", "pr list", "repo view"):
+        query, variables = gh_query(command)
+        gql(client, query, variables)
+    gql(client, "{ viewer { login } }")
+    counted = stats(client)["graphql"]
+    assert counted["operations"] == {"PullRequestList": 2, "RepositoryInfo": 1,
+                                     "(anonymous)": 1}
+    assert counted["points"] == 4
+    log = client.get("/_fake/requests").json()
+    assert json.loads(log[-1]["graphql_body"]) == {"query": "{ viewer { login } }"}
+    assert log[-1]["path"] == "/graphql"
+
+
+def test_graphql_answers_every_query_gh_sends(client):
+    """What gh 2.23 sends for pr/issue list/view, repo view, release list: data, no errors."""
+    subject = None
+    for recorded in GH_QUERIES:
+        variables = dict(recorded["body"].get("variables") or {})
+        if "input" in variables or "id" in variables:
+            variables = {**variables, **({"input": {**variables["input"], "subjectId": subject}}
+                                         if "input" in variables else {"id": subject})}
+        r = client.post("/graphql", json={**recorded["body"], "variables": variables},
+                        headers={**AUTH, **recorded["headers"]})
+        assert r.status_code == 200 and "errors" not in r.json(), (recorded["command"], r.text)
+        data = r.json()["data"]
+        issue = (data.get("repository") or {}).get("issue")
+        subject = issue["id"] if issue and "id" in issue else subject
 
 
 # --------------------------------------------------------------------------- #
 # Control API
 # --------------------------------------------------------------------------- #
 
-def test_stats_requests_log_and_reset(client):
+def test_stats_requests_log_and_reset(fake, client):
     client.get("/repos/o/r", headers=AUTH)
     etag = client.get("/repos/o/r", headers=AUTH).headers["ETag"]
     client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})
@@ -378,13 +671,19 @@ def test_stats_requests_log_and_reset(client):
     assert log[2]["if_none_match"] == etag
     assert log[0]["authorization_present"] is True
     assert log[3]["authorization_present"] is False
-    assert set(log[0]) == {"method", "path", "if_none_match", "authorization_present", "status"}
+    assert set(log[0]) == {"method", "path", "if_none_match", "authorization_present",
+                           "login", "headers", "status"}
+    assert [e["login"] for e in log[3:6]] == ["anonymous", "anonymous", "bad credentials"]
+    assert log[0]["login"] == fake.login_of(TOKEN)
+    assert "authorization" not in log[0]["headers"] and "host" in log[0]["headers"]
     assert TOKEN not in json.dumps(log) and "nope" not in json.dumps(log)
 
     client.post("/_fake/mutate", params={"path": "/repos/o/r"})
     assert client.post("/_fake/reset").status_code == 200
     assert stats(client) == {"requests": 0, "units": 0, "not_modified": 0,
-                             "by_path": {}, "methods": {}, "by_status": {}}
+                             "by_path": {}, "methods": {}, "by_status": {},
+                             "max_in_flight": {}, "secondary_limited": {},
+                             "graphql": {"operations": {}, "points": 0}}
     assert client.get("/_fake/requests").json() == []
     again = client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})
     assert again.status_code == 304      # version back to 0
@@ -660,3 +959,54 @@ def test_unix_socket_plays_api_github_com(tmp_path):
         assert tcp["title"] == "via socket" and tcp["url"].startswith(fake.url)
         assert fake.stats()["requests"] == 4
     assert not path.exists()
+
+
+# --------------------------------------------------------------------------- #
+# Identities: logins, private repositories, permissions, revoked tokens
+# --------------------------------------------------------------------------- #
+
+OTHER = "ghp_other_token"
+
+
+def test_private_repository_is_seen_only_by_its_readers():
+    with FakeGitHub("127.0.0.1", 0, tokens={TOKEN: "fleet-bot", OTHER: "job-bot"}) as fake, \
+            httpx.Client(base_url=fake.url, timeout=5) as client:
+        fake.make_private("o/secret", readers=[TOKEN])
+        mine = client.get("/repos/o/secret/issues/1", headers=AUTH)
+        assert mine.status_code == 200
+        repo = client.get("/repos/O/Secret", headers=AUTH).json()  # names are case-blind
+        assert repo["private"] is True and repo["visibility"] == "private"
+        for headers in ({}, {"Authorization": f"token {OTHER}"}):
+            hidden = client.get("/repos/o/secret/issues/1", headers=headers)
+            assert hidden.status_code == 404 and hidden.json()["message"] == "Not Found"
+        rid = repo["id"]
+        assert client.get(f"/repositories/{rid}/issues", headers=AUTH).status_code == 200
+        assert client.get(f"/repositories/{rid}/issues").status_code == 404
+        search = client.get("/search/issues", params={"q": "repo:o/secret bug"})
+        assert search.status_code == 422
+        assert client.get("/search/issues", params={"q": "repo:o/secret bug"},
+                          headers=AUTH).status_code == 200
+        fake.make_public("o/secret")
+        assert client.get("/repos/o/secret/issues/1").status_code == 200
+
+
+def test_logins_permissions_and_revocation():
+    with FakeGitHub("127.0.0.1", 0, tokens={TOKEN: "fleet-bot", OTHER: "job-bot"}) as fake, \
+            httpx.Client(base_url=fake.url, timeout=5) as client:
+        other = {"Authorization": f"Bearer {OTHER}"}
+        assert client.get("/user", headers=AUTH).json()["login"] == "fleet-bot"
+        assert client.get("/user", headers=other).json()["login"] == "job-bot"
+        fake.set_permission("o/r", TOKEN, "admin")
+        assert client.get("/repos/o/r", headers=AUTH).json()["permissions"]["admin"] is True
+        assert client.get("/repos/o/r", headers=other).json()["permissions"] == {
+            "admin": False, "maintain": False, "push": False, "triage": False, "pull": True}
+        assert "permissions" not in client.get("/repos/o/r").json()  # anonymous
+        fake.revoke(OTHER)
+        refused = client.get("/repos/o/r", headers=other)
+        assert refused.status_code == 401 and refused.json()["message"] == "Bad credentials"
+        assert client.get("/repos/o/r").status_code == 200  # anonymous still reads public
+        fake.add_token(OTHER, "job-bot")
+        assert client.get("/user", headers=other).status_code == 200
+        log = client.get("/_fake/requests").json()
+        assert [e["login"] for e in log][:2] == ["fleet-bot", "job-bot"]
+        assert "bad credentials" in [e["login"] for e in log]

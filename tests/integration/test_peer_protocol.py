@@ -134,3 +134,16 @@ def test_a_peer_may_only_read_api_paths(server, fake):
     (message,) = answers(received, ["k"])
     assert message.meta["error"].startswith("bad request")
     assert fake.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("path", ["/user", "/user/emails", "/notifications", "/rate_limit",
+                                  "/repos/o/r/collaborators", "/search/issues?q=secret"])
+def test_a_key_holder_cannot_read_the_servers_own_identity(server, fake, path):
+    """What depends on who asks is never answered for a peer (access.py): a peer holding
+    the fleet secret still cannot make the server spend its token on its own identity."""
+    key, frame = request_frame(path, Sealer(FLEET_KEY))
+    received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    (message,) = answers(received, [key])
+    assert message.meta["error"].startswith("bad request") and "depends on who asks" in \
+        message.meta["error"]
+    assert fake.stats()["requests"] == 0

@@ -56,6 +56,7 @@ def test_defaults():
     assert s.peer_timeout == 5.0
     assert s.peer_silence == 20.0
     assert s.max_bytes == 512 * 1024 * 1024
+    assert s.upstream_concurrency == 25
     assert s.http_base == "http://127.0.0.1:9180"
 
 
@@ -78,6 +79,8 @@ PAIRS = [
     ("ttl", "P2P_CACHE_TTL", "30", "90.5", "ttl", 30.0, 90.5),
     ("peer_timeout", "P2P_CACHE_PEER_TIMEOUT", "1.5", "7", "peer_timeout", 1.5, 7.0),
     ("max_bytes", "P2P_CACHE_MAX_BYTES", "1000", "2000", "max_bytes", 1000, 2000),
+    ("upstream_concurrency", "P2P_CACHE_UPSTREAM_CONCURRENCY", "1", "100",
+     "upstream_concurrency", 1, 100),
     ("data_dir", "P2P_CACHE_DATA_DIR", "/tmp/flagdir", "/tmp/envdir", "data_dir",
      Path("/tmp/flagdir"), Path("/tmp/envdir")),
     ("bootstrap", "MCP_P2P_BOOTSTRAP_PEERS", [ADDR1], ADDR2, "bootstrap",
@@ -294,6 +297,19 @@ def test_bad_positive_numbers(flag, var, value):
     with pytest.raises(ConfigError) as info:
         cfg({}, {var: value})
     assert var in str(info.value) and repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "101", "-1", "2.5", "lots", "²", " ", "1e2"])
+def test_bad_upstream_concurrency(value):
+    for flags, env, name in (({"upstream_concurrency": value}, {}, "--upstream-concurrency"),
+                             ({}, {"P2P_CACHE_UPSTREAM_CONCURRENCY": value},
+                              "P2P_CACHE_UPSTREAM_CONCURRENCY")):
+        if not value.strip() and not flags:
+            continue  # an empty variable means the default
+        with pytest.raises(ConfigError) as info:
+            cfg(flags, env)
+        assert name in str(info.value) and repr(value) in str(info.value)
+        assert "1 to 100" in str(info.value)
 
 
 def test_peer_silence_from_the_environment():

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(bodies and headers) that the fleet asked for recently and that "
                             "are fresh, in one answer, so later requests are local hits; 0: "
                             "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
+    serve.add_argument("--upstream-concurrency", default=None, metavar="N",
+                       help="requests in flight to GitHub per token (the node's, and each "
+                            "client's it forwards), 1 to 100; more wait their turn, "
+                            "round-robin across peers [env P2P_CACHE_UPSTREAM_CONCURRENCY, "
+                            "default 25]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 
@@ -125,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="GET a GitHub API path through the node (like gh api)",
                          description="Like `gh api PATH` for GETs, answered through the running "
-                                     "node's cache. Example: p2pcache api repos/cli/cli")
+                                     "node's cache, as GitHub answers you: it sends your GH_TOKEN "
+                                     "(else GITHUB_TOKEN), as gh does; without one, GitHub's "
+                                     "anonymous answer (public data only). "
+                                     "Example: p2pcache api repos/cli/cli")
     api.add_argument("path", help="API path, e.g. repos/OWNER/REPO or /users/octocat")
     api.add_argument("-i", "--include", action="store_true",
                      help="print the status line and headers first")
@@ -268,7 +276,6 @@ def _http(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.argv = argv  # `actions start --transparent` runs itself again under sudo
     from .client import NodeUnavailable
     from .config import ConfigError
 
@@ -364,7 +371,7 @@ def _client(args: argparse.Namespace) -> Any:
     from .client import NodeClient
 
     settings = _settings(args, need_data_dir=False)
-    return NodeClient(settings.http_base)
+    return NodeClient(settings.http_base, settings.token)
 
 
 def _node_multiaddr(args: argparse.Namespace) -> str:
@@ -563,11 +570,9 @@ def cmd_actions(args: argparse.Namespace) -> int:
             except InterceptError as exc:
                 print(f"p2pcache: {exc}", file=sys.stderr)
                 return 2
-        argv = sys.argv[1:] if args.argv is None else list(args.argv)
         return actions.start(args.port, args.http, args.wait, transparent=args.transparent,
-                             intercept_host=args.intercept, flags=vars(args),
-                             argv=argv[argv.index("actions") + 1:])
-    return actions.summary(args.port, args.http, stop=not args.keep_running)
+                             intercept_host=args.intercept, flags=vars(args))
+    return actions.summary(args.port, args.http, stop=not args.keep_running, flags=vars(args))
 
 
 # Commands that only talk to a running node over HTTP: they never load py-libp2p, whose

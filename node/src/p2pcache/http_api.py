@@ -10,6 +10,7 @@ URL the client used. The handler behind it gets only well-formed ApiRequests.
 from __future__ import annotations
 
 import ipaddress
+import errno
 import json
 import logging
 import os
@@ -174,13 +175,22 @@ async def serve_unix(path: Path, handler: Handler, site: Site, limits: Limits,
                      task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
     """The same API on a Unix socket, mode 0600: only this user's processes reach it (gh's
     `http_unix_socket` speaks plain HTTP with Host api.github.com over it)."""
+    from .config import socket_answers
+
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if path.is_socket():
-            path.unlink()  # a socket left by a killed node; anything else is not ours
         old_umask = os.umask(0o177)
         try:
-            await sock.bind(str(path))
+            try:
+                await sock.bind(str(path))
+            except OSError as exc:
+                # Only a socket nobody answers on (left by a killed node) is ours to
+                # replace: a live node's stays, whoever started second.
+                if exc.errno != errno.EADDRINUSE or not path.is_socket() \
+                        or await trio.to_thread.run_sync(socket_answers, path):
+                    raise
+                path.unlink()
+                await sock.bind(str(path))
         finally:
             os.umask(old_umask)
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)

@@ -29,6 +29,10 @@ class ApiResponse:
     stale: bool = False  # served from an expired entry because upstream could not answer
     fetched_at: float | None = None  # when GitHub last vouched for this body, if cached
     generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
+    own: bool = False  # the caller's own answer (its credentials), never the fleet's
+    # GitHub asked the node's token to wait until then (unix s); nothing was asked for this
+    # answer, or GitHub refused it. Peers are told "paused" instead (limits.py).
+    paused_until: float | None = None
 
 
 @dataclass

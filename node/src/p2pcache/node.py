@@ -16,11 +16,12 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import __version__, addresses, http_api, identity, pinned, policy, tls, warmstart
+from . import __version__, access, addresses, http_api, identity, pinned, policy, tls, warmstart
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
 from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
+from .limits import Limits as GitHubLimits
 from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
 from .publish import PublishError, publish_secret, write_file
@@ -57,10 +58,15 @@ class Node:
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
         self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
+        self.limits = GitHubLimits(settings.upstream_concurrency, self.counters)
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
-                           lend_token=settings.lend_token)
+                           lend_token=settings.lend_token, limits=self.limits,
+                           callers=access.Callers(
+                               identity.derived_key(self.key_pair, "callers")))
         # What clients and peers ask for: refresh-ahead keeps it fresh, warm start offers it.
         self.asks = Asks()
+        self.cache.looked_up = lambda request, response: self.asks.note(request, response,
+                                                                        time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
         self.http_limits = Limits()
@@ -100,6 +106,9 @@ class Node:
                 if s.https:
                     await self._start_https(nursery)
                 await self._publish()
+                log.info("GitHub budget: at most %d requests in flight per token; a rate-limit "
+                         "answer pauses its token for the time GitHub asks",
+                         s.upstream_concurrency)
                 _running = self
                 task_status.started(self)
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
@@ -342,7 +351,8 @@ class Node:
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
-            self.asks.note(request, response, time.time())
+            if not response.own:  # a caller's own answer is never refreshed nor offered
+                self.asks.note(request, response, time.time())
             if policy.not_modified_for(request.headers, response):
                 response = policy.not_modified_response(response)
         elif request.method in policy.WRITE_METHODS:
@@ -411,6 +421,11 @@ class Node:
             "rate_limit_reset": self.cache.rate_limit.reset,
             "rate_limits": {name: bucket.as_dict()
                             for name, bucket in sorted(self.cache.rate_limits.items())},
+            "upstream_concurrency": self.limits.concurrency,
+            "upstream_in_flight": self.limits.in_flight,
+            "upstream_in_flight_max": self.limits.in_flight_max,
+            "upstream_queued": self.limits.queued,
+            "upstream_paused_s": round(self.cache.paused_for(), 1),
             "listen_addrs": self.listen_addrs(),
             "bootstrap_multiaddr": self.bootstrap_multiaddr(),
             "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],

@@ -24,7 +24,9 @@ class Counters:
     not_modified: int = 0  # of which GitHub answered 304 (free of rate limit)
     stale_served: int = 0  # expired entries served because GitHub failed or limited us
     peer_requests_served: int = 0  # requests peers asked of this node
-    peer_failures: int = 0  # asks to peers that timed out or broke (then GitHub was asked)
+    # asks to peers that timed out, broke or got no usable answer, "paused" included (then
+    # GitHub was asked)
+    peer_failures: int = 0
     peer_suspicions: int = 0  # times a server let an ask time out and was skipped until it spoke
     auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
@@ -32,7 +34,20 @@ class Counters:
     passthrough: int = 0  # writes and GraphQL, never cached
     invalidated: int = 0  # entries dropped by writes
     store_errors: int = 0  # entries that could not be written (disk full ...)
-    client_credential_requests: int = 0  # reads re-asked with the client's own token
+    # Reads asked with a client's own credentials (access.py), and why: they spent the
+    # client's budget, not the fleet's, and are no peer hit nor a call saved.
+    client_credential_requests: int = 0  # all of them: the five reasons below add up to it
+    identity_requests: int = 0  # the answer depends on who asks (/user, /repos/o/r ...)
+    credential_checks: int = 0  # GitHub asked whether the client's token is valid (free)
+    authorization_checks: int = 0  # ... whether it may read a private repository
+    fleet_blind_requests: int = 0  # the fleet's token cannot read it (or is refused)
+    refused_requests: int = 0  # GitHub refused the client (bad token, no access): its answer
+    # GitHub's budgets (limits.py). Gauges of the moment are in the stats snapshot
+    # (upstream_in_flight, upstream_in_flight_max, upstream_queued).
+    upstream_waited: int = 0  # requests that waited for a turn (the token's slots were full)
+    upstream_paused: int = 0  # pauses begun: GitHub said stop to a token (secondary or primary)
+    peer_requests_paused: int = 0  # peer requests answered "paused": nothing asked of GitHub
+    peer_paused_answers: int = 0  # "paused" answers a peer gave this node (then GitHub asked)
     # Refresh-ahead (refresh.py) is not a client request: none of the above but
     # upstream_requests counts it. refreshes = changed + not_modified + failed.
     refreshes: int = 0  # conditional requests sent to GitHub ahead of staleness
@@ -40,6 +55,7 @@ class Counters:
     refreshes_not_modified: int = 0  # answered 304 (free)
     refreshes_failed: int = 0  # any other answer, or GitHub unreachable
     refreshes_skipped: int = 0  # due but not sent: already fresh, or held by the bounds
+    refreshes_over_budget: int = 0  # due but not sent: the paid share of the budget is spent
     # Warm start (warmstart.py): entries taken from a server as a runner joined, and the
     # offers this node made to joining runners. Not requests either.
     warm_starts: int = 0  # offers taken (one per server connection)
@@ -76,7 +92,8 @@ class StatsCollector(Collector):
             family = CounterMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}")
             family.add_metric([], stats[name])
             yield family
-        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved"):
+        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved",
+                     "upstream_in_flight", "upstream_in_flight_max", "upstream_queued"):
             yield GaugeMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}",
                                     value=stats[name])
         buckets = stats.get("rate_limits") or {}

@@ -14,7 +14,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from .. import dialback
+from .. import dialback, limits
 from .. import headers as fields
 from .. import targets
 from ..crypto import SealError
@@ -22,7 +22,7 @@ from ..models import ApiRequest, ApiResponse
 from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, REQUEST, RESPONSE,
                         FrameDecoder, FrameError, Message, StaleMessage, encode_body,
                         open_frame, seal)
-from .asking import MAX_PEER_PATH, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
+from .asking import MAX_PEER_PATH, PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class Responder:
             self.limited(peer, refusal)
             await reset(stream)
             return
+        # This peer's requests take their turns to GitHub as one asker (limits.Turns): a
+        # flood from it waits behind itself, not in front of other peers.
+        limits.ASKER.set(f"peer:{peer}")
         try:
             write_lock = trio.Lock()
             async with trio.open_nursery() as nursery:
@@ -193,6 +196,11 @@ class Responder:
     async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
         request = peer_request(meta)
         response = await self.serve(request)
+        if response.paused_until is not None:
+            # GitHub asked our token to wait: the asker asks with its own meanwhile, at once.
+            self.mesh.counters.peer_requests_paused += 1
+            wait = max(0.0, response.paused_until - time.time())
+            return {"error": PAUSED, "paused": True, "retry_after": round(wait, 1)}, b""
         if response.generated:  # we could not reach GitHub: the asker may do better
             return {"error": "upstream unreachable from this peer"}, b""
         if len(response.body) > MAX_FRAME_BYTES - 1024 * 1024:

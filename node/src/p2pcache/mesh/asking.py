@@ -35,6 +35,7 @@ log = logging.getLogger("p2pcache.mesh")
 OPEN_STREAM_TIMEOUT = 5.0
 MAX_PEER_PATH = 8192  # characters of a path a peer may ask for
 TOO_LARGE = "response too large for the mesh"
+PAUSED = "paused: GitHub asked this node's token to wait"
 MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
 WARM_TIMEOUT = 30.0  # seconds to build and move one warm-start answer
 PATIENCE_CAP = 6  # x the peer timeout: the longest wait for a server that keeps answering
@@ -89,6 +90,9 @@ class PeerChannel:
         message = await self.call(meta, key, patience)
         if message is not None and message.meta.get("error") == TOO_LARGE:
             raise AskGitHub(TOO_LARGE)  # every server would fetch it and say the same
+        if message is not None and message.meta.get("paused") is True:
+            self.asker.paused(self.peer, message.meta.get("retry_after"))
+            raise AskGitHub(PAUSED)  # with our own token, at once; never back through it
         return None if message is None else _peer_answer(message)
 
     async def call(self, meta: dict[str, object], key: str,
@@ -221,6 +225,7 @@ class Asker:
         self.peer_timeout = peer_timeout
         self._channels: dict[ID, PeerChannel] = {}
         self._opening: dict[ID, trio.Lock] = {}
+        self._paused_until: dict[ID, float] = {}  # as servers told us, for the log
 
     async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
         servers = self.mesh.bootstrap.servers()
@@ -267,6 +272,20 @@ class Asker:
             self._channels[peer] = channel
             self.mesh.start_soon(channel.read_loop)
             return channel
+
+    def paused(self, peer: ID, retry_after: object) -> None:
+        """A server said GitHub asked its token to wait: counted, and said once a pause."""
+        self.mesh.counters.peer_paused_answers += 1
+        wait = float(retry_after) if isinstance(retry_after, (int, float)) \
+            and not isinstance(retry_after, bool) and math.isfinite(retry_after) else 0.0
+        now = time.time()
+        if now >= self._paused_until.get(peer, 0.0):
+            log.warning("⚠️  Server %s is paused by GitHub's rate limit for %.0f s more: this "
+                        "node asks GitHub with its own token meanwhile", short(peer), wait)
+        if len(self._paused_until) > 1000:
+            self._paused_until = {p: t for p, t in self._paused_until.items() if t > now}
+        self._paused_until[peer] = max(now + min(max(wait, 1.0), 3600.0),
+                                       self._paused_until.get(peer, 0.0))
 
     def channel_closed(self, channel: PeerChannel) -> None:
         if self._channels.get(channel.peer) is channel:
