@@ -32,8 +32,18 @@ DIRECT = 0.5  # generous bound for a call that went straight to the fake (20 ms 
 _fresh = itertools.count()
 
 
+def content(tag: str) -> str:
+    """A new path of repository content, the fleet's to share (access.py); the first one of a
+    repository also has the fleet look up whether that repository is public."""
+    return f"/repos/{tag}/repo/contents/f{next(_fresh)}"
+
+
+def root(tag: str) -> str:
+    return f"/repos/{tag}/repo"
+
+
 def timed_get(node, tag: str):
-    path = f"/repos/{tag}/repo{next(_fresh)}"
+    path = content(tag)
     began = time.monotonic()
     response = node.get(path)
     return path, response, time.monotonic() - began
@@ -110,7 +120,7 @@ class Job:
         return httpx.get(f"http://{self.http}/-/stats", timeout=10).json()
 
     def first_call_goes_direct(self) -> None:
-        response, took = self.get("/repos/down/first")
+        response, took = self.get(content("first"))
         assert response.status_code == 200 and response.headers["x-p2p-cache"] == "miss"
         assert took < DIRECT * 4, f"no wait for a server that is not connected: {took:.2f} s"
 
@@ -119,7 +129,7 @@ class Job:
         seen: list[str] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            response, took = self.get(f"/repos/down/later{next(_fresh)}")
+            response, took = self.get(content("later"))
             assert response.status_code == 200
             assert took < DIRECT * 4, f"a call waited {took:.2f} s"
             seen.append(response.headers["x-p2p-cache"])
@@ -188,7 +198,7 @@ def test_start_is_ready_at_once_with_a_blackholed_server(fake, actions_env, tmp_
                               rate_limit=5000).start()
         server = NodeInNamespace(hole, "server", tmp_path / "server", upstream.url)
         server.start()
-        hot = "/repos/down/hot"
+        hot = content("hot")
         assert server.get(hot).status_code == 200  # what the fleet asked for before the job
         hole.drop(server.port)
         job = Job(env, files, f"/ip4/{hole.inside}/tcp/{server.port}/p2p/"
@@ -276,10 +286,10 @@ def test_with_several_servers_the_next_home_is_asked_not_github(nodes, fake):
         assert [r.status_code for _, r, _ in calls] == [200] * 20
         assert {r.headers["x-p2p-cache"] for _, r, _ in calls} == {"peer"}, \
             "the other server answers every key, its own and the stopped one's"
-        assert fake.stats()["by_path"] == {p: 1 for p, _, _ in calls}
+        assert fake.stats()["by_path"] == {p: 1 for p, _, _ in calls} | {root("two"): 1}
         took = [round(t, 3) for _, _, t in calls]
         assert sum(t >= WAITED for t in took) == 1, f"one call waits the timeout: {took}"
-        assert other.stats()["peer_requests_served"] == 20
+        assert other.stats()["peer_requests_served"] == 20 + 1  # and the repository's view
     finally:
         stopped.proc.send_signal(signal.SIGCONT)
     # Back: its keys go home again (the fake sees each new path once, from it).
@@ -288,5 +298,5 @@ def test_with_several_servers_the_next_home_is_asked_not_github(nodes, fake):
     fake.reset()
     again = [timed_get(runner, "home") for _ in range(20)]
     assert {r.headers["x-p2p-cache"] for _, r, _ in again} == {"peer"}
-    assert fake.stats()["by_path"] == {p: 1 for p, _, _ in again}
+    assert fake.stats()["by_path"] == {p: 1 for p, _, _ in again} | {root("home"): 1}
     assert stopped.stats()["peer_requests_served"] > served, "the stopped server's keys came back"
