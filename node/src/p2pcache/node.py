@@ -5,6 +5,7 @@ owns the one nursery they all run in.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import signal
 import socket
@@ -425,7 +426,8 @@ class Node:
             "upstream_in_flight": self.limits.in_flight,
             "upstream_in_flight_max": self.limits.in_flight_max,
             "upstream_queued": self.limits.queued,
-            "upstream_paused_s": round(self.cache.paused_for(), 1),
+            # Rounded up: 0 only once the pause is over (a peer asked then is not told wait).
+            "upstream_paused_s": math.ceil(self.cache.paused_for() * 10) / 10,
             "listen_addrs": self.listen_addrs(),
             "bootstrap_multiaddr": self.bootstrap_multiaddr(),
             "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],
