@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(bodies and headers) that the fleet asked for recently and that "
                             "are fresh, in one answer, so later requests are local hits; 0: "
                             "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
+    serve.add_argument("--webhook", default=None, metavar="HOST:PORT",
+                       help="receive GitHub's webhook deliveries at POST /webhook on this "
+                            "address (put a TLS terminator in front) and drop what each "
+                            "verified delivery says changed; needs the hook's secret in "
+                            "P2P_CACHE_WEBHOOK_SECRET [env P2P_CACHE_WEBHOOK, default off]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 

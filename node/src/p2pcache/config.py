@@ -72,6 +72,9 @@ class Settings:
     upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
     refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
     warm_start_bytes: int = 14 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
+    # GitHub deliveries at POST /webhook (webhooks.py): host and port, and the hook's secret
+    webhook: tuple[str, int] | None = None
+    webhook_secret: bytes | None = field(default=None, repr=False)
 
     @property
     def http_base(self) -> str:
@@ -343,6 +346,16 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
     value, name = _pick(flags.get("warm_start"), env, "P2P_CACHE_WARM_START", "--warm-start")
     if value not in (None, ""):
         kw["warm_start_bytes"] = _warm_start(name, value)
+
+    value, name = _pick(flags.get("webhook"), env, "P2P_CACHE_WEBHOOK", "--webhook")
+    if value:
+        kw["webhook"] = _http(name, str(value))
+        secret = env.get("P2P_CACHE_WEBHOOK_SECRET", "")
+        if not secret:
+            raise ConfigError("P2P_CACHE_WEBHOOK_SECRET", "",
+                              f"required with {name}: the secret set in the webhook's "
+                              "settings on GitHub")
+        kw["webhook_secret"] = secret.encode()
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token

@@ -69,7 +69,7 @@ def signature(secret: bytes, body: bytes) -> str:
     return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def signature_valid(secret: bytes, body: bytes, header: str | None) -> bool:
+def signature_valid(secret: bytes, body: bytes | bytearray, header: str | None) -> bool:
     """Whether X-Hub-Signature-256 is the HMAC-SHA256 of the raw body under the secret.
     The prefix is GitHub's exactly (`sha256=`); the hex digits may be in either case. The
     digests are compared in constant time."""
@@ -465,7 +465,8 @@ class Verdict:
         return (json.dumps(data, indent=2) + "\n").encode()
 
 
-def examine(event: str | None, guid: str | None, content_type: str, body: bytes) -> Verdict:
+def examine(event: str | None, guid: str | None, content_type: str,
+            body: bytes | bytearray) -> Verdict:
     """A delivery whose signature was verified: its payload, and what it changed. Pure; runs
     in a thread for large bodies."""
     if event is None or not _EVENT.fullmatch(event):
@@ -490,10 +491,10 @@ def examine(event: str | None, guid: str | None, content_type: str, body: bytes)
     return Verdict(Outcome.APPLIED, "queued", paths, reason)
 
 
-def _payload(content_type: str, body: bytes) -> object:
+def _payload(content_type: str, body: bytes | bytearray) -> object:
     """The JSON of a delivery: the body itself (content type application/json), or its
     `payload` field (application/x-www-form-urlencoded, which GitHub also offers)."""
-    text: str | bytes = body
+    text: str | bytes | bytearray = body
     if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
         try:
             fields = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=4)
@@ -613,7 +614,7 @@ class WebhookListener:
 
     # -- one verified delivery -------------------------------------------------------------
 
-    async def judge(self, headers: dict[str, str], body: bytes) -> Verdict:
+    async def judge(self, headers: dict[str, str], body: bytes | bytearray) -> Verdict:
         """The signature, then the GUID, then the payload; queue the drop."""
         inline = len(body) <= INLINE_BYTES
         valid = signature_valid(self.secret, body, headers.get("x-hub-signature-256")) \
@@ -708,7 +709,7 @@ class _Exchange:
         finally:
             self._release()
 
-    async def _read(self, request: h11.Request) -> tuple[dict[str, str], bytes]:
+    async def _read(self, request: h11.Request) -> tuple[dict[str, str], bytearray]:
         """Check what can be checked before the body (where, how much, signed at all), then
         read the body within its bounds."""
         target = request.target.split(b"?", 1)[0]
@@ -729,19 +730,18 @@ class _Exchange:
         if "x-hub-signature-256" not in headers:
             self.listener._warn_bad_signature()
             raise _Refused(401, "X-Hub-Signature-256 is missing", Outcome.BAD_SIGNATURE)
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()  # grown in place: a 25 MB body is held once, not twice
         while True:
             event = await self._next_event()
             if isinstance(event, h11.Data):
-                size += len(event.data)
+                size = len(body) + len(event.data)
                 if size > MAX_BODY:
                     raise _Refused(413, f"body over {MAX_BODY} bytes (GitHub's limit)",
                                    Outcome.TOO_LARGE)
                 self._reserve(max(0, size - SMALL_BODY) - self.large)
-                chunks.append(bytes(event.data))
+                body += event.data
             elif isinstance(event, h11.EndOfMessage):
-                return headers, b"".join(chunks)
+                return headers, body
             else:  # ConnectionClosed mid-body
                 raise trio.BrokenResourceError("client closed mid-request")
 
