@@ -158,9 +158,38 @@ def status_of(reply: bytes) -> int:
     return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else -1
 
 
+def signed_ping() -> bytes:
+    body = b'{"zen": "Half measures are as bad as nothing at all.", "hook_id": 1}'
+    return (b"POST /webhook HTTP/1.1\r\nHost: hooks.example\r\nX-GitHub-Event: ping\r\n"
+            b"X-GitHub-Delivery: " + str(uuid.uuid4()).encode() + b"\r\n"
+            b"X-Hub-Signature-256: " + sign(body).encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def exchange(sock: socket.socket, request: bytes) -> bytes:
+    """One request and its whole answer (Content-Length framed) on a kept-alive socket."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        if not more:
+            return data  # closed by the node: no (whole) answer
+        data += more
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head + b"\r\n\r\n" + rest
+
+
 def test_size_method_path_and_body_are_checked_before_anything_is_dropped(nodes, fake):
     node, hook = webhook_node(nodes)
     assert source(node, README) == "miss"
+    # A terminator's kept-alive connection: one delivery now, the next after 10 s idle.
+    kept = socket.create_connection(("127.0.0.1", hook.port), timeout=10)
+    assert status_of(exchange(kept, signed_ping())) == 200
     # A connection that never finishes its request is closed after GitHub's 10 s.
     loris = socket.create_connection(("127.0.0.1", hook.port))
     loris.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256=00\r\n"
@@ -226,6 +255,8 @@ def test_size_method_path_and_body_are_checked_before_anything_is_dropped(nodes,
     finally:
         loris.close()
     assert time.monotonic() - opened >= 9
+    with kept:  # idle longer than a request may take, yet still open for the next one
+        assert status_of(exchange(kept, signed_ping())) == 200
     assert "Traceback" not in node.log()
 
 

@@ -41,6 +41,10 @@ READ_CHUNK = 16 * 1024
 # A delivery GitHub has not finished sending within its own 10 s has failed on GitHub's side
 # already: nothing legitimate is slower, so a connection gets that long per request.
 REQUEST_TIMEOUT = 10.0
+# Between requests on a kept-alive connection (a TLS terminator's): longer than proxies keep
+# idle connections (Caddy 2 min, nginx 1 min), so that the proxy closes first and never sends
+# a delivery on a connection we are closing. Idle connections are evicted first when full.
+IDLE_TIMEOUT = 300.0
 SEND_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64
 # Memory: every connection may hold SMALL_BODY of body; bytes beyond that come out of one
@@ -672,9 +676,16 @@ class _Exchange:
 
     async def run(self) -> None:
         conn = self.conn
+        idle_timeout = REQUEST_TIMEOUT  # a new connection owes its request at once
         try:
             while True:
                 self.slot.waiting_since = self.listener.clock()
+                begun = False
+                with trio.move_on_after(idle_timeout):
+                    begun = await self._first_bytes()
+                if not begun:
+                    return  # idle too long, or closed: nothing to answer
+                idle_timeout = IDLE_TIMEOUT
                 with trio.move_on_after(REQUEST_TIMEOUT) as timer:
                     request = await self._next_event()
                     if not isinstance(request, h11.Request):
@@ -757,6 +768,17 @@ class _Exchange:
     def _release(self) -> None:
         self.listener.large_bytes -= self.large
         self.large = 0
+
+    async def _first_bytes(self) -> bool:
+        """Wait until the next request has begun: True once bytes of it are in, False if
+        the client closed instead."""
+        if self.conn.trailing_data[0]:
+            return True  # pipelined behind the last one
+        if self.conn.trailing_data[1]:
+            return False
+        data = await self.stream.receive_some(READ_CHUNK)
+        self.conn.receive_data(data)
+        return bool(data)
 
     async def _next_event(self) -> h11.Event:
         while True:
