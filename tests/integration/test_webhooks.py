@@ -345,3 +345,17 @@ def test_a_webhook_without_its_secret_is_one_line_and_exit_2(tmp_path: Path, how
                                     "P2P_CACHE_WEBHOOK_SECRET": "s"})
     assert bad.returncode == 2 and "P2P_CACHE_WEBHOOK" in bad.stderr
     assert "Traceback" not in result.stderr + bad.stderr
+
+
+def test_a_webhook_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve_once(tmp_path, "--webhook", f"127.0.0.1:{port}", env={
+            "P2P_CACHE_WEBHOOK_SECRET": SECRET, "P2P_CACHE_PORT": str(free_port()),
+            "P2P_CACHE_HTTP": f"127.0.0.1:{free_port()}", "P2P_CACHE_LISTEN_HOST": "127.0.0.1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"✗ cannot receive webhooks on 127.0.0.1:{port}: Address already in use" in output
+    assert "Traceback" not in output and SECRET not in output
