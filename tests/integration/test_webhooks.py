@@ -359,3 +359,48 @@ def test_a_webhook_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1, output
     assert f"✗ cannot receive webhooks on 127.0.0.1:{port}: Address already in use" in output
     assert "Traceback" not in output and SECRET not in output
+
+
+READER = "ghp_readertoken0000000000000000000000000"
+
+
+def repository_payload(full: str, repo_id: int, **fields: object) -> bytes:
+    owner, name = full.split("/")
+    return json.dumps({**fields, "repository": {
+        "id": repo_id, "name": name, "full_name": full, "owner": {"login": owner},
+        "private": True}, "sender": {"login": "octocat"}}).encode()
+
+
+def test_who_may_read_is_asked_again_after_github_says_it_changed(nodes, fake):
+    """A collaborator removed (`member`), a repository made private (`repository`): the
+    node's word on who may read it held for a freshness window; after the delivery each
+    caller is checked again, and gets GitHub's own answer."""
+    fake.add_token(READER, "reader")
+    fake.make_private("octo/secret", readers=[FLEET_TOKEN, READER])
+    node, hook = webhook_node(nodes)
+    reader = {"authorization": f"Bearer {READER}"}
+    private_path = "/repos/octo/secret/issues/1"
+    assert node.get(private_path, headers=reader).status_code == 200
+    fleet = {"authorization": f"Bearer {FLEET_TOKEN}"}
+    secret_id = httpx.get(fake.url + "/repos/octo/secret", headers=fleet).json()["id"]
+    public_path = "/repos/octo/open/issues/1"
+    assert node.get(public_path).status_code == 200  # anonymous: the repository is public
+    open_id = httpx.get(fake.url + "/repos/octo/open").json()["id"]
+
+    fake.make_private("octo/secret", readers=[FLEET_TOKEN])  # the reader is removed
+    fake.make_private("octo/open", readers=[FLEET_TOKEN])  # and this one goes private
+    # Until GitHub says so, the node's last word holds (a freshness window at most).
+    assert node.get(private_path, headers=reader).status_code == 200
+    assert node.get(public_path).status_code == 200
+
+    dropped = node.stats()["webhook_dropped"]
+    removed = hook.deliver("member", repository_payload(
+        "octo/secret", secret_id, action="removed", member={"login": "reader"}))
+    privatized = hook.deliver("repository", repository_payload(
+        "octo/open", open_id, action="privatized"))
+    assert removed.status_code == privatized.status_code == 200, (removed.text, privatized.text)
+    wait_until(lambda: node.stats()["webhook_dropped"] >= dropped + 2, what="both drops")
+    assert node.get(private_path, headers=reader).status_code == 404
+    assert node.get(public_path).status_code == 404
+    # The fleet's own token still reads both, for the callers GitHub lets in.
+    assert node.get(private_path, headers=fleet).status_code == 200

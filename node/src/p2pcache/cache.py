@@ -332,8 +332,14 @@ class Cache:
 
     async def drop(self, paths: list[str]) -> int:
         """Drop the entries at these paths and under them, here, with their
-        `/repositories/<id>` spellings learned from what is cached; how many went."""
+        `/repositories/<id>` spellings learned from what is cached; how many went. Dropping
+        a repository's root also forgets who may read it (its settings or members may have
+        changed): each caller is checked again."""
         paths = list(paths)
+        for path in paths:
+            place = access.place(path)
+            if place.repo is not None and place.repo == path.rstrip("/"):
+                self.grants.forget(place.repo_key)  # type: ignore[arg-type]
         try:
             for root in sorted({r for p in paths if (r := policy.repo_root(p)) is not None}):
                 known = await trio.to_thread.run_sync(self.store.entries_under, root)
