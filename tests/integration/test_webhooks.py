@@ -144,6 +144,12 @@ def test_a_signed_issue_comment_drops_the_issue_and_its_comments_and_nothing_els
         "webhook_ignored": 1, "webhook_bad_signature": 3}
     metrics = node.get("/-/metrics").text
     assert "p2pcache_webhook_applied_total 1.0" in metrics
+    assert stats["webhook"] == f"127.0.0.1:{hook.port}"
+    shown = subprocess.run([sys.executable, "-m", "p2pcache", "stats", "--http",
+                            f"127.0.0.1:{node.http_port}"], capture_output=True, text=True,
+                           timeout=30)
+    assert "Webhooks:           1 applied, 1 duplicate, 1 ignored, 3 bad signature (" \
+        in shown.stdout, shown.stdout + shown.stderr
     print(f"a signed delivery answered in {answered_in * 1000:.1f} ms")
     assert SECRET not in node.log()
 

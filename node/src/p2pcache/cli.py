@@ -395,6 +395,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"Entries:            {stats['entries']} ({stats['bytes']:,} bytes)")
     remaining = stats.get("rate_limit_remaining")
     print(f"Rate limit left:    {'unknown' if remaining is None else remaining}")
+    if stats.get("webhook"):
+        print(f"Webhooks:           {stats['webhook_applied']} applied, "
+              f"{stats['webhook_duplicate']} duplicate, {stats['webhook_ignored']} ignored, "
+              f"{stats['webhook_bad_signature']} bad signature "
+              f"({stats['webhook_dropped']} entries dropped)")
     print(f"Bootstrap Multiaddr: {stats.get('bootstrap_multiaddr') or '(none)'}")
     return 0
 

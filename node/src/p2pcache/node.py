@@ -445,6 +445,7 @@ class Node:
             "ttl": self.settings.ttl,
             "refresh_ahead": self.refresher is not None,
             "warm_start": self.warm_start,
+            "webhook": "%s:%d" % self.settings.webhook if self.settings.webhook else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": __version__,
         })
