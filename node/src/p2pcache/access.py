@@ -225,6 +225,14 @@ class Grants:
     def fleet_refused(self, now: float) -> bool:
         return now < self._fleet_refused_until
 
+    def forget(self, repo: str) -> None:
+        """Forget every word about who may read a repository: GitHub said it changed (a
+        member removed, the repository made private), so each caller is asked again."""
+        for key in [k for k in self._grants if k[1] == repo]:
+            del self._grants[key]
+        self._blind.pop(repo, None)
+        self._public.pop(repo, None)
+
     def _put(self, table: OrderedDict, key: object, value: object) -> None:
         table[key] = value
         table.move_to_end(key)

@@ -328,19 +328,29 @@ class Cache:
         except UpstreamError as exc:
             return _unreachable(exc)
         if request.method not in policy.CACHEABLE_METHODS and response.status < 400:
-            paths = policy.invalidated_paths(request.target)
-            try:
-                root = policy.repo_root(request.target.path)
-                if root is not None:
-                    known = await trio.to_thread.run_sync(self.store.entries_under, root)
-                    paths += policy.aliased_paths(paths, root,
-                                                  policy.repository_ids(root, known))
-                self.counters.invalidated += await trio.to_thread.run_sync(
-                    self.store.invalidate, paths)
-            except StoreError as exc:
-                self._store_failed(exc)
+            self.counters.invalidated += await self.drop(
+                policy.invalidated_paths(request.target))
         response.source = "miss"
         return response
+
+    async def drop(self, paths: list[str]) -> int:
+        """Drop the entries at these paths and under them, here, with their
+        `/repositories/<id>` spellings learned from what is cached; how many went. Dropping
+        a repository's root also forgets who may read it (its settings or members may have
+        changed): each caller is checked again."""
+        paths = list(paths)
+        for path in paths:
+            place = access.place(path)
+            if place.repo is not None and place.repo == path.rstrip("/"):
+                self.grants.forget(place.repo_key)  # type: ignore[arg-type]
+        try:
+            for root in sorted({r for p in paths if (r := policy.repo_root(p)) is not None}):
+                known = await trio.to_thread.run_sync(self.store.entries_under, root)
+                paths += policy.aliased_paths(paths, root, policy.repository_ids(root, known))
+            return await trio.to_thread.run_sync(self.store.invalidate, paths)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return 0
 
     async def refresh(self, request: ApiRequest) -> Refreshed:
         """Revalidate a hot entry before it goes stale (refresh.py chooses which, and when).

@@ -18,6 +18,7 @@ import trio
 from libp2p.peer.id import ID
 
 from . import __version__, access, addresses, http_api, identity, pinned, policy, tls, warmstart
+from . import webhooks
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -103,6 +104,8 @@ class Node:
                 if self.mesh is not None:
                     # Before the API answers, so /-/multiaddr is final once healthz is up.
                     await self._discover_address(nursery)
+                if s.webhook:  # before the API: healthz up means deliveries are received
+                    await self._start_webhooks(nursery)
                 await self._start_http(nursery)
                 if s.https:
                     await self._start_https(nursery)
@@ -203,6 +206,26 @@ class Node:
                                f"{s.https}: {getattr(exc, 'strerror', None) or exc}") from None
         log.info("✓ HTTPS for %s on %s (transparent mode)", self.upstream.base.host,
                  "the socket we were given" if s.https.startswith("fd:") else s.https)
+
+    async def _start_webhooks(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        assert s.webhook and s.webhook_secret
+        host, port = s.webhook
+        # The seam for fleet-wide invalidation: what a delivery changed is dropped here
+        # today; the same call can drop it everywhere.
+        listener = webhooks.WebhookListener(s.webhook_secret, self._drop_for_webhook,
+                                            self.counters)
+        try:
+            await nursery.start(listener.serve, host, port)
+        except OSError as exc:
+            raise StartupError(f"cannot receive webhooks on {host}:{port}: "
+                               f"{exc.strerror or exc}") from None
+        shown = f"[{host}]" if ":" in host else host
+        log.info("✓ Webhooks on http://%s:%d%s (GitHub deliveries; put a TLS terminator in "
+                 "front)", shown, port, webhooks.PATH)
+
+    async def _drop_for_webhook(self, paths: list[str], reason: str) -> None:
+        self.counters.webhook_dropped += await self.cache.drop(paths)
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
@@ -435,6 +458,7 @@ class Node:
             "ttl": self.settings.ttl,
             "refresh_ahead": self.refresher is not None,
             "warm_start": self.warm_start,
+            "webhook": "%s:%d" % self.settings.webhook if self.settings.webhook else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": __version__,
         })
