@@ -20,7 +20,7 @@ from . import __version__, access, addresses, http_api, identity, pinned, policy
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
-from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
+from .http_api import Bodies, Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
 from .limits import Limits as GitHubLimits
 from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
@@ -69,7 +69,11 @@ class Node:
                                                                         time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
-        self.http_limits = Limits()
+        # Each listener its own connection budget, all of them one body budget (memory).
+        bodies = Bodies()
+        self.tcp_limits = Limits("The local API", bodies, on_evict=self._evicted)
+        self.unix_limits = Limits("The Unix socket", bodies, on_evict=self._evicted)
+        self.https_limits = Limits("The HTTPS listener", bodies, on_evict=self._evicted)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
@@ -167,7 +171,7 @@ class Node:
         site = Site("http", self.upstream.base, self.http_base, bound_host=s.http_host)
         try:
             await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http,
-                                site, self.http_limits)
+                                site, self.tcp_limits)
         except OSError as exc:
             raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
                                f"{exc.strerror or exc}") from None
@@ -176,7 +180,7 @@ class Node:
                 # gh (http_unix_socket) believes it speaks https to the host it names.
                 await nursery.start(http_api.serve_unix, s.unix_socket, self.handle_http,
                                     Site("https", self.upstream.base, self.http_base),
-                                    self.http_limits)
+                                    self.unix_limits)
             except OSError as exc:
                 raise StartupError(f"cannot serve the local API on the Unix socket "
                                    f"{s.unix_socket}: {exc.strerror or exc}") from None
@@ -196,12 +200,15 @@ class Node:
             # no rebinding page can complete a handshake here.
             site = Site("https", self.upstream.base, self.http_base)
             await nursery.start(tls.serve, s.https, context, self.handle_http, site,
-                                self.http_limits)
+                                self.https_limits)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot serve HTTPS for {self.upstream.base.host} on "
                                f"{s.https}: {getattr(exc, 'strerror', None) or exc}") from None
         log.info("✓ HTTPS for %s on %s (transparent mode)", self.upstream.base.host,
                  "the socket we were given" if s.https.startswith("fd:") else s.https)
+
+    def _evicted(self) -> None:
+        self.counters.connections_evicted += 1
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
