@@ -213,3 +213,20 @@ def test_the_offer_reads_only_the_bodies_it_sends(store, monkeypatch):
     assert len(message.meta["entries"]) == 3 and len(read) == 3
     head = store.head(cache_key(ask("/repos/o/r/big0")))
     assert head.body == b"" and head.size == store.get(cache_key(ask("/repos/o/r/big0"))).size
+
+
+def test_offers_are_bounded_for_all_peers_together():
+    """The responder's bound (mesh/answering.py): fresh peer IDs do not buy more offers."""
+    from p2pcache.dialback import Limiter
+    from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL, WARM_INTERVAL
+
+    offers = Limiter(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+    # 30 fresh peer IDs spread over 10 s
+    granted = [i for i in range(30) if offers.admit(f"fresh{i}", i / 3) == 0]
+    assert len(granted) <= 3
+    # a runner asking right after is told when to ask again, and is served then
+    wait = offers.admit("runner", 9.75)
+    assert 0 < wait <= WARM_FLEET_INTERVAL
+    assert offers.admit("runner", 9.75 + wait) == 0
+    # the peer's own minute still holds for a peer that got one
+    assert 0 < offers.admit(f"fresh{granted[0]}", 30.0) <= WARM_INTERVAL
