@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+import psutil
 import pytest
 
 from conftest import FLEET_TOKEN, free_port
@@ -207,16 +208,22 @@ def test_an_idle_flood_of_one_listener_starves_neither(nodes, tls_fake, job_ca):
                                        for _ in range(150)]
                                       + [idle_tls(https, job_ca["ca.pem"]) for _ in range(150)],
     }
+    rss = psutil.Process(node.proc.pid).memory_info().rss
     for flooded, open_flood in floods.items():
         flood = open_flood()
         try:
             time.sleep(0.5)
             for ask, where in ((over_https, "HTTPS"), (over_tcp, "the local API")):
                 answer, took = served_within(ask, 10)
+                print(f"300 idle connections to {flooded}: {where} answered "
+                      f"{answer!r} in {took:.2f} s")
                 assert " 200 " in answer + " ", (flooded, where, answer)
                 assert took < 5, (flooded, where, took)
         finally:
             for sock in flood:
                 sock.close()
+    grown = psutil.Process(node.proc.pid).memory_info().rss - rss
+    print(f"node RSS grew {grown / 2**20:.1f} MiB over both floods")
+    assert grown < 64 * 2**20
     assert node.stats()["connections_evicted"] >= 2
     assert node.proc.poll() is None and node.get("/-/healthz").status_code == 200
