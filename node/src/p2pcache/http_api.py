@@ -423,24 +423,28 @@ class _Connection:
     async def _request_head(self, first: bool) -> h11.Event | None:
         """The next request's head (or whatever h11 makes of the bytes); None if the client
         waited too long, or the connection was closed to make room while it waited."""
-        now = trio.current_time()
-        begun = first or bool(self.conn.trailing_data[0])
-        deadline = now + (HEAD_TIMEOUT if begun else IDLE_TIMEOUT)
+        event = None
         with self.slot.waiting():
-            while True:
-                event = self.conn.next_event()
-                if event is not h11.NEED_DATA:
-                    return event  # type: ignore[return-value]
-                data = None
-                with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(READ_CHUNK)
-                if data is None:
-                    return None
-                if data and not begun:  # idle is fine; a head on its way must be quick
-                    begun = True
-                    deadline = min(deadline, trio.current_time() + HEAD_TIMEOUT)
-                self.conn.receive_data(data)  # b"" tells h11 the client closed
-        return None  # evicted
+            event = await self._head_within(first)
+        # Evicted: even a head that came in just then (its place went to a newcomer).
+        return None if self.slot.evicted else event
+
+    async def _head_within(self, first: bool) -> h11.Event | None:
+        begun = first or bool(self.conn.trailing_data[0])
+        deadline = trio.current_time() + (HEAD_TIMEOUT if begun else IDLE_TIMEOUT)
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            data = None
+            with trio.move_on_at(deadline):
+                data = await self.stream.receive_some(READ_CHUNK)
+            if data is None:
+                return None
+            if data and not begun:  # idle is fine; a head on its way must be quick
+                begun = True
+                deadline = min(deadline, trio.current_time() + HEAD_TIMEOUT)
+            self.conn.receive_data(data)  # b"" tells h11 the client closed
 
     async def _next_event(self) -> h11.Event:
         while True:
