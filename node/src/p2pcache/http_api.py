@@ -176,7 +176,7 @@ class Limits:
     busy answering is a new one refused.
     """
 
-    def __init__(self, name: str, bodies: Bodies | None = None,
+    def __init__(self, name: str = "The local API", bodies: Bodies | None = None,
                  max_connections: int = MAX_CONNECTIONS,
                  on_evict: Callable[[], None] | None = None) -> None:
         self.name = name
