@@ -225,5 +225,27 @@ def test_an_idle_flood_of_one_listener_starves_neither(nodes, tls_fake, job_ca):
     grown = psutil.Process(node.proc.pid).memory_info().rss - rss
     print(f"node RSS grew {grown / 2**20:.1f} MiB over both floods")
     assert grown < 64 * 2**20
+
+    # Bodies too: a local process that keeps the local API's 64 MiB of request bodies in
+    # flight (7 slow writes of 9.58 MB) leaves the HTTPS listener's writes their own budget.
+    slow_bodies = []
+    try:
+        for _ in range(7):
+            sock = socket.create_connection(("127.0.0.1", node.http_port))
+            sock.sendall(b"POST /repos/octo/hello/issues HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 10000000\r\n\r\n" + b"x" * 9_580_000)
+            slow_bodies.append(sock)
+        time.sleep(1)
+        write = subprocess.run(
+            ["curl", "-sS", "--include", "--resolve", f"{HOST}:{https}:127.0.0.1", "--cacert",
+             str(job_ca["ca.pem"]), "--data-binary", "@-", f"https://{HOST}:{https}/repos/octo/"
+             "hello/issues"], input=b'{"title": "' + b"t" * 100_000 + b'"}',
+            capture_output=True, timeout=30)
+        answer = status_line(write.stdout)
+        print(f"a write over HTTPS while the local API's bodies are full: {answer!r}")
+        assert answer.startswith("HTTP/1.1 ") and " 503 " not in answer, write.stdout[:300]
+    finally:
+        for sock in slow_bodies:
+            sock.close()
     assert node.stats()["connections_evicted"] >= 2
     assert node.proc.poll() is None and node.get("/-/healthz").status_code == 200

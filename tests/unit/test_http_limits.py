@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from p2pcache.http_api import Bodies, Limits
+from p2pcache.http_api import Limits
 
 
 def test_at_the_cap_the_longest_waiting_connection_makes_room():
@@ -63,10 +63,9 @@ def test_a_connection_that_stops_waiting_is_no_longer_a_candidate():
     trio.run(main)
 
 
-def test_listeners_share_one_body_budget_but_not_their_caps():
-    bodies = Bodies()
-    tcp, https = Limits("tcp", bodies, max_connections=1), Limits("https", bodies,
-                                                                    max_connections=1)
+def test_listeners_share_no_budget():
+    tcp, https = Limits("tcp", max_connections=1), Limits("https", max_connections=1)
     assert tcp.admit() is not None and tcp.admit() is None
     assert https.admit() is not None  # a full local API leaves the HTTPS listener its own
-    assert tcp.bodies is https.bodies
+    tcp.body_bytes += 64 * 1024 * 1024
+    assert https.body_bytes == 0

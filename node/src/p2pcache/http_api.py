@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 64 * 1024  # request line and header fields, all buffered bytes included
 READ_CHUNK = 16 * 1024
 MAX_REQUEST_BODY = 10 * 1024 * 1024  # per request; GET and HEAD carry none
-MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # all listeners' bodies together
+MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # all bodies of one listener together
 # Per listener: a flood of one (any local process can open connections to the TCP API)
 # never refuses the clients of another (the HTTPS listener, the Unix socket).
 MAX_CONNECTIONS = 256
@@ -159,15 +159,10 @@ def _local_name(name: str, bound_host: str) -> bool:
 # -- listeners ---------------------------------------------------------------------------
 
 
-class Bodies:
-    """Request bytes buffered by all listeners together: a bound on memory."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-
 class Limits:
-    """One listener's connection budget, and the body budget it shares with the others.
+    """One listener's budgets: connections, and request bodies in flight. Nothing is shared
+    between listeners, so a local flood of one (slow bodies, idle connections) costs the
+    clients of another nothing.
 
     A connection that has no request head in hand (a TLS handshake, a head on its way, a
     kept-alive connection between requests) is waiting on its client; at the cap, the one
@@ -176,13 +171,12 @@ class Limits:
     busy answering is a new one refused.
     """
 
-    def __init__(self, name: str = "The local API", bodies: Bodies | None = None,
-                 max_connections: int = MAX_CONNECTIONS,
+    def __init__(self, name: str = "The local API", max_connections: int = MAX_CONNECTIONS,
                  on_evict: Callable[[], None] | None = None) -> None:
         self.name = name
-        self.bodies = bodies or Bodies()
         self.max_connections = max_connections
         self.on_evict = on_evict
+        self.body_bytes = 0
         self.open: set[Slot] = set()
         self._waiting: dict[Slot, None] = {}  # insertion order: longest waiting first
         self._warned = False
@@ -396,7 +390,7 @@ class _Connection:
             _log_once(f"⚠️  Error answering {request.method} {request.target}; answered 500")
             reply = error_reply(500, "internal error (logged by the node)")
         finally:
-            self.limits.bodies.bytes -= len(body)
+            self.limits.body_bytes -= len(body)
         with trio.fail_after(SEND_TIMEOUT):
             await _send(self.conn, self.stream, reply, head=self.head)
 
@@ -462,10 +456,10 @@ class _Connection:
                 event = await self._next_event()
                 if isinstance(event, h11.Data):
                     size += len(event.data)
-                    self.limits.bodies.bytes += len(event.data)
+                    self.limits.body_bytes += len(event.data)
                     if size > MAX_REQUEST_BODY:
                         raise _BadRequest(413, f"request body over {MAX_REQUEST_BODY} bytes")
-                    if self.limits.bodies.bytes > MAX_BODY_BYTES_IN_FLIGHT:
+                    if self.limits.body_bytes > MAX_BODY_BYTES_IN_FLIGHT:
                         raise _BadRequest(503, "too many request bodies in flight; retry")
                     chunks.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
@@ -473,7 +467,7 @@ class _Connection:
                 elif isinstance(event, h11.ConnectionClosed):
                     raise trio.BrokenResourceError("client closed mid-request")
         except BaseException:
-            self.limits.bodies.bytes -= size
+            self.limits.body_bytes -= size
             raise
 
 

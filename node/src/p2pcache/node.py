@@ -20,7 +20,7 @@ from . import __version__, access, addresses, http_api, identity, pinned, policy
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
-from .http_api import Bodies, Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
+from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
 from .limits import Limits as GitHubLimits
 from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
@@ -69,11 +69,10 @@ class Node:
                                                                         time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
-        # Each listener its own connection budget, all of them one body budget (memory).
-        bodies = Bodies()
-        self.tcp_limits = Limits("The local API", bodies, on_evict=self._evicted)
-        self.unix_limits = Limits("The Unix socket", bodies, on_evict=self._evicted)
-        self.https_limits = Limits("The HTTPS listener", bodies, on_evict=self._evicted)
+        # Each listener its own budgets: a local flood of one never refuses another's clients.
+        self.tcp_limits = Limits("The local API", on_evict=self._evicted)
+        self.unix_limits = Limits("The Unix socket", on_evict=self._evicted)
+        self.https_limits = Limits("The HTTPS listener", on_evict=self._evicted)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
