@@ -79,8 +79,9 @@ class Node:
         self.upnp: UpnpMapper | None = None
         self.echo_ip: str | None = None
         self.published: str | None = None
-        # "off", "waiting" (for the first server, or its answer) or "done" (taken, empty,
-        # refused or failed): what `actions start` waits for, briefly, before the job goes on.
+        # "off", "waiting" (for the first server, or its answer), "deferred" (the server said
+        # when to ask again: taken later, in the background) or "done" (taken, empty, refused
+        # or failed): `actions start` waits, briefly, while it is "waiting".
         self.warm_start = "waiting" if settings.bootstrap and settings.warm_start_bytes \
             else "off"
 
@@ -327,7 +328,15 @@ class Node:
         assert self.mesh is not None
         began = time.monotonic()
         budget = self.settings.warm_start_bytes
-        message = await self.mesh.warm(server, budget)
+
+        def deferred(seconds: float) -> None:
+            # The server is busy with other joiners: `actions start` need not wait for it.
+            if self.warm_start == "waiting":
+                self.warm_start = "deferred"
+                log.info("Warm start deferred: %s offers one again in %.1f s (the job goes on; "
+                         "it lands when it comes)", short(server), seconds)
+
+        message = await self.mesh.warm(server, budget, deferred)
         if message is None:
             return
         try:

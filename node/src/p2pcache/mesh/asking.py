@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 from libp2p.abc import INetStream
@@ -276,9 +276,11 @@ class Asker:
         if self._channels.get(channel.peer) is channel:
             del self._channels[channel.peer]
 
-    async def warm(self, peer: ID, max_bytes: int) -> Message | None:
+    async def warm(self, peer: ID, max_bytes: int,
+                   deferred: Callable[[float], None] | None = None) -> Message | None:
         """Ask a server for its hot entries (warm start); None if it had none for us. A
-        server that is busy with other joiners says when to ask again: we do, for a while."""
+        server that is busy with other joiners says when to ask again: we do, for a while,
+        and tell `deferred` how long we wait."""
         give_up = trio.current_time() + WARM_RETRY_FOR
         while True:
             answer = None
@@ -294,6 +296,8 @@ class Asker:
             if type(retry) not in (int, float) or not 0 < retry <= WARM_RETRY_FOR \
                     or trio.current_time() + retry > give_up:
                 return None
+            if deferred is not None:
+                deferred(retry)
             await trio.sleep(retry)
 
     # -- asking peers for checks (doctor) -------------------------------------------------
