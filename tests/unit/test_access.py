@@ -169,3 +169,12 @@ def test_budgets_are_each_callers_own():
 
 
 Caller = access.Caller
+
+
+def test_a_repository_object_names_both_spellings_of_its_root():
+    facts = access.repository_facts(b'{"id": 42, "private": false, "visibility": "public"}')
+    assert facts.visibility == "public" and facts.id == 42
+    assert facts.roots("/repos/Octo/Repo") == ["/repos/octo/repo", "/repositories/42"]
+    for bad in (b'{"id": true}', b'{"id": -1}', b'{"id": "42"}', b'{"id": 1e30}'):
+        assert access.repository_facts(bad).id is None
+    assert access.repository_facts(b"nope").roots("/repos/o/r") == ["/repos/o/r"]

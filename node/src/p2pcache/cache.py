@@ -183,8 +183,10 @@ class Cache:
         self.looked_up(lookup, view)
         if self._refuses_fleet(view, repo) or view.status != 200:
             return Verdict.FLEET_BLIND  # (not remembered when GitHub was only busy)
-        if access.visibility(view.body) == "public":
-            self.grants.public(repo, view.fetched_at or self.clock())
+        facts = access.repository_facts(view.body)
+        if facts.visibility == "public":
+            for spelling in facts.roots(root):  # /repos/O/R and /repositories/ID alike
+                self.grants.public(spelling, view.fetched_at or self.clock())
             return await self._valid(request, caller)
         if caller.anonymous:
             return Verdict.REFUSED  # private: GitHub's answer to anonymous is a 404
@@ -239,7 +241,8 @@ class Cache:
         response = (await self._own(asked, caller, "authorization_checks")).response
         until = self.clock() + self.ttl
         if response.status == 200:
-            self.grants.grant(caller, place.repo_key, True, until)
+            for spelling in access.repository_facts(response.body).roots(place.repo):
+                self.grants.grant(caller, spelling, True, until)
             self.grants.validated(caller, True, until)
             return Verdict.SHARED
         if response.status == 401:

@@ -410,6 +410,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from .client import LinkError
+
     headers = {}
     for item in args.header:
         name, sep, value = item.partition(":")
@@ -431,7 +433,11 @@ def cmd_api(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         if response.status_code >= 400:
             return 1
-        target = client.next_page(response) if args.paginate else None
+        try:
+            target = client.next_page(response) if args.paginate else None
+        except LinkError as exc:
+            print(f"p2pcache: paging stopped: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

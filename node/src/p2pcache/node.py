@@ -71,15 +71,19 @@ class Node:
                                                                         time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
-        self.http_limits = Limits()
+        # Each listener its own budgets: a local flood of one never refuses another's clients.
+        self.tcp_limits = Limits("The local API", on_evict=self._evicted)
+        self.unix_limits = Limits("The Unix socket", on_evict=self._evicted)
+        self.https_limits = Limits("The HTTPS listener", on_evict=self._evicted)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
         self.upnp: UpnpMapper | None = None
         self.echo_ip: str | None = None
         self.published: str | None = None
-        # "off", "waiting" (for the first server, or its answer) or "done" (taken, empty,
-        # refused or failed): what `actions start` waits for, briefly, before the job goes on.
+        # "off", "waiting" (for the first server, or its answer), "deferred" (the server said
+        # when to ask again: taken later, in the background) or "done" (taken, empty, refused
+        # or failed): `actions start` waits, briefly, while it is "waiting".
         self.warm_start = "waiting" if settings.bootstrap and settings.warm_start_bytes \
             else "off"
 
@@ -171,7 +175,7 @@ class Node:
         site = Site("http", self.upstream.base, self.http_base, bound_host=s.http_host)
         try:
             await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http,
-                                site, self.http_limits)
+                                site, self.tcp_limits)
         except OSError as exc:
             raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
                                f"{exc.strerror or exc}") from None
@@ -180,7 +184,7 @@ class Node:
                 # gh (http_unix_socket) believes it speaks https to the host it names.
                 await nursery.start(http_api.serve_unix, s.unix_socket, self.handle_http,
                                     Site("https", self.upstream.base, self.http_base),
-                                    self.http_limits)
+                                    self.unix_limits)
             except OSError as exc:
                 raise StartupError(f"cannot serve the local API on the Unix socket "
                                    f"{s.unix_socket}: {exc.strerror or exc}") from None
@@ -200,7 +204,7 @@ class Node:
             # no rebinding page can complete a handshake here.
             site = Site("https", self.upstream.base, self.http_base)
             await nursery.start(tls.serve, s.https, context, self.handle_http, site,
-                                self.http_limits)
+                                self.https_limits)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot serve HTTPS for {self.upstream.base.host} on "
                                f"{s.https}: {getattr(exc, 'strerror', None) or exc}") from None
@@ -226,6 +230,9 @@ class Node:
 
     async def _drop_for_webhook(self, paths: list[str], reason: str) -> None:
         self.counters.webhook_dropped += await self.cache.drop(paths)
+
+    def _evicted(self) -> None:
+        self.counters.connections_evicted += 1
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
@@ -345,7 +352,15 @@ class Node:
         assert self.mesh is not None
         began = time.monotonic()
         budget = self.settings.warm_start_bytes
-        message = await self.mesh.warm(server, budget)
+
+        def deferred(seconds: float) -> None:
+            # The server is busy with other joiners: `actions start` need not wait for it.
+            if self.warm_start == "waiting":
+                self.warm_start = "deferred"
+                log.info("Warm start deferred: %s offers one again in %.1f s (the job goes on; "
+                         "it lands when it comes)", short(server), seconds)
+
+        message = await self.mesh.warm(server, budget, deferred)
         if message is None:
             return
         try:

@@ -32,6 +32,8 @@ class Counters:
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
     passthrough: int = 0  # writes and GraphQL, never cached
     invalidated: int = 0  # entries dropped by writes
+    # local API connections closed while idle, to admit a new one at a listener's cap
+    connections_evicted: int = 0
     store_errors: int = 0  # entries that could not be written (disk full ...)
     # Reads asked with a client's own credentials (access.py), and why: they spent the
     # client's budget, not the fleet's, and are no peer hit nor a call saved.
