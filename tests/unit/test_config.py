@@ -443,3 +443,39 @@ def test_refresh_ahead_flag_beats_env():
 def test_bad_refresh_ahead_is_a_config_error(value):
     with pytest.raises(ConfigError, match=f"P2P_CACHE_REFRESH_AHEAD={value!r}"):
         cfg(env={"P2P_CACHE_REFRESH_AHEAD": value})
+
+
+def test_webhooks_are_off_by_default():
+    settings = cfg()
+    assert settings.webhook is None and settings.webhook_secret is None
+
+
+def test_webhook_from_flag_or_env_with_its_secret():
+    env = {"P2P_CACHE_WEBHOOK_SECRET": "s3cret"}
+    assert cfg({"webhook": "127.0.0.1:9300"}, env).webhook == ("127.0.0.1", 9300)
+    settings = cfg(env={**env, "P2P_CACHE_WEBHOOK": "[::1]:9300"})
+    assert settings.webhook == ("::1", 9300) and settings.webhook_secret == b"s3cret"
+    assert cfg({"webhook": "0.0.0.0:1"}, {**env, "P2P_CACHE_WEBHOOK": "x:2"}).webhook == \
+        ("0.0.0.0", 1)
+
+
+@pytest.mark.parametrize("flags,env", [
+    ({"webhook": "127.0.0.1:9300"}, {}),
+    ({}, {"P2P_CACHE_WEBHOOK": "127.0.0.1:9300"}),
+    ({}, {"P2P_CACHE_WEBHOOK": "127.0.0.1:9300", "P2P_CACHE_WEBHOOK_SECRET": ""}),
+])
+def test_a_webhook_without_its_secret_is_a_config_error_naming_the_variable(flags, env):
+    with pytest.raises(ConfigError, match="P2P_CACHE_WEBHOOK_SECRET"):
+        cfg(flags, env)
+
+
+@pytest.mark.parametrize("value", ["9300", "host", ":9300", "h:0", "h:65536", "h:x"])
+def test_a_bad_webhook_address_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="P2P_CACHE_WEBHOOK"):
+        cfg(env={"P2P_CACHE_WEBHOOK": value, "P2P_CACHE_WEBHOOK_SECRET": "s"})
+
+
+def test_the_webhook_secret_is_never_in_the_settings_repr():
+    settings = cfg(env={"P2P_CACHE_WEBHOOK": "127.0.0.1:9300",
+                        "P2P_CACHE_WEBHOOK_SECRET": "do-not-print-me"})
+    assert "do-not-print-me" not in repr(settings)

@@ -183,8 +183,10 @@ class Cache:
         self.looked_up(lookup, view)
         if self._refuses_fleet(view, repo) or view.status != 200:
             return Verdict.FLEET_BLIND  # (not remembered when GitHub was only busy)
-        if access.visibility(view.body) == "public":
-            self.grants.public(repo, view.fetched_at or self.clock())
+        facts = access.repository_facts(view.body)
+        if facts.visibility == "public":
+            for spelling in facts.roots(root):  # /repos/O/R and /repositories/ID alike
+                self.grants.public(spelling, view.fetched_at or self.clock())
             return await self._valid(request, caller)
         if caller.anonymous:
             return Verdict.REFUSED  # private: GitHub's answer to anonymous is a 404
@@ -239,7 +241,8 @@ class Cache:
         response = (await self._own(asked, caller, "authorization_checks")).response
         until = self.clock() + self.ttl
         if response.status == 200:
-            self.grants.grant(caller, place.repo_key, True, until)
+            for spelling in access.repository_facts(response.body).roots(place.repo):
+                self.grants.grant(caller, spelling, True, until)
             self.grants.validated(caller, True, until)
             return Verdict.SHARED
         if response.status == 401:
@@ -328,19 +331,29 @@ class Cache:
         except UpstreamError as exc:
             return _unreachable(exc)
         if request.method not in policy.CACHEABLE_METHODS and response.status < 400:
-            paths = policy.invalidated_paths(request.target)
-            try:
-                root = policy.repo_root(request.target.path)
-                if root is not None:
-                    known = await trio.to_thread.run_sync(self.store.entries_under, root)
-                    paths += policy.aliased_paths(paths, root,
-                                                  policy.repository_ids(root, known))
-                self.counters.invalidated += await trio.to_thread.run_sync(
-                    self.store.invalidate, paths)
-            except StoreError as exc:
-                self._store_failed(exc)
+            self.counters.invalidated += await self.drop(
+                policy.invalidated_paths(request.target))
         response.source = "miss"
         return response
+
+    async def drop(self, paths: list[str]) -> int:
+        """Drop the entries at these paths and under them, here, with their
+        `/repositories/<id>` spellings learned from what is cached; how many went. Dropping
+        a repository's root also forgets who may read it (its settings or members may have
+        changed): each caller is checked again."""
+        paths = list(paths)
+        for path in paths:
+            place = access.place(path)
+            if place.repo is not None and place.repo == path.rstrip("/"):
+                self.grants.forget(place.repo_key)  # type: ignore[arg-type]
+        try:
+            for root in sorted({r for p in paths if (r := policy.repo_root(p)) is not None}):
+                known = await trio.to_thread.run_sync(self.store.entries_under, root)
+                paths += policy.aliased_paths(paths, root, policy.repository_ids(root, known))
+            return await trio.to_thread.run_sync(self.store.invalidate, paths)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return 0
 
     async def refresh(self, request: ApiRequest) -> Refreshed:
         """Revalidate a hot entry before it goes stale (refresh.py chooses which, and when).

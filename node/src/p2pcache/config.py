@@ -73,6 +73,9 @@ class Settings:
     refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
     warm_start_bytes: int = 14 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
     upstream_concurrency: int = 25  # requests in flight to GitHub per token (limits.py)
+    # GitHub deliveries at POST /webhook (webhooks.py): host and port, and the hook's secret
+    webhook: tuple[str, int] | None = None
+    webhook_secret: bytes | None = field(default=None, repr=False)
 
     @property
     def http_base(self) -> str:
@@ -358,6 +361,16 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
                         "P2P_CACHE_UPSTREAM_CONCURRENCY", "--upstream-concurrency")
     if value not in (None, ""):
         kw["upstream_concurrency"] = _concurrency(name, value)
+
+    value, name = _pick(flags.get("webhook"), env, "P2P_CACHE_WEBHOOK", "--webhook")
+    if value:
+        kw["webhook"] = _http(name, str(value))
+        secret = env.get("P2P_CACHE_WEBHOOK_SECRET", "")
+        if not secret:
+            raise ConfigError("P2P_CACHE_WEBHOOK_SECRET", "",
+                              f"required with {name}: the secret set in the webhook's "
+                              "settings on GitHub")
+        kw["webhook_secret"] = secret.encode()
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token

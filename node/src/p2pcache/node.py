@@ -5,6 +5,7 @@ owns the one nursery they all run in.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import signal
 import socket
@@ -17,6 +18,7 @@ import trio
 from libp2p.peer.id import ID
 
 from . import __version__, access, addresses, http_api, identity, pinned, policy, tls, warmstart
+from . import webhooks
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -69,15 +71,19 @@ class Node:
                                                                         time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
-        self.http_limits = Limits()
+        # Each listener its own budgets: a local flood of one never refuses another's clients.
+        self.tcp_limits = Limits("The local API", on_evict=self._evicted)
+        self.unix_limits = Limits("The Unix socket", on_evict=self._evicted)
+        self.https_limits = Limits("The HTTPS listener", on_evict=self._evicted)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
         self.upnp: UpnpMapper | None = None
         self.echo_ip: str | None = None
         self.published: str | None = None
-        # "off", "waiting" (for the first server, or its answer) or "done" (taken, empty,
-        # refused or failed): what `actions start` waits for, briefly, before the job goes on.
+        # "off", "waiting" (for the first server, or its answer), "deferred" (the server said
+        # when to ask again: taken later, in the background) or "done" (taken, empty, refused
+        # or failed): `actions start` waits, briefly, while it is "waiting".
         self.warm_start = "waiting" if settings.bootstrap and settings.warm_start_bytes \
             else "off"
 
@@ -102,6 +108,8 @@ class Node:
                 if self.mesh is not None:
                     # Before the API answers, so /-/multiaddr is final once healthz is up.
                     await self._discover_address(nursery)
+                if s.webhook:  # before the API: healthz up means deliveries are received
+                    await self._start_webhooks(nursery)
                 await self._start_http(nursery)
                 if s.https:
                     await self._start_https(nursery)
@@ -167,7 +175,7 @@ class Node:
         site = Site("http", self.upstream.base, self.http_base, bound_host=s.http_host)
         try:
             await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http,
-                                site, self.http_limits)
+                                site, self.tcp_limits)
         except OSError as exc:
             raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
                                f"{exc.strerror or exc}") from None
@@ -176,7 +184,7 @@ class Node:
                 # gh (http_unix_socket) believes it speaks https to the host it names.
                 await nursery.start(http_api.serve_unix, s.unix_socket, self.handle_http,
                                     Site("https", self.upstream.base, self.http_base),
-                                    self.http_limits)
+                                    self.unix_limits)
             except OSError as exc:
                 raise StartupError(f"cannot serve the local API on the Unix socket "
                                    f"{s.unix_socket}: {exc.strerror or exc}") from None
@@ -196,12 +204,35 @@ class Node:
             # no rebinding page can complete a handshake here.
             site = Site("https", self.upstream.base, self.http_base)
             await nursery.start(tls.serve, s.https, context, self.handle_http, site,
-                                self.http_limits)
+                                self.https_limits)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot serve HTTPS for {self.upstream.base.host} on "
                                f"{s.https}: {getattr(exc, 'strerror', None) or exc}") from None
         log.info("✓ HTTPS for %s on %s (transparent mode)", self.upstream.base.host,
                  "the socket we were given" if s.https.startswith("fd:") else s.https)
+
+    async def _start_webhooks(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        assert s.webhook and s.webhook_secret
+        host, port = s.webhook
+        # The seam for fleet-wide invalidation: what a delivery changed is dropped here
+        # today; the same call can drop it everywhere.
+        listener = webhooks.WebhookListener(s.webhook_secret, self._drop_for_webhook,
+                                            self.counters)
+        try:
+            await nursery.start(listener.serve, host, port)
+        except OSError as exc:
+            raise StartupError(f"cannot receive webhooks on {host}:{port}: "
+                               f"{exc.strerror or exc}") from None
+        shown = f"[{host}]" if ":" in host else host
+        log.info("✓ Webhooks on http://%s:%d%s (GitHub deliveries; put a TLS terminator in "
+                 "front)", shown, port, webhooks.PATH)
+
+    async def _drop_for_webhook(self, paths: list[str], reason: str) -> None:
+        self.counters.webhook_dropped += await self.cache.drop(paths)
+
+    def _evicted(self) -> None:
+        self.counters.connections_evicted += 1
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
@@ -321,7 +352,15 @@ class Node:
         assert self.mesh is not None
         began = time.monotonic()
         budget = self.settings.warm_start_bytes
-        message = await self.mesh.warm(server, budget)
+
+        def deferred(seconds: float) -> None:
+            # The server is busy with other joiners: `actions start` need not wait for it.
+            if self.warm_start == "waiting":
+                self.warm_start = "deferred"
+                log.info("Warm start deferred: %s offers one again in %.1f s (the job goes on; "
+                         "it lands when it comes)", short(server), seconds)
+
+        message = await self.mesh.warm(server, budget, deferred)
         if message is None:
             return
         try:
@@ -425,7 +464,8 @@ class Node:
             "upstream_in_flight": self.limits.in_flight,
             "upstream_in_flight_max": self.limits.in_flight_max,
             "upstream_queued": self.limits.queued,
-            "upstream_paused_s": round(self.cache.paused_for(), 1),
+            # Rounded up: 0 only once the pause is over (a peer asked then is not told wait).
+            "upstream_paused_s": math.ceil(self.cache.paused_for() * 10) / 10,
             "listen_addrs": self.listen_addrs(),
             "bootstrap_multiaddr": self.bootstrap_multiaddr(),
             "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],
@@ -433,6 +473,7 @@ class Node:
             "ttl": self.settings.ttl,
             "refresh_ahead": self.refresher is not None,
             "warm_start": self.warm_start,
+            "webhook": "%s:%d" % self.settings.webhook if self.settings.webhook else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": __version__,
         })

@@ -33,6 +33,8 @@ class Counters:
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
     passthrough: int = 0  # writes and GraphQL, never cached
     invalidated: int = 0  # entries dropped by writes
+    # local API connections closed while idle, to admit a new one at a listener's cap
+    connections_evicted: int = 0
     store_errors: int = 0  # entries that could not be written (disk full ...)
     # Reads asked with a client's own credentials (access.py), and why: they spent the
     # client's budget, not the fleet's, and are no peer hit nor a call saved.
@@ -62,6 +64,17 @@ class Counters:
     warm_start_entries: int = 0  # entries stored from them
     warm_start_bytes: int = 0  # body bytes of those entries
     warm_offers: int = 0  # offers this node sent to joining runners
+    # GitHub webhook deliveries (webhooks.py, server nodes with --webhook), each counted
+    # once, by outcome; and the entries their drops removed here.
+    webhook_applied: int = 0  # verified; what it changed was queued to be dropped
+    webhook_ping: int = 0
+    webhook_duplicate: int = 0  # a delivery GUID seen before: no second effect
+    webhook_ignored: int = 0  # an event that changes nothing cached (answered 202)
+    webhook_malformed: int = 0  # verified, but no payload GitHub sends (400)
+    webhook_bad_signature: int = 0  # X-Hub-Signature-256 missing or wrong (401)
+    webhook_too_large: int = 0  # over GitHub's 25 MB (413)
+    webhook_busy: int = 0  # refused for connections, memory or queued drops (503)
+    webhook_dropped: int = 0  # entries this node dropped for verified deliveries
 
     @property
     def hit_rate(self) -> float:

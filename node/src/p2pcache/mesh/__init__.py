@@ -124,8 +124,9 @@ class Mesh:
     async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
         return await self.asker.ask(request, key, etag)
 
-    async def warm(self, peer: ID, max_bytes: int) -> Message | None:
-        return await self.asker.warm(peer, max_bytes)
+    async def warm(self, peer: ID, max_bytes: int,
+                   deferred: Callable[[float], None] | None = None) -> Message | None:
+        return await self.asker.warm(peer, max_bytes, deferred)
 
     async def ping(self, peer: ID) -> bool:
         return await self.asker.ping(peer)

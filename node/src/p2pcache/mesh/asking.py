@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 from libp2p.abc import INetStream
@@ -38,6 +38,7 @@ TOO_LARGE = "response too large for the mesh"
 PAUSED = "paused: GitHub asked this node's token to wait"
 MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
 WARM_TIMEOUT = 30.0  # seconds to build and move one warm-start answer
+WARM_RETRY_FOR = 30.0  # seconds a joining runner keeps asking a server busy with others
 PATIENCE_CAP = 6  # x the peer timeout: the longest wait for a server that keeps answering
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
@@ -291,16 +292,29 @@ class Asker:
         if self._channels.get(channel.peer) is channel:
             del self._channels[channel.peer]
 
-    async def warm(self, peer: ID, max_bytes: int) -> Message | None:
-        """Ask a server for its hot entries (warm start); None if it had none for us."""
-        with trio.move_on_after(WARM_TIMEOUT):
-            channel = await self._channel(peer)
-            if channel is not None:
-                answer = await channel.call({"op": "warm", "key": "warm", "max_bytes": max_bytes,
-                                             "encodings": [ENCODING]}, "warm")
-                if answer is not None and "error" not in answer.meta:
-                    return answer
-        return None
+    async def warm(self, peer: ID, max_bytes: int,
+                   deferred: Callable[[float], None] | None = None) -> Message | None:
+        """Ask a server for its hot entries (warm start); None if it had none for us. A
+        server that is busy with other joiners says when to ask again: we do, for a while,
+        and tell `deferred` how long we wait."""
+        give_up = trio.current_time() + WARM_RETRY_FOR
+        while True:
+            answer = None
+            with trio.move_on_after(WARM_TIMEOUT):
+                channel = await self._channel(peer)
+                if channel is not None:
+                    answer = await channel.call({"op": "warm", "key": "warm",
+                                                 "max_bytes": max_bytes,
+                                                 "encodings": [ENCODING]}, "warm")
+            if answer is None or "error" not in answer.meta:
+                return answer
+            retry = answer.meta.get("retry_after")
+            if type(retry) not in (int, float) or not 0 < retry <= WARM_RETRY_FOR \
+                    or trio.current_time() + retry > give_up:
+                return None
+            if deferred is not None:
+                deferred(retry)
+            await trio.sleep(retry)
 
     # -- asking peers for checks (doctor) -------------------------------------------------
 
