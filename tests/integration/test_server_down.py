@@ -79,6 +79,16 @@ def test_the_action_waits_as_briefly_as_the_command():
     assert float(action["inputs"]["wait"]["default"]) == args.wait == 3.0
 
 
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "601", "3s"])
+def test_a_wait_that_would_never_end_is_refused(wait, capsys):
+    from p2pcache.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["actions", "start", "--wait", wait])
+    assert exited.value.code == 2
+    assert "--wait" in capsys.readouterr().err
+
+
 def server_identity(data_dir: Path) -> str:
     """The peer ID a server will have, made before it ever runs (as its operator would)."""
     from p2pcache import identity
