@@ -104,9 +104,14 @@ class NodeProcess:
         raise AssertionError(f"{self.name} not ready in {timeout} s:\n{self.log()}")
 
     def wait_for_peers(self, count: int = 1, timeout: float = 20) -> None:
+        """Until `count` peers are connected; for a node with bootstrap peers, until `count`
+        servers answer its fleet key (connected is not yet joined: mesh/peers.py)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.stats()["connected_peers"] >= count:
+            stats = self.stats()
+            joined = stats["fleet_servers"] if stats["bootstrap_peers"] \
+                else stats["connected_peers"]
+            if joined >= count:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{self.name} has no {count} peer(s) after {timeout} s:\n"

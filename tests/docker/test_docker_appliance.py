@@ -226,11 +226,14 @@ def test_a_runner_container_joins_through_the_multiaddr_and_gets_the_fleets_answ
     address = bootstrap_multiaddr(project.logs("node"))
     with node_api(project) as server:
         # one entry the server already holds, one it must fetch for the runner
-        assert server.get("/users/octocat").headers["X-P2P-Cache"] == "miss"
+        # (repository content: the fleet's to share; a user or a repository object is each
+        # caller's own answer)
+        held_path = "/repos/octo/appliance/contents/README.md"
+        assert server.get(held_path).headers["X-P2P-Cache"] == "miss"
         project.up("runner", extra_env={"RUNNER_BOOTSTRAP": address})
         with http(project.url("runner", 9180)) as runner:
             deadline = time.monotonic() + 30
-            while runner.get("/-/stats").json()["connected_peers"] < 1:
+            while runner.get("/-/stats").json()["fleet_servers"] < 1:
                 assert time.monotonic() < deadline, project.logs("runner")
                 time.sleep(0.1)
             assert "Connected to bootstrap peer" in project.logs("runner")
@@ -239,18 +242,20 @@ def test_a_runner_container_joins_through_the_multiaddr_and_gets_the_fleets_answ
             while runner.get("/-/stats").json()["warm_starts"] < 1:
                 assert time.monotonic() < deadline, project.logs("runner")
                 time.sleep(0.1)
-            assert "✓ Warm start: 1 fresh entry" in project.logs("runner")
-            held = runner.get("/users/octocat")
+            # the path and its repository's own view (is it public?)
+            assert "✓ Warm start: 2 fresh entries" in project.logs("runner")
+            held = runner.get(held_path)
             assert held.status_code == 200 and held.headers["X-P2P-Cache"] == "hit"
-            fetched = runner.get("/repos/octo/appliance")
+            fetched = runner.get("/repos/octo/appliance/commits")
             assert fetched.status_code == 200, fetched.text
             assert fetched.headers["X-P2P-Cache"] == "peer"
-            assert fetched.json()["full_name"] == "octo/appliance"
-            again = runner.get("/repos/octo/appliance")
+            assert len(fetched.json()) == 30
+            again = runner.get("/repos/octo/appliance/commits")
             assert again.headers["X-P2P-Cache"] == "hit"
             assert runner.get("/-/stats").json()["peer_hits"] == 1
         # GitHub was asked once for each, by the server, for the whole fleet
-        assert fake_count(project, "/users/octocat") == 1
+        assert fake_count(project, held_path) == 1
+        assert fake_count(project, "/repos/octo/appliance/commits") == 1
         assert fake_count(project, "/repos/octo/appliance") == 1
         assert server.get("/-/stats").json()["entries"] >= 2
 
@@ -286,9 +291,9 @@ def test_down_and_up_keep_the_peer_id_and_the_cached_entries(project: Compose) -
         after = api.get("/-/stats").json()
         assert after["peer_id"] == before["peer_id"]
         assert after["entries"] == before["entries"]
-        cached = api.get("/repos/octo/appliance")
+        cached = api.get("/repos/octo/appliance/commits")
         assert cached.headers["X-P2P-Cache"] == "hit", cached.headers
-    assert fake_count(project, "/repos/octo/appliance") == 0  # a new fake: never asked
+    assert fake_count(project, "/repos/octo/appliance/commits") == 0  # a new fake: never asked
     assert bootstrap_multiaddr(project.logs("node")).endswith(f"/p2p/{before['peer_id']}")
 
 

@@ -100,6 +100,29 @@ def test_without_the_secret_the_runner_says_so_and_still_works(fake, actions_env
     assert "No bootstrap peers configured" in files["GITHUB_STEP_SUMMARY"].read_text()
 
 
+def test_a_server_with_another_fleet_secret_is_not_called_connected(nodes, fake,
+                                                                    actions_env):
+    """Issue 19: a runner holding the wrong fleet secret must not print "✓ Connected" and
+    show "Connected peers 1" with no warning."""
+    env, files = actions_env
+    server = nodes("server")  # its secret: the token
+    env["MCP_P2P_BOOTSTRAP_PEERS"] = server.multiaddr()
+    env["P2P_CACHE_SECRET"] = "not-the-fleets-secret"
+    port, http = free_port(), f"127.0.0.1:{free_port()}"
+    started = run("start", env, "--port", str(port), "--http", http, "--wait", "10")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "✓ Connected to bootstrap peer" not in started.stdout
+    assert "it does not answer our fleet key" in started.stdout
+    assert parse_env_file(files["GITHUB_OUTPUT"].read_text())["connected"] == "false"
+    answer = httpx.get(f"http://{http}/repos/ci/r/contents/alone")
+    assert answer.status_code == 200 and answer.headers["x-p2p-cache"] == "miss"
+    done = run("summary", env, "--port", str(port), "--http", http)
+    assert done.returncode == 0
+    summary = files["GITHUB_STEP_SUMMARY"].read_text()
+    assert "| Connected servers (same fleet key) | 0 |" in summary
+    assert "does not answer its fleet key" in summary
+
+
 def test_a_dead_server_does_not_fail_the_job(fake, actions_env):
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.id import ID

@@ -125,7 +125,8 @@ def test_wrong_secret_gets_github_answers_but_no_peer_hits(nodes, fake):
     server = nodes("server")
     intruder = nodes("intruder", bootstrap=server.multiaddr(),
                      env={"P2P_CACHE_SECRET": "not-the-fleet-secret"})
-    intruder.wait_for_peers(1)  # libp2p connects: only the cache protocol is sealed
+    # libp2p connects (only the cache protocol is sealed); the server refuses the sealed ping
+    intruder.wait_for_log("did not answer a message sealed with our fleet key")
     server.get(PATHS[0])  # the server holds an entry the intruder would like
 
     for path in PATHS[:4]:
@@ -142,6 +143,17 @@ def test_wrong_secret_gets_github_answers_but_no_peer_hits(nodes, fake):
     server.wait_for_log("failed authentication")
     assert server.log().count("failed authentication") == 1, "logged once per peer"
     assert "closed our cache stream without answering" in intruder.log()
+    # Connected is not joined: no "✓ Connected to bootstrap peer", but why, and the summary
+    # says so too (issue 19: no "Connected peers 1" with no warning).
+    assert "✓ Connected to bootstrap peer" not in intruder.log()
+    stats = intruder.stats()
+    assert stats["connected_peers"] == 1 and stats["fleet_servers"] == 0
+    assert stats["unsealed_servers"] == 1
+    from p2pcache.actions import summary_markdown
+
+    text = summary_markdown(stats, 9000)
+    assert "| Connected servers (same fleet key) | 0 |" in text
+    assert "does not answer its fleet key" in text
 
 
 def test_killing_the_server_mid_run_loses_no_client_request(nodes, fake):

@@ -121,8 +121,8 @@ def test_server_behind_nat_maps_publishes_and_serves_the_wan(world):
 
     runner = node(runner_host, "runner",
                   extra_env={"MCP_P2P_BOOTSTRAP_PEERS": server.multiaddr()}).start()
-    runner.wait_for(lambda: runner.stats()["connected_peers"] == 1, "connection")
-    first = runner.api.get("/repos/nat/demo")
+    runner.wait_for(lambda: runner.stats()["fleet_servers"] == 1, "connection")
+    first = runner.api.get("/repos/nat/demo/commits")
     assert first.status_code == 200 and first.headers["x-p2p-cache"] == "peer"
     assert runner.stats()["peer_hits"] == 1
 
@@ -151,8 +151,8 @@ def test_a_taken_external_port_makes_the_node_publish_another(world):
     assert "external port 9100 is held by 192.0.2.11:9100; trying another" in server.log()
 
     runner = node(runner_host, "runner", extra_env={"MCP_P2P_BOOTSTRAP_PEERS": address}).start()
-    runner.wait_for(lambda: runner.stats()["connected_peers"] == 1, "connection")
-    assert runner.api.get("/repos/nat/other-port").headers["x-p2p-cache"] == "peer"
+    runner.wait_for(lambda: runner.stats()["fleet_servers"] == 1, "connection")
+    assert runner.api.get("/repos/nat/other-port/commits").headers["x-p2p-cache"] == "peer"
     server.stop()
     remaining = {(m.external_port, m.internal_ip) for m in lab.mappings()}
     assert remaining == {(9100, squatter.ip)}, "only the other host's mapping is left"
@@ -173,7 +173,7 @@ def test_the_mapping_comes_back_after_the_router_restarts(world):
     assert "the router lost our mapping of port 9100" in server.log()
     runner = node(runner_host, "runner",
                   extra_env={"MCP_P2P_BOOTSTRAP_PEERS": server.multiaddr()}).start()
-    runner.wait_for(lambda: runner.stats()["connected_peers"] == 1, "connection after reboot")
+    runner.wait_for(lambda: runner.stats()["fleet_servers"] == 1, "connection after reboot")
 
 
 def test_upnp_commands(world):

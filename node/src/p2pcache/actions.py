@@ -53,7 +53,7 @@ def env_file_lines(values: Mapping[str, str]) -> str:
 
 def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
     """The job summary: did the runner share the fleet's cache, and what did it save?"""
-    connected = stats.get("connected_peers", 0)
+    connected = stats.get("fleet_servers", stats.get("connected_peers", 0))
     rows = [
         ("Hit rate", f"{stats.get('hit_rate', 0):.1%}"),
         ("API calls saved", stats.get("api_calls_saved", 0)),
@@ -66,7 +66,7 @@ def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
         ("Requests to GitHub", stats.get("upstream_requests", 0)),
         ("Free 304 revalidations", stats.get("not_modified", 0)),
         ("Rate limit left", stats.get("rate_limit_remaining", "unknown")),
-        ("Connected peers", connected),
+        ("Connected servers (same fleet key)", connected),
     ]
     lines = ["### P2P cache (runner node on port %d)" % port, "",
              "| | |", "| --- | --- |"]
@@ -74,6 +74,11 @@ def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
     if not stats.get("bootstrap_peers"):
         lines += ["", "⚠️ No bootstrap peers configured: set the `MCP_P2P_BOOTSTRAP_PEERS` "
                   "secret so runners share the server node's cache."]
+    elif not connected and stats.get("unsealed_servers"):
+        lines += ["", "⚠️ The runner connected to the server node, but the server does not "
+                  "answer its fleet key: the two hold different `P2P_CACHE_SECRET`s (else "
+                  "tokens) or namespaces, so nothing was shared. Set the same secret and "
+                  "namespace on both (`p2pcache doctor` compares key fingerprints)."]
     elif not connected:
         lines += ["", "⚠️ The runner never connected to the server node: run "
                   "`p2pcache doctor` on the server, and check that TCP port of the "
@@ -437,7 +442,7 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
             # never past READY_BUDGET for it: a start with the server down stays within it
             answered = True
             connect_by = max(connect_by, min(now + CONNECT_GRACE, started + READY_BUDGET))
-        if stats and (not settings.bootstrap or stats.get("connected_peers")
+        if stats and (not settings.bootstrap or _fleet_connected(stats)
                       or now >= connect_by):
             break
         if stats is None and now >= answer_by:
@@ -445,8 +450,13 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
                   f"see {log_path}", file=sys.stderr)
             return None
         time.sleep(0.05)
-    connected = bool(stats.get("connected_peers"))
-    if settings.bootstrap:
+    connected = _fleet_connected(stats)
+    if settings.bootstrap and not connected and stats.get("unsealed_servers"):
+        print("⚠️  Connected to the bootstrap peer, but it does not answer our fleet key: it "
+              "holds another P2P_CACHE_SECRET (else token) or namespace "
+              "(IPFS_ACCELERATE_GITHUB_REPO). The job's calls go to GitHub directly; set the "
+              "same secret and namespace as on the server (see `p2pcache doctor`)", flush=True)
+    elif settings.bootstrap:
         print("✓ Connected to bootstrap peer" if connected else
               f"⚠️  Not connected to a bootstrap peer after {wait:g} s: the job's calls go to "
               "GitHub directly for now; the node keeps trying in the background and uses the "
@@ -454,6 +464,11 @@ def _wait_ready(proc: subprocess.Popen, settings: Any, wait: float,
     if connected:
         stats = _wait_warm(client, stats, started + max(READY_BUDGET, wait))
     return stats, connected
+
+
+def _fleet_connected(stats: Mapping[str, Any]) -> bool:
+    """Connected to a server that answers our fleet key (a connection alone is not that)."""
+    return bool(stats.get("fleet_servers", stats.get("connected_peers")))
 
 
 def _wait_warm(client: Any, stats: dict[str, Any], deadline: float) -> dict[str, Any]:

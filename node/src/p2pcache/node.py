@@ -454,6 +454,9 @@ class Node:
             "peer_id": self.peer_id,
             "p2p_enabled": self.mesh is not None,
             "connected_peers": len(self.mesh.connected_peers()) if self.mesh else 0,
+            # bootstrap servers connected that answer our fleet key, and those that do not
+            "fleet_servers": self.mesh.fleet_servers() if self.mesh else 0,
+            "unsealed_servers": self.mesh.bootstrap.unsealed() if self.mesh else 0,
             "entries": self.store.count,
             "bytes": self.store.bytes,
             "rate_limit_remaining": self.cache.rate_limit.remaining,

@@ -121,6 +121,10 @@ class Mesh:
     def available(self) -> bool:
         return bool(self.bootstrap.servers())
 
+    def fleet_servers(self) -> int:
+        """Bootstrap servers connected now that answer our fleet key (suspect or not)."""
+        return self.bootstrap.sealed()
+
     async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
         return await self.asker.ask(request, key, etag)
 

@@ -27,6 +27,7 @@ log = logging.getLogger("p2pcache.mesh")
 CONNECT_TIMEOUT = 10.0
 MAX_BACKOFF = 30.0
 WATCH_TICK = 0.5  # seconds between looks at a connected bootstrap peer (policy.Liveness)
+SEAL_RECHECK = 30.0  # seconds between sealed pings to a connected peer that refused our key
 
 OnServer = Callable[[ID], Awaitable[None]]
 
@@ -74,11 +75,17 @@ class Bootstrap:
         self.ids = {ID.from_base58(p.peer_id) for p in peers}
         self._liveness: dict[ID, Liveness] = {}  # connected bootstrap peers
         self._wake: dict[ID, trio.Event] = {}  # a watcher's nap, cut short by a suspicion
+        # Servers that answered a message sealed with our fleet key since they connected,
+        # and those that did not (another secret or namespace, or too busy): only the first
+        # are asked.
+        self._sealed: set[ID] = set()
+        self._unsealed: set[ID] = set()
 
     def servers(self) -> list[ID]:
-        """The bootstrap peers connected now and worth asking (not suspect)."""
+        """The bootstrap peers connected now and worth asking: they answer our sealed
+        messages, and are not suspect."""
         connected = set(self.mesh.host.get_connected_peers())
-        return [p for p in self.ids if p in connected
+        return [p for p in self.ids if p in connected and p in self._sealed
                 and (p not in self._liveness or self._liveness[p].usable)]
 
     def heard(self, peer: ID) -> None:
@@ -124,6 +131,7 @@ class Bootstrap:
                 log.warning("⚠️  Lost connection to bootstrap peer %s; reconnecting",
                             peer.multiaddr)
                 was_connected = False
+                self._sealed.discard(info.peer_id)  # asked again once it answers again
             # py-libp2p refuses to redial a peer that failed recently; our own backoff
             # decides when a bootstrap peer is worth another try.
             network = host.get_network()
@@ -139,14 +147,46 @@ class Bootstrap:
                 log.warning("⚠️  Could not connect to bootstrap peer %s: %s (retrying in %.0f s)",
                             peer.multiaddr, reason(exc), backoff)
             else:
-                log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
                 was_connected = True
-                if self.on_server is not None:
-                    self.mesh.start_soon(self.on_server, info.peer_id)
+                await self._greet(info.peer_id, peer)
                 backoff = 1.0
                 continue
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _greet(self, peer_id: ID, peer: BootstrapPeer) -> bool:
+        """A connection is not yet a fleet: a server is ours once it answers a message sealed
+        with our key. Until then it is not asked, and the user is told why (the guide's
+        '✓ Connected to bootstrap peer' means it answered)."""
+        if not await self.mesh.asker.ping(peer_id):
+            if peer_id not in self._unsealed:
+                self._unsealed.add(peer_id)
+                sealer = self.mesh.sealer
+                log.warning("⚠️  Bootstrap peer %s is connected but did not answer a message "
+                            "sealed with our fleet key within %.0f s: it holds another fleet "
+                            "secret (P2P_CACHE_SECRET, else the token) or namespace (ours: key "
+                            "fingerprint %s, namespace %r), or it is overloaded. Its cache is "
+                            "not used until it answers (checked again every %.0f s); "
+                            "`p2pcache doctor` checks both ends.", peer.multiaddr,
+                            self.mesh.asker.peer_timeout, sealer.fingerprint,
+                            self.mesh.namespace, SEAL_RECHECK)
+            return False
+        self._unsealed.discard(peer_id)
+        self._sealed.add(peer_id)
+        log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
+        if self.on_server is not None:
+            self.mesh.start_soon(self.on_server, peer_id)
+        return True
+
+    def unsealed(self) -> int:
+        """Connected bootstrap peers that do not answer our sealed messages."""
+        connected = set(self.mesh.host.get_connected_peers())
+        return sum(1 for p in self._unsealed if p in connected)
+
+    def sealed(self) -> int:
+        """Connected bootstrap peers that answered our sealed messages: the fleet's servers."""
+        connected = set(self.mesh.host.get_connected_peers())
+        return sum(1 for p in self._sealed if p in connected)
 
     async def _watch(self, pinger: PingService, peer: ID) -> None:
         """Until `peer` disconnects. A server whose machine vanished sends no reset: without
@@ -156,6 +196,7 @@ class Bootstrap:
         host = self.mesh.host
         liveness = Liveness(self.silence, heard=trio.current_time())
         self._liveness[peer] = liveness
+        recheck_at = trio.current_time() + SEAL_RECHECK
         try:
             async with trio.open_nursery() as nursery:
                 while peer in host.get_connected_peers():
@@ -173,6 +214,9 @@ class Bootstrap:
                     if liveness.ping_due(now):
                         liveness.pinged(now)
                         nursery.start_soon(self._ping_until_answered, pinger, peer, liveness)
+                    if peer in self._unsealed and now >= recheck_at:
+                        recheck_at = now + SEAL_RECHECK
+                        nursery.start_soon(self._greet, peer, self._configured(peer))
                     wake = self._wake[peer] = trio.Event()
                     with trio.move_on_after(WATCH_TICK):
                         await wake.wait()
@@ -181,6 +225,9 @@ class Bootstrap:
             if self._liveness.get(peer) is liveness:
                 del self._liveness[peer]
                 self._wake.pop(peer, None)
+
+    def _configured(self, peer: ID) -> BootstrapPeer:
+        return next(p for p in self.peers if ID.from_base58(p.peer_id) == peer)
 
     async def _ping_until_answered(self, pinger: PingService, peer: ID,
                                    liveness: Liveness) -> None:
