@@ -29,6 +29,7 @@ class ApiResponse:
     stale: bool = False  # served from an expired entry because upstream could not answer
     fetched_at: float | None = None  # when GitHub last vouched for this body, if cached
     generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
+    vouched: float | None = None  # GitHub's own Date of the answer that last vouched for it
 
 
 @dataclass
@@ -42,6 +43,12 @@ class Entry:
     body: bytes
     fetched_at: float  # unix seconds when GitHub last vouched for it (200 or 304)
     stored_size: int | None = None  # Store.head: the size of an entry read without its body
+    # GitHub's Date (Unix seconds, its clock) of the answer that last vouched for it, for
+    # --not-before; None when unknown (an older store, an answer without Date).
+    vouched: float | None = None
+    # When this node began asking for what it holds (this node's clock): a drop at or after
+    # it means the entry may predate the change (invalidation.Drops). None: the store's now.
+    asked_at: float | None = None
 
     @property
     def etag(self) -> str | None:
