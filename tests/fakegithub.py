@@ -23,7 +23,15 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
 * unknown paths are 404, Accept variants (``raw+json``, ``.diff`` ...) have
   their own bodies and ``X-GitHub-Media-Type``, ``/rate_limit`` is ``no-cache``
   with per-resource buckets, unsupported ``X-GitHub-Api-Version`` is 400;
-* issues can be created and edited, and lists show them.
+* issues can be created and edited, and lists show them;
+* identities: each token is a login (``/user``, the author of what it writes), can be
+  revoked (then 401 "Bad credentials"), and has a permission per repository that the
+  repository object shows (``permissions``, authenticated callers only); a repository
+  made private is seen (200) only by the tokens given read access, 404 for everyone
+  else, anonymous callers included, as GitHub hides private repositories;
+* the request log records who asked (login, "anonymous" or "bad credentials") and the
+  request's headers (never the Authorization value), so a test can tell which
+  credential and which client headers reached GitHub.
 
 The base URL is ``http://<Host>`` on TCP.  With ``unix_socket`` the fake also
 listens on a Unix socket and plays GitHub itself there: ``https://<Host>``
@@ -295,7 +303,7 @@ class FakeGitHub:
         host: str = "127.0.0.1",
         port: int = 0,
         latency_ms: float = 0,
-        tokens: list[str] | tuple[str, ...] | set[str] | None = None,
+        tokens: list[str] | tuple[str, ...] | set[str] | dict[str, str] | None = None,
         rate_limit: int = 5000,
         *,
         anon_rate_limit: int = 60,
@@ -306,6 +314,8 @@ class FakeGitHub:
         self.latency_ms = float(latency_ms)
         self.path_latency_ms: dict[str, float] = {}  # a slower (or faster) GitHub for some paths
         self.tokens = frozenset(tokens or ())
+        # A token's login: given (a dict), else derived from the token.
+        self.logins: dict[str, str] = dict(tokens) if isinstance(tokens, dict) else {}
         self.rate_limit = int(rate_limit)
         self.anon_rate_limit = int(anon_rate_limit)
         self.verbose = verbose
@@ -402,6 +412,10 @@ class FakeGitHub:
         self._secrets: dict[str, str] = {}  # "owner/repo/NAME" -> decrypted value
         # Issues created or edited through the API: "o/r" -> number -> fields.
         self._issues: dict[str, dict[int, dict]] = {}
+        # Identities: private repositories ("o/r" lower-case) -> credential keys that may
+        # read them; (repository, credential key) -> "admin" | "push" (default "pull").
+        self._private: dict[str, set[str]] = {}
+        self._permissions: dict[tuple[str, str], str] = {}
 
     def reset(self) -> None:
         """Zero counters, budgets, versions, issues, pending failures and the log."""
@@ -434,6 +448,58 @@ class FakeGitHub:
             raise ValueError("status must be 4xx or 5xx")
         with self._lock:
             self._failures.extend([(status, retry_after)] * max(0, count))
+
+    # -- identities --------------------------------------------------------- #
+
+    def make_private(self, full: str, readers: list[str] | tuple[str, ...] = ()) -> None:
+        """Make repository ``owner/name`` private: only ``readers`` (tokens) see it."""
+        with self._lock:
+            self._private[full.lower()] = {self._token_key(t) for t in readers}
+
+    def make_public(self, full: str) -> None:
+        with self._lock:
+            self._private.pop(full.lower(), None)
+
+    def set_permission(self, full: str, token: str, level: str) -> None:
+        """What ``permissions`` shows for ``token`` on ``owner/name``: admin, push or pull."""
+        if level not in ("admin", "push", "pull"):
+            raise ValueError("level must be admin, push or pull")
+        with self._lock:
+            self._permissions[(full.lower(), self._token_key(token))] = level
+
+    def revoke(self, token: str) -> None:
+        """The token stops working (expired, revoked): GitHub answers 401 from now on."""
+        with self._lock:
+            self.tokens = self.tokens - {token}
+
+    def add_token(self, token: str, login: str | None = None) -> None:
+        with self._lock:
+            self.tokens = self.tokens | {token}
+            if login:
+                self.logins[token] = login
+
+    def login_of(self, token: str) -> str:
+        return self.logins.get(token) or "user-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+    @staticmethod
+    def _token_key(token: str) -> str:
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+    def _hidden(self, canonical: str, cred: _Credential) -> bool:
+        """A private repository the caller may not read: GitHub says 404, as if absent."""
+        parts = canonical.strip("/").split("/")
+        if parts[0] != "repos" or len(parts) < 3:
+            return False
+        readers = self._private.get(f"{parts[1]}/{parts[2]}".lower())
+        return readers is not None and cred.key not in readers
+
+    def _permission(self, full: str, cred: _Credential) -> dict | None:
+        if not cred.authenticated:
+            return None
+        level = self._permissions.get((full.lower(), cred.key), "pull")
+        rank = {"pull": 1, "push": 2, "admin": 3}[level]
+        return {"admin": rank >= 3, "maintain": rank >= 3, "push": rank >= 2,
+                "triage": rank >= 2, "pull": True}
 
     def set_latency(self, ms: float) -> None:
         # A single attribute store is atomic; handlers read it once per request.
@@ -475,9 +541,8 @@ class FakeGitHub:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() in ("token", "bearer") and value in self.tokens:
-            digest = hashlib.sha256(value.encode()).hexdigest()
-            login = "user-" + digest[:8]
-            return _Credential(f"token:{digest[:16]}", True,
+            login = self.login_of(value)
+            return _Credential(self._token_key(value), True,
                                f"user ID {_num('user:' + login, 10**8)}", login)
         return None
 
@@ -542,7 +607,8 @@ class FakeGitHub:
                                   " (But here's the good news: Authenticated requests"
                                   " get a higher rate limit. Check out the documentation"
                                   " for more details.)"), DOCS_RATE_LIMIT)
-            elif canonical is None or _is_missing(canonical.strip("/").split("/")):
+            elif canonical is None or _is_missing(canonical.strip("/").split("/")) \
+                    or self._hidden(canonical, cred):
                 reply = _error(404, "Not Found")
                 spend = True
             elif req.method in ("GET", "HEAD"):
@@ -588,6 +654,9 @@ class FakeGitHub:
                 "if_none_match": req.if_none_match,
                 # Presence only: the fake must never echo a credential back.
                 "authorization_present": req.authorization is not None,
+                "login": cred.login if cred and cred.authenticated
+                else "anonymous" if cred else "bad credentials",
+                "headers": dict(req.headers),
                 "status": reply.status,
             })
             return reply, headers
@@ -655,7 +724,8 @@ class FakeGitHub:
             full = f"{owner}/{name}"
             if not sub:
                 payload = _repo(api, owner, name, self._repo_id(full), version, lm,
-                                self._issue_count(full))
+                                self._issue_count(full), full.lower() in self._private,
+                                self._permission(full, cred))
             elif len(sub) == 1 and sub[0] in LIST_KINDS:
                 return self._list(req, full, sub[0], lm)
             elif len(sub) == 2 and sub[0] in ("issues", "pulls"):
@@ -678,6 +748,16 @@ class FakeGitHub:
                             "owned_private_repos": 0, "disk_usage": 0, "collaborators": 0,
                             "two_factor_authentication": True})
         elif parts[0] == "search" and len(parts) == 2:
+            repo = next((w[5:] for w in req.query.get("q", "").split()
+                         if w.startswith("repo:") and "/" in w), None)
+            if repo and self._hidden(f"/repos/{repo}", cred):
+                # GitHub's answer for a private repository the caller cannot see.
+                return _Reply(422, {"message": "Validation Failed", "errors": [{
+                    "message": "The listed users and repositories cannot be searched either"
+                               " because the resources do not exist or you do not have"
+                               " permission to view them.", "resource": "Search",
+                    "field": "q", "code": "invalid"}],
+                    "documentation_url": DOCS + "/search/search", "status": "422"})
             return self._search(req, parts[1], lm)
         else:
             payload = {"path": path, "n": version}
@@ -1047,7 +1127,7 @@ def _owner(api: str, login: str) -> dict:
 
 
 def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
-          open_issues: int) -> dict:
+          open_issues: int, private: bool = False, permissions: dict | None = None) -> dict:
     full = f"{owner}/{name}"
     u = f"{api}/repos/{full}"
     stars = _num("stars:" + full, 50000) + version
@@ -1056,7 +1136,7 @@ def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
         "node_id": f"R_kgDO{rid:08x}",
         "name": name,
         "full_name": full,
-        "private": False,
+        "private": private,
         "owner": _owner(api, owner),
         "html_url": f"{WEB_ORIGIN}/{full}",
         "description": f"Fake repository {full}",
@@ -1123,13 +1203,14 @@ def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
         "open_issues_count": open_issues,
         "license": None,
         "topics": [],
-        "visibility": "public",
+        "visibility": "private" if private else "public",
         "forks": _num("forks:" + full, 5000),
         "open_issues": open_issues,
         "watchers": stars,
         "default_branch": "main",
         "network_count": _num("forks:" + full, 5000),
         "subscribers_count": _num("watchers:" + full, 2000),
+        **({"permissions": permissions} if permissions is not None else {}),
     }
 
 
@@ -1335,6 +1416,7 @@ class _Request:
     media: _Media
     api_version: str | None
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case, no Authorization
 
 
 class _Tracking:
@@ -1490,6 +1572,8 @@ class _Handler(BaseHTTPRequestHandler):
             media=_media(self.headers.get("Accept")),
             api_version=self.headers.get("X-GitHub-Api-Version"),
             body=body,
+            headers={k.lower(): v for k, v in self.headers.items()
+                     if k.lower() != "authorization"},
         )
         reply, headers = fake._process(req)
         self._send(reply.status, headers, reply.body, head=method == "HEAD")

@@ -356,7 +356,7 @@ def test_graphql(client):
 # Control API
 # --------------------------------------------------------------------------- #
 
-def test_stats_requests_log_and_reset(client):
+def test_stats_requests_log_and_reset(fake, client):
     client.get("/repos/o/r", headers=AUTH)
     etag = client.get("/repos/o/r", headers=AUTH).headers["ETag"]
     client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})
@@ -378,7 +378,11 @@ def test_stats_requests_log_and_reset(client):
     assert log[2]["if_none_match"] == etag
     assert log[0]["authorization_present"] is True
     assert log[3]["authorization_present"] is False
-    assert set(log[0]) == {"method", "path", "if_none_match", "authorization_present", "status"}
+    assert set(log[0]) == {"method", "path", "if_none_match", "authorization_present",
+                           "login", "headers", "status"}
+    assert [e["login"] for e in log[3:6]] == ["anonymous", "anonymous", "bad credentials"]
+    assert log[0]["login"] == fake.login_of(TOKEN)
+    assert "authorization" not in log[0]["headers"] and "host" in log[0]["headers"]
     assert TOKEN not in json.dumps(log) and "nope" not in json.dumps(log)
 
     client.post("/_fake/mutate", params={"path": "/repos/o/r"})
@@ -660,3 +664,54 @@ def test_unix_socket_plays_api_github_com(tmp_path):
         assert tcp["title"] == "via socket" and tcp["url"].startswith(fake.url)
         assert fake.stats()["requests"] == 4
     assert not path.exists()
+
+
+# --------------------------------------------------------------------------- #
+# Identities: logins, private repositories, permissions, revoked tokens
+# --------------------------------------------------------------------------- #
+
+OTHER = "ghp_other_token"
+
+
+def test_private_repository_is_seen_only_by_its_readers():
+    with FakeGitHub("127.0.0.1", 0, tokens={TOKEN: "fleet-bot", OTHER: "job-bot"}) as fake, \
+            httpx.Client(base_url=fake.url, timeout=5) as client:
+        fake.make_private("o/secret", readers=[TOKEN])
+        mine = client.get("/repos/o/secret/issues/1", headers=AUTH)
+        assert mine.status_code == 200
+        repo = client.get("/repos/O/Secret", headers=AUTH).json()  # names are case-blind
+        assert repo["private"] is True and repo["visibility"] == "private"
+        for headers in ({}, {"Authorization": f"token {OTHER}"}):
+            hidden = client.get("/repos/o/secret/issues/1", headers=headers)
+            assert hidden.status_code == 404 and hidden.json()["message"] == "Not Found"
+        rid = repo["id"]
+        assert client.get(f"/repositories/{rid}/issues", headers=AUTH).status_code == 200
+        assert client.get(f"/repositories/{rid}/issues").status_code == 404
+        search = client.get("/search/issues", params={"q": "repo:o/secret bug"})
+        assert search.status_code == 422
+        assert client.get("/search/issues", params={"q": "repo:o/secret bug"},
+                          headers=AUTH).status_code == 200
+        fake.make_public("o/secret")
+        assert client.get("/repos/o/secret/issues/1").status_code == 200
+
+
+def test_logins_permissions_and_revocation():
+    with FakeGitHub("127.0.0.1", 0, tokens={TOKEN: "fleet-bot", OTHER: "job-bot"}) as fake, \
+            httpx.Client(base_url=fake.url, timeout=5) as client:
+        other = {"Authorization": f"Bearer {OTHER}"}
+        assert client.get("/user", headers=AUTH).json()["login"] == "fleet-bot"
+        assert client.get("/user", headers=other).json()["login"] == "job-bot"
+        fake.set_permission("o/r", TOKEN, "admin")
+        assert client.get("/repos/o/r", headers=AUTH).json()["permissions"]["admin"] is True
+        assert client.get("/repos/o/r", headers=other).json()["permissions"] == {
+            "admin": False, "maintain": False, "push": False, "triage": False, "pull": True}
+        assert "permissions" not in client.get("/repos/o/r").json()  # anonymous
+        fake.revoke(OTHER)
+        refused = client.get("/repos/o/r", headers=other)
+        assert refused.status_code == 401 and refused.json()["message"] == "Bad credentials"
+        assert client.get("/repos/o/r").status_code == 200  # anonymous still reads public
+        fake.add_token(OTHER, "job-bot")
+        assert client.get("/user", headers=other).status_code == 200
+        log = client.get("/_fake/requests").json()
+        assert [e["login"] for e in log][:2] == ["fleet-bot", "job-bot"]
+        assert "bad credentials" in [e["login"] for e in log]
