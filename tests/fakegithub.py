@@ -31,7 +31,13 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
   else, anonymous callers included, as GitHub hides private repositories;
 * the request log records who asked (login, "anonymous" or "bad credentials") and the
   request's headers (never the Authorization value), so a test can tell which
-  credential and which client headers reached GitHub.
+  credential and which client headers reached GitHub;
+* issue comments (list per issue and per repository, create, read, edit, delete) and
+  labels on issues (list, add, replace, remove) change the issue, its pull request and
+  every list that shows them (``comments`` counts, ``labels``), as on GitHub, so the
+  sticky-comment pattern runs against it;
+* ``clock_offset_s`` moves the ``Date`` header (GitHub's clock) away from the machine's,
+  to show that a client compares GitHub's times with GitHub's times.
 
 The base URL is ``http://<Host>`` on TCP.  With ``unix_socket`` the fake also
 listens on a Unix socket and plays GitHub itself there: ``https://<Host>``
@@ -313,6 +319,7 @@ class FakeGitHub:
         self.host = host
         self.latency_ms = float(latency_ms)
         self.path_latency_ms: dict[str, float] = {}  # a slower (or faster) GitHub for some paths
+        self.clock_offset_s = 0.0  # GitHub's clock (its Date header) minus this machine's
         self.tokens = frozenset(tokens or ())
         # A token's login: given (a dict), else derived from the token.
         self.logins: dict[str, str] = dict(tokens) if isinstance(tokens, dict) else {}
@@ -416,6 +423,7 @@ class FakeGitHub:
         # read them; (repository, credential key) -> "admin" | "push" (default "pull").
         self._private: dict[str, set[str]] = {}
         self._permissions: dict[tuple[str, str], str] = {}
+        self._reset_conversations()
 
     def reset(self) -> None:
         """Zero counters, budgets, versions, issues, pending failures and the log."""
@@ -722,6 +730,9 @@ class FakeGitHub:
         if parts[0] == "repos":
             owner, name, sub = parts[1], parts[2], parts[3:]
             full = f"{owner}/{name}"
+            talk = self._conversation_read(req, full, sub)
+            if talk is not None:
+                return talk
             if not sub:
                 payload = _repo(api, owner, name, self._repo_id(full), version, lm,
                                 self._issue_count(full), full.lower() in self._private,
@@ -780,10 +791,10 @@ class FakeGitHub:
             return _unsupported_media(req.accept)
         if kind == "issues":
             payload = _issue(req.base, full, n, version, lm, self._issues.get(full, {}).get(n),
-                             media.param)
+                             media.param, self._talk(req.base, full, n))
         else:
             payload = _pull(req.base, full, n, version, lm, media.param,
-                            self._repo_id(full), detail=True)
+                            self._repo_id(full), detail=True, talk=self._talk(req.base, full, n))
         return _Reply(200, payload, lm, media=media.header)
 
     def _commit_item(self, req: "_Request", full: str, ref: str) -> _Reply:
@@ -815,9 +826,11 @@ class FakeGitHub:
 
         def make(n: int) -> dict:
             if kind == "issues":
-                return _issue(req.base, full, n, version, lm, stored.get(n), param)
+                return _issue(req.base, full, n, version, lm, stored.get(n), param,
+                              self._talk(req.base, full, n))
             if kind == "pulls":
-                return _pull(req.base, full, n, version, lm, param, self._repo_id(full))
+                return _pull(req.base, full, n, version, lm, param, self._repo_id(full),
+                             talk=self._talk(req.base, full, n))
             return _commit(req.base, full, n, version, lm)
 
         # GitHub names a repository's list pages by the repository's id.
@@ -845,7 +858,8 @@ class FakeGitHub:
         if kind == "issues" and repo:
             stored = self._issues.get(repo, {})
             return wrap(self._issue_count(repo), lambda n: {
-                **_issue(req.base, repo, n, 0, lm, stored.get(n), None), "score": 1.0})
+                **_issue(req.base, repo, n, 0, lm, stored.get(n), None,
+                         self._talk(req.base, repo, n)), "score": 1.0})
         if kind == "repositories" and repo:
             owner, _, name = repo.partition("/")
             return wrap(1, lambda n: {**_repo(req.base, owner, name, self._repo_id(repo),
@@ -882,6 +896,11 @@ class FakeGitHub:
         if parts[0] == "repos" and len(parts) == 4 and parts[3] == "issues" \
                 and req.method == "POST":
             return self._create_issue(req, "/".join(parts[1:3]), received, cred)
+        if parts[0] == "repos" and len(parts) >= 4:
+            talk = self._conversation_write(req, "/".join(parts[1:3]), parts[3:], received,
+                                            cred)
+            if talk is not None:
+                return talk
 
         # A write makes both the resource and the collection listing it stale,
         # so caches holding either must see a new ETag on revalidation.
@@ -928,7 +947,8 @@ class FakeGitHub:
         self._bump(f"/repos/{full}")  # open_issues_count moved
         path = f"{listing}/{n}"
         lm = self._last_modified(path)
-        reply = _Reply(201, _issue(req.base, full, n, 0, lm, self._issues[full][n], None), lm)
+        reply = _Reply(201, _issue(req.base, full, n, 0, lm, self._issues[full][n], None,
+                                   self._talk(req.base, full, n)), lm)
         reply.headers["Location"] = f"{req.base}{path}"
         return reply
 
@@ -941,7 +961,160 @@ class FakeGitHub:
             stored.update({k: received[k] for k in ("title", "body", "state") if k in received})
         path = f"/repos/{full}/issues/{n}"
         lm = self._last_modified(path)
-        return _Reply(200, _issue(req.base, full, n, version, lm, stored, None), lm)
+        return _Reply(200, _issue(req.base, full, n, version, lm, stored, None,
+                                  self._talk(req.base, full, n)), lm)
+
+    # -- conversations: issue comments and labels ------------------------------- #
+    # A pull request is an issue: its comments and labels are the issue's, and every
+    # representation that shows them (the issue, the pull request, the lists, counts)
+    # changes with them. Comment ids are global, as on GitHub.
+
+    def _reset_conversations(self) -> None:
+        # "o/r" (lower-case) -> issue number -> comments, oldest first; id -> (repo, number)
+        self._comments: dict[str, dict[int, list[dict]]] = {}
+        self._comment_at: dict[int, tuple[str, int]] = {}
+        self._labels: dict[str, dict[int, list[str]]] = {}  # label names per issue
+        self._next_comment = 1_000_000
+
+    def comments(self, full: str, n: int) -> list[dict]:
+        """The comments of issue ``n`` of ``full`` (tests only: id, body, login)."""
+        with self._lock:
+            return [dict(c) for c in self._comments.get(full.lower(), {}).get(n, [])]
+
+    def _talk(self, api: str, full: str, n: int) -> dict:
+        key = full.lower()
+        return {"comments": len(self._comments.get(key, {}).get(n, [])),
+                "labels": [_label(api, full, name)
+                           for name in self._labels.get(key, {}).get(n, [])]}
+
+    def _talked(self, full: str, n: int) -> None:
+        """An issue's conversation changed: so did the issue, its pull request and lists."""
+        for path in (f"/repos/{full}/issues/{n}", f"/repos/{full}/pulls/{n}",
+                     f"/repos/{full}/issues/{n}/comments", f"/repos/{full}/issues/{n}/labels",
+                     f"/repos/{full}/issues", f"/repos/{full}/pulls",
+                     f"/repos/{full}/issues/comments"):
+            self._bump(path)
+
+    def _issue_exists(self, full: str, ref: str) -> bool:
+        return ref.isdigit() and 1 <= int(ref) <= self._issue_count(full)
+
+    def _conversation_read(self, req: "_Request", full: str, sub: list[str]) -> _Reply | None:
+        if not sub or sub[0] not in ("issues", "pulls"):
+            return None
+        api, key = req.base, full.lower()
+        if sub[0] == "issues" and sub[1:2] == ["comments"]:
+            if len(sub) == 2:  # every comment of the repository, oldest first
+                everything = sorted((c for items in self._comments.get(key, {}).values()
+                                     for c in items), key=lambda c: c["id"])
+                return self._comment_page(req, full, everything,
+                                          f"/repositories/{self._repo_id(full)}/issues/comments")
+            if len(sub) == 3:
+                found = self._find_comment(full, sub[2])
+                if found is None:
+                    return _error(404, "Not Found")
+                return _Reply(200, _comment(api, full, found[1], found[0], req.media.param),
+                              _when(found[0]["updated"]), media=req.media.header)
+            return None
+        if len(sub) != 3 or sub[2] not in ("comments", "labels"):
+            return None
+        if not self._issue_exists(full, sub[1]):
+            return _error(404, "Not Found")
+        n = int(sub[1])
+        if sub[0] == "pulls" and sub[2] == "comments":
+            return None  # review comments: not modelled
+        if sub[2] == "comments":
+            where = f"/repositories/{self._repo_id(full)}/issues/{n}/comments"
+            return self._comment_page(req, full, self._comments.get(key, {}).get(n, []), where)
+        if sub[0] == "pulls":
+            return None
+        path = f"/repos/{full}/issues/{n}/labels"
+        return _Reply(200, self._talk(api, full, n)["labels"], self._last_modified(path),
+                      media=req.media.header)
+
+    def _comment_page(self, req: "_Request", full: str, items: list[dict],
+                      where: str) -> _Reply:
+        if req.media.param and not req.media.json and req.media.param not in BODY_PARAMS:
+            return _unsupported_media(req.accept)
+        items = list(items)
+        lm = max((_when(c["updated"]) for c in items), default=EPOCH)
+        # Oldest first, as GitHub lists comments: page 1 holds the first ones.
+        ordered = {len(items) - i: c for i, c in enumerate(items)}
+        return _page(req, len(items), lambda k: _comment(req.base, full, ordered[k]["issue"],
+                                                         ordered[k], req.media.param),
+                     lm, where)
+
+    def _find_comment(self, full: str, ref: str) -> tuple[dict, int] | None:
+        if not ref.isdigit():
+            return None
+        where = self._comment_at.get(int(ref))
+        if where is None or where[0] != full.lower():
+            return None
+        for comment in self._comments[where[0]][where[1]]:
+            if comment["id"] == int(ref):
+                return comment, where[1]
+        return None
+
+    def _conversation_write(self, req: "_Request", full: str, sub: list[str],
+                            received: object, cred: _Credential) -> _Reply | None:
+        if not sub or sub[0] != "issues":
+            return None
+        api, key = req.base, full.lower()
+        fields = received if isinstance(received, dict) else {}
+        if sub[1:2] == ["comments"] and len(sub) == 3 and req.method in ("PATCH", "DELETE"):
+            found = self._find_comment(full, sub[2])
+            if found is None:
+                return _error(404, "Not Found")
+            comment, n = found
+            if req.method == "DELETE":
+                self._comments[key][n].remove(comment)
+                del self._comment_at[comment["id"]]
+                self._talked(full, n)
+                return _Reply(204)
+            if not isinstance(fields.get("body"), str):
+                return _error(422, "Validation Failed")
+            comment.update(body=fields["body"], updated=time.time())
+            self._talked(full, n)
+            return _Reply(200, _comment(api, full, n, comment, None), _when(comment["updated"]))
+        if len(sub) < 3 or not self._issue_exists(full, sub[1]):
+            return None if len(sub) < 3 or sub[2] not in ("comments", "labels") \
+                else _error(404, "Not Found")
+        n = int(sub[1])
+        if sub[2] == "comments" and len(sub) == 3 and req.method == "POST":
+            if not isinstance(fields.get("body"), str) or not fields["body"]:
+                return _error(422, "Validation Failed")
+            self._next_comment += 1
+            now = time.time()
+            comment = {"id": self._next_comment, "issue": n, "body": fields["body"],
+                       "login": cred.login or "ghost", "created": now, "updated": now}
+            self._comments.setdefault(key, {}).setdefault(n, []).append(comment)
+            self._comment_at[comment["id"]] = (key, n)
+            self._talked(full, n)
+            reply = _Reply(201, _comment(api, full, n, comment, None), _when(now))
+            reply.headers["Location"] = f"{api}/repos/{full}/issues/comments/{comment['id']}"
+            return reply
+        if sub[2] != "labels":
+            return None
+        names = self._labels.setdefault(key, {}).setdefault(n, [])
+        wanted = fields.get("labels", received if isinstance(received, list) else [])
+        wanted = [str(w.get("name", "")) if isinstance(w, dict) else str(w)
+                  for w in (wanted if isinstance(wanted, list) else [])]
+        if len(sub) == 3 and req.method == "POST":
+            names.extend(w for w in wanted if w and w not in names)
+        elif len(sub) == 3 and req.method == "PUT":
+            names[:] = list(dict.fromkeys(w for w in wanted if w))
+        elif len(sub) == 3 and req.method == "DELETE":
+            names.clear()
+            self._talked(full, n)
+            return _Reply(204)
+        elif len(sub) == 4 and req.method == "DELETE":
+            if sub[3] not in names:
+                return _error(404, "Label does not exist")
+            names.remove(sub[3])
+        else:
+            return None
+        self._talked(full, n)
+        return _Reply(200, self._talk(api, full, n)["labels"],
+                      self._last_modified(f"/repos/{full}/issues/{n}/labels"))
 
     # -- Actions secrets (sealed boxes, as GitHub does) ----------------------- #
 
@@ -1235,7 +1408,7 @@ def _user(api: str, login: str, version: int, lm: int) -> dict:
 
 
 def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | None,
-           param: str | None) -> dict:
+           param: str | None, talk: dict | None = None) -> dict:
     stored = stored or {}
     owner = full.split("/", 1)[0]
     r = f"{api}/repos/{full}"
@@ -1254,13 +1427,13 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
         "number": n,
         "title": stored.get("title") or f"Issue {n} of {full}",
         "user": _owner(api, stored.get("login") or owner),
-        "labels": [],
+        "labels": (talk or {}).get("labels", []),
         "state": state,
         "locked": False,
         "assignee": None,
         "assignees": [],
         "milestone": None,
-        "comments": n % 7,
+        "comments": (talk or {}).get("comments", 0),
         "created_at": _iso(created),
         "updated_at": _iso(lm),
         "closed_at": None if state == "open" else _iso(max(created, lm)),
@@ -1271,8 +1444,38 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
     }
 
 
+def _when(ts: float) -> int:
+    return int(ts)
+
+
+def _comment(api: str, full: str, n: int, c: dict, param: str | None) -> dict:
+    r = f"{api}/repos/{full}"
+    cid = c["id"]
+    return {
+        "url": f"{r}/issues/comments/{cid}",
+        "html_url": f"{WEB_ORIGIN}/{full}/issues/{n}#issuecomment-{cid}",
+        "issue_url": f"{r}/issues/{n}",
+        "id": cid,
+        "node_id": f"IC_kwDO{cid:08x}",
+        "user": _owner(api, c["login"]),
+        "created_at": _iso(c["created"]),
+        "updated_at": _iso(c["updated"]),
+        "author_association": "OWNER" if c["login"] == full.split("/")[0] else "NONE",
+        **_body_fields(c["body"], param),
+        "performed_via_github_app": None,
+    }
+
+
+def _label(api: str, full: str, name: str) -> dict:
+    lid = _num(f"label:{full.lower()}:{name}", 10**9)
+    return {"id": lid, "node_id": f"LA_kwDO{lid:08x}",
+            "url": f"{api}/repos/{full}/labels/{name}", "name": name,
+            "color": hashlib.sha256(name.encode()).hexdigest()[:6], "default": False,
+            "description": None}
+
+
 def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
-          rid: int, detail: bool = False) -> dict:
+          rid: int, detail: bool = False, talk: dict | None = None) -> dict:
     """A pull request as lists show it; ``detail`` adds what only GET of one shows."""
     owner, name = full.split("/", 1)
     repo = _repo(api, owner, name, rid, version, lm, LIST_LENGTH)
@@ -1305,7 +1508,7 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
         "review_comment_url": f"{r}/pulls/comments{{/number}}",
         "comments_url": f"{r}/issues/{n}/comments",
         "statuses_url": f"{r}/statuses/{head_sha}",
-        "labels": [],
+        "labels": (talk or {}).get("labels", []),
         "milestone": None,
         "head": {"label": f"{owner}:feature-{n}", "ref": f"feature-{n}", "sha": head_sha,
                  "user": _owner(api, owner), "repo": repo},
@@ -1323,7 +1526,8 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
     }
     if detail:
         pull.update({"merged": False, "mergeable": True, "rebaseable": True,
-                     "mergeable_state": "clean", "merged_by": None, "comments": n % 7,
+                     "mergeable_state": "clean", "merged_by": None,
+                     "comments": (talk or {}).get("comments", 0),
                      "review_comments": n % 3, "maintainer_can_modify": False,
                      "commits": 1 + n % 4, "additions": 1, "deletions": 1, "changed_files": 1})
     return pull
@@ -1481,6 +1685,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return "github.com"
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header is GitHub's clock, which tests may set apart from ours.
+        now = time.time() if timestamp is None else timestamp
+        return formatdate(now + self.server.fake.clock_offset_s, usegmt=True)
 
     def address_string(self) -> str:
         # A Unix-socket peer has no address (client_address is "").
