@@ -118,6 +118,7 @@ class Bootstrap:
             else:
                 log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
                 was_connected = True
+                self.mesh.invalidating.connected(info.peer_id)  # before anything is served
                 if self.on_server is not None:
                     self.mesh.start_soon(self.on_server, info.peer_id)
                 backoff = 1.0
