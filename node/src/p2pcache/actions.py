@@ -181,6 +181,10 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
     env = dict(os.environ if env is None else env)
     host = intercept.check_host(intercept_host or intercept.DEFAULT_HOST) if transparent \
         else ""
+    if "P2P_CACHE_NOT_BEFORE" not in env:
+        # As the job's user, before any sudo: the payload is the job's file, and the floor
+        # then travels in P2P_CACHE_NOT_BEFORE, which sudo keeps.
+        set_event_floor(env)
     if transparent and os.geteuid() != 0:
         if _sudo_works():
             return _as_root(["actions", *argv], env)
@@ -276,6 +280,35 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
     print(f"✓ P2P cache initialized (local API {settings.http_base}, "
           f"peer ID {stats.get('peer_id')})", flush=True)
     return 0
+
+
+def set_event_floor(env: dict[str, str], now: float | None = None) -> None:
+    """P2P_CACHE_NOT_BEFORE from the event that triggered the job (floor.py): the job never
+    reads a state GitHub vouched for before it. Outside Actions (no GITHUB_EVENT_NAME),
+    nothing; a payload that cannot be read costs the floor its precision, never the job."""
+    from . import floor
+
+    name = env.get("GITHUB_EVENT_NAME", "")
+    if not name:
+        return
+    started = time.time() if now is None else now
+    payload: object = None
+    path = env.get("GITHUB_EVENT_PATH", "")
+    if path and name not in floor.NO_FLOOR:
+        try:
+            payload = floor.read_event(path)
+        except floor.EventError as exc:
+            print(f"⚠️  Could not read the event payload GITHUB_EVENT_PATH ({exc}); the "
+                  "event floor is the job's start", flush=True)
+    when, source = floor.event_time(name, payload, started)
+    if when is None:
+        env["P2P_CACHE_NOT_BEFORE"] = ""  # decided: none (sudo keeps it, root won't redo it)
+        print(f"Event floor: none ({source})", flush=True)
+        return
+    env["P2P_CACHE_NOT_BEFORE"] = f"{when:.3f}"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    print(f"✓ Event floor {stamp} ({source}): nothing GitHub vouched for earlier is served "
+          "without revalidation", flush=True)
 
 
 START_TIMEOUT = 60.0  # seconds a starting node may take to answer its local API

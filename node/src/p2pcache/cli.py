@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(bodies and headers) that the fleet asked for recently and that "
                             "are fresh, in one answer, so later requests are local hits; 0: "
                             "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
+    serve.add_argument("--not-before", default=None, metavar="TIME",
+                       help="Unix seconds on GitHub's clock: nothing GitHub vouched for "
+                            "earlier is served without a revalidation (free when unchanged), "
+                            "through the fleet; `actions start` sets it from the event "
+                            "[env P2P_CACHE_NOT_BEFORE]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 
