@@ -320,6 +320,9 @@ class FakeGitHub:
         self.latency_ms = float(latency_ms)
         self.path_latency_ms: dict[str, float] = {}  # a slower (or faster) GitHub for some paths
         self.clock_offset_s = 0.0  # GitHub's clock (its Date header) minus this machine's
+        # Reads of these paths take the state at once and answer this many ms later: an
+        # answer in flight while the state changes (a write landing meanwhile).
+        self.read_delay_ms: dict[str, float] = {}
         self.tokens = frozenset(tokens or ())
         # A token's login: given (a dict), else derived from the token.
         self.logins: dict[str, str] = dict(tokens) if isinstance(tokens, dict) else {}
@@ -1785,6 +1788,9 @@ class _Handler(BaseHTTPRequestHandler):
                      if k.lower() != "authorization"},
         )
         reply, headers = fake._process(req)
+        late = fake.read_delay_ms.get(path, 0) if method in ("GET", "HEAD") else 0
+        if late > 0:
+            time.sleep(late / 1000.0)
         self._send(reply.status, headers, reply.body, head=method == "HEAD")
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, head: bool) -> None:

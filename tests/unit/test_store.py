@@ -307,6 +307,16 @@ def test_drop_at_most_limit(store):
     assert store.count == 6 and (store.bytes, store.count) == truth(store)
 
 
+def test_count_is_what_drop_would_take_and_takes_nothing(store):
+    for i in range(10):
+        store.put(mk(f"k{i}", f"/repos/o/r/issues/{i}"))
+    store.put(mk("list", "/repos/O/R/issues"))
+    assert store.count_under([], ["/repos/o/r/issues"]) == 11
+    assert store.count_under(["/repos/o/r/issues"], [], limit=5) == 1
+    assert store.count_under([], ["/repos/o/r"], limit=5) == 5
+    assert store.count == 11
+
+
 def test_store_error_on_closed_connection(tmp_path):
     s = Store(tmp_path / "c.db")
     s._db.close()

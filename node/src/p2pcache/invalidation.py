@@ -166,6 +166,13 @@ def for_write(method: str, target: targets.Target, status: int, body: bytes = b"
     return minimal(paths, trees)
 
 
+def shareable(drop: Drop) -> Drop:
+    """The part of a drop peers accept: paths inside one repository (parse_peer_drop)."""
+    def inside(path: str) -> bool:
+        return repo_root(path) is not None or _repositories_root(path) is not None
+    return Drop(tuple(filter(inside, drop.paths)), tuple(filter(inside, drop.trees)))
+
+
 def for_repository(owner: str, name: str) -> Drop:
     """Everything of one repository: what a write that cannot be told more precisely (a
     GraphQL mutation naming the repository) changes."""
@@ -368,12 +375,15 @@ class Bucket:
     tokens: float = -1.0
     at: float = 0.0
 
-    def take(self, now: float, amount: float = 1.0) -> bool:
+    def available(self, now: float) -> float:
         if self.tokens < 0:
             self.tokens, self.at = self.burst, now
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
         self.at = now
-        if amount > self.tokens:
+        return self.tokens
+
+    def take(self, now: float, amount: float = 1.0) -> bool:
+        if amount > self.available(now):
             return False
         self.tokens -= amount
         return True

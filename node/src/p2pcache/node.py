@@ -16,11 +16,13 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import __version__, addresses, http_api, identity, pinned, policy, tls, warmstart
+from . import (__version__, addresses, http_api, identity, invalidation, pinned, policy, tls,
+               warmstart)
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
 from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
+from .invalidation import Bucket, Drop
 from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
 from .publish import PublishError, publish_secret, write_file
@@ -34,6 +36,7 @@ from .upstream import Upstream
 log = logging.getLogger("p2pcache")
 
 STORE_FILE = "cache.sqlite3"
+SETTLE_QUEUE = 1024  # peers' drops waiting to be looked up in the store
 MULTIADDR_FILE = "multiaddr"
 REPUBLISH_INTERVAL = 30.0
 
@@ -58,7 +61,11 @@ class Node:
         self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
-                           lend_token=settings.lend_token)
+                           lend_token=settings.lend_token, not_before=settings.not_before)
+        # Peers' drops apply at once (cache.dropped_by_peer); the store is read for them
+        # after (aliases, entries covered), within a budget a peer cannot push past.
+        self._to_settle, self._settling = trio.open_memory_channel[Drop](SETTLE_QUEUE)
+        self._settle_budget = Bucket(invalidation.ENTRIES_PER_S, invalidation.ENTRIES_BURST)
         # What clients and peers ask for: refresh-ahead keeps it fresh, warm start offers it.
         self.asks = Asks()
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
@@ -105,6 +112,11 @@ class Node:
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(self._republish_loop)
                 nursery.start_soon(self._flush_recency_loop)
+                nursery.start_soon(self._settle_loop)
+                if s.not_before is not None:
+                    log.info("Event floor %s: nothing GitHub vouched for earlier is served "
+                             "without revalidation", time.strftime(
+                                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.not_before)))
                 if self.refresher is not None:
                     log.info("Refresh-ahead on: entries asked for more than once are "
                              "revalidated up to %.0f s before they go stale (at most %d at "
@@ -137,7 +149,9 @@ class Node:
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
                     self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence,
                     offer=self._offer_warm,
-                    on_server=self._warm_start if s.warm_start_bytes else None)
+                    on_server=self._warm_start if s.warm_start_bytes else None,
+                    apply_drop=self._apply_peer_drop, revalidate_all=self.cache.revalidate_all,
+                    ttl=s.ttl)
         ready = trio.Event()
 
         async def run_mesh() -> None:
@@ -266,6 +280,24 @@ class Node:
             else:
                 failing = False
 
+    def _apply_peer_drop(self, drop: Drop) -> None:
+        self.cache.dropped_by_peer(drop)
+        try:
+            self._to_settle.send_nowait(drop)
+        except trio.WouldBlock:
+            pass  # a flood: applied all the same, only not looked up in the store
+
+    async def _settle_loop(self) -> None:
+        """Peers' drops in the store's terms (their aliases; the entries they cover), at most
+        ENTRIES_PER_S entries a second, however many drops peers send."""
+        budget = self._settle_budget
+        async for drop in self._settling:
+            while budget.available(time.monotonic()) < 1:
+                await trio.sleep(1 / budget.rate)
+            covered = await self.cache.settle(drop, int(budget.tokens))
+            budget.take(time.monotonic(), min(covered, budget.available(time.monotonic())))
+            self.counters.invalidated_by_peers += covered
+
     async def _flush_recency_loop(self) -> None:
         """Hits note recency in memory; write it now and then so LRU eviction sees it."""
         while True:
@@ -289,8 +321,8 @@ class Node:
 
     # -- answering ----------------------------------------------------------------------
 
-    async def _serve_peer(self, request: ApiRequest) -> ApiResponse:
-        response = await self.cache.get(request, from_peer=True)
+    async def _serve_peer(self, request: ApiRequest, not_before: float | None) -> ApiResponse:
+        response = await self.cache.get(request, from_peer=True, not_before=not_before)
         self.asks.note(request, response, time.time())
         return response
 
@@ -298,7 +330,8 @@ class Node:
         now = time.time()
         chosen = warmstart.candidates(self.asks, now, self.settings.ttl)
         return await trio.to_thread.run_sync(warmstart.offer, chosen, self.store, now,
-                                             self.settings.ttl, max_bytes)
+                                             self.settings.ttl, max_bytes,
+                                             self.cache.drops.snapshot())
 
     async def _warm_start(self, server: ID) -> None:
         """Take a server's hot entries as we join it (warmstart.py): best effort, a failed
@@ -311,6 +344,7 @@ class Node:
     async def _take_warm_start(self, server: ID) -> None:
         assert self.mesh is not None
         began = time.monotonic()
+        asked_at = self.cache.clock()  # a drop after this covers what the offer holds
         budget = self.settings.warm_start_bytes
         message = await self.mesh.warm(server, budget)
         if message is None:
@@ -321,7 +355,7 @@ class Node:
             log.warning("⚠️  Warm start from %s: unusable answer (%s)", short(server), exc)
             return
         try:
-            stored = await trio.to_thread.run_sync(self.cache.adopt, offered)
+            stored = await trio.to_thread.run_sync(self.cache.adopt, offered, asked_at)
         except StoreError as exc:
             log.warning("⚠️  Warm start from %s not stored: %s", short(server), exc)
             return

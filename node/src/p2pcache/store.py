@@ -311,26 +311,14 @@ class Store:
 
     def drop(self, paths: Iterable[str], trees: Iterable[str], limit: int | None = None) -> int:
         """Delete the entries at `paths` (exactly, with any query) and at or under `trees`,
-        comparing paths without regard to case; at most `limit` of them (the rest stay, for
-        the caller to judge). Returns how many went."""
+        comparing paths without regard to case; at most `limit` of them. Returns how many
+        went."""
         removed = 0
-        rows: dict[str, int] = {}
         with self._lock:
             self._writer()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for path in paths:
-                    rows.update(self._db.execute(
-                        "SELECT key, size FROM entries WHERE path = ? COLLATE NOCASE",
-                        (path,)).fetchall())
-                for tree in trees:
-                    tree = tree.rstrip("/")
-                    # '/' < '0' in ASCII: [tree/, tree0) is everything under the tree.
-                    rows.update(self._db.execute(
-                        "SELECT key, size FROM entries WHERE path = ? COLLATE NOCASE OR "
-                        "(path >= ? COLLATE NOCASE AND path < ? COLLATE NOCASE)",
-                        (tree or "/", tree + "/", tree + "0")).fetchall())
-                for key, size in list(rows.items())[:limit]:
+                for key, size in self._under(self._db, paths, trees, limit):
                     self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
                     self._bytes -= size
                     self._count -= 1
@@ -340,6 +328,33 @@ class Store:
                 self._rollback()
                 raise StoreError(f"could not drop entries: {exc}") from exc
         return removed
+
+    def count_under(self, paths: Iterable[str], trees: Iterable[str],
+                    limit: int | None = None) -> int:
+        """How many entries `drop` would delete (at most `limit`), deleting nothing."""
+        with self._read_lock:
+            if self._reader is None:
+                return 0
+            try:
+                return len(self._under(self._reader, paths, trees, limit))
+            except sqlite3.Error as exc:
+                raise StoreError(f"could not count entries: {exc}") from exc
+
+    @staticmethod
+    def _under(db: sqlite3.Connection, paths: Iterable[str], trees: Iterable[str],
+               limit: int | None) -> list[tuple[str, int]]:
+        rows: dict[str, int] = {}
+        for path in paths:
+            rows.update(db.execute("SELECT key, size FROM entries WHERE path = ? COLLATE NOCASE",
+                                   (path,)).fetchall())
+        for tree in trees:
+            tree = tree.rstrip("/")
+            # '/' < '0' in ASCII: [tree/, tree0) is everything under the tree.
+            rows.update(db.execute(
+                "SELECT key, size FROM entries WHERE path = ? COLLATE NOCASE OR "
+                "(path >= ? COLLATE NOCASE AND path < ? COLLATE NOCASE)",
+                (tree or "/", tree + "/", tree + "0")).fetchall())
+        return list(rows.items())[:limit]
 
     def _rollback(self) -> None:
         try:

@@ -1,0 +1,270 @@
+"""Never staler than the fleet knows (docs/consistency.md): a write through any node is read
+back at once by its writer and within a second by every other node; a fill begun before the
+write puts the old state back nowhere; a runner that was disconnected revalidates what it
+held; the event floor (--not-before) compares GitHub's Date with GitHub's time. Real node
+processes, the fake GitHub changing state on writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import httpx
+
+from conftest import FLEET_TOKEN, require, wait_until
+from test_fleet import start_fleet
+
+AUTH = {"authorization": f"token {FLEET_TOKEN}"}
+R = "/repos/octo/sticky"
+COMMENTS = f"{R}/issues/5/comments"
+
+
+def bodies(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [c["body"] for c in response.json()]
+
+
+def comment(node, text: str, number: int = 5) -> httpx.Response:
+    made = node.http.post(f"{R}/issues/{number}/comments", json={"body": text}, headers=AUTH)
+    assert made.status_code == 201, made.text
+    return made
+
+
+def stored_bodies(node, path: str) -> list[bytes]:
+    """What a node's store holds at `path` (read-only, beside the running node: WAL)."""
+    db = sqlite3.connect(f"file:{node.data_dir / 'cache.sqlite3'}?mode=ro", uri=True)
+    try:
+        return [bytes(r[0]) for r in db.execute("SELECT body FROM entries WHERE path = ?",
+                                                (path,))]
+    finally:
+        db.close()
+
+
+def test_the_writer_reads_its_write_at_once_and_another_runner_within_a_second(nodes, fake):
+    server, (writer, other) = start_fleet(nodes, runners=2)
+    for node in (writer, other):  # both hold the conversation, the issue and its lists
+        assert bodies(node.get(COMMENTS)) == []
+        assert node.get(f"{R}/issues/5").json()["comments"] == 0
+        assert node.get(f"{R}/pulls/5").json()["comments"] == 0
+        assert node.get(f"{R}/issues?per_page=100").status_code == 200
+    assert other.get(COMMENTS).headers["x-p2p-cache"] == "hit"
+
+    comment(writer, "first")
+    written = time.monotonic()
+    # The writer, at once: every path the write changed.
+    assert bodies(writer.get(COMMENTS)) == ["first"]
+    assert writer.get(f"{R}/issues/5").json()["comments"] == 1
+    assert writer.get(f"{R}/pulls/5").json()["comments"] == 1  # a pull request is an issue
+    listed = {i["number"]: i for i in writer.get(f"{R}/issues?per_page=100").json()}
+    assert listed[5]["comments"] == 1
+    # Another runner, whose entries were fresh hits a moment ago: within a second.
+    wait_until(lambda: bodies(other.get(COMMENTS)) == ["first"], timeout=5,
+               what="the other runner sees the comment")
+    seen_after = time.monotonic() - written
+    assert seen_after < 1.0, f"the other runner saw the write after {seen_after:.2f} s"
+    assert other.get(f"{R}/pulls/5").json()["comments"] == 1
+
+    sent, got = writer.stats(), other.stats()
+    assert sent["invalidations_sent"] >= 1
+    srv = server.stats()
+    assert srv["invalidations_received"] >= 1 and srv["invalidations_applied"] >= 1
+    assert srv["invalidations_sent"] >= 1, "the server passed it on"
+    assert got["invalidations_applied"] >= 1 and got["invalidations_refused"] == 0
+    # Fleet-wide, GitHub was asked for the list once before the write and once after
+    # (a revalidation: the write changed it), however many runners read it.
+    reads = [e for e in fake.request_log() if e["path"] == COMMENTS and e["method"] == "GET"]
+    assert [bool(e["if_none_match"]) for e in reads] == [False, True], reads
+
+
+def test_a_fill_begun_before_the_write_puts_the_old_state_back_nowhere(nodes, fake):
+    server, (writer, other) = start_fleet(nodes, runners=2)
+    assert writer.get(f"{R}/issues/5").status_code == 200  # the repository's id is known
+    # GitHub reads the list at once, and its answer takes 1.5 s to arrive: the write lands
+    # while that answer (the old state) is on its way to the server and to `other`.
+    fake.read_delay_ms[COMMENTS] = 1500
+    before: dict[str, list[str]] = {}
+    slow = threading.Thread(target=lambda: before.update(old=bodies(other.get(COMMENTS))))
+    slow.start()
+    wait_until(lambda: fake.stats()["by_path"].get(COMMENTS), timeout=10,
+               what="the slow fill reached GitHub")
+
+    comment(writer, "written meanwhile")
+    wait_until(lambda: other.stats()["invalidations_applied"] >= 1, timeout=5,
+               what="the other runner heard of the write")
+    after: dict[str, list[str]] = {}
+    # Asked after the write, on both runners, while the old fill is still in flight:
+    # neither may share it.
+    late = threading.Thread(target=lambda: after.update(other=bodies(other.get(COMMENTS))))
+    late.start()
+    assert bodies(writer.get(COMMENTS)) == ["written meanwhile"]
+    late.join(30)
+    slow.join(30)
+    assert before["old"] == [], "asked before the write: the old state is its answer"
+    assert after["other"] == ["written meanwhile"]
+    # Nobody stored the old state: the server's and the runners' stores hold the new one
+    # (or nothing), and the next reads everywhere are the new state.
+    fake.read_delay_ms.clear()
+    for node in (server, writer, other):
+        for body in stored_bodies(node, COMMENTS):
+            assert b"written meanwhile" in body, f"{node.name} stored the old state"
+        assert bodies(node.get(COMMENTS)) == ["written meanwhile"]
+
+
+def test_the_writer_reads_its_write_even_when_the_server_must_ask_github_slowly(nodes, fake):
+    """The invalidation goes on the stream the writer's next read takes, and is applied
+    before that read is: the server's old entry, fresh for its clock, is never the answer."""
+    server, (writer,) = start_fleet(nodes, runners=1)
+    assert bodies(writer.get(COMMENTS)) == []
+    fake.path_latency_ms[COMMENTS] = 300  # the server's revalidation is slow
+    for n in range(3):
+        comment(writer, f"c{n}")
+        assert bodies(writer.get(COMMENTS)) == [f"c{i}" for i in range(n + 1)]
+    assert server.stats()["invalidations_applied"] == 3
+
+
+def _connection_to(node, port: int) -> tuple[str, int]:
+    """The node's TCP connection to `port` (its local address), from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{node.proc.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{node.proc.pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open(f"/proc/{node.proc.pid}/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+                return "127.0.0.1", int(local.split(":")[1], 16)
+    raise AssertionError(f"{node.name} has no connection to port {port}")
+
+
+def test_a_runner_offline_during_a_write_revalidates_what_it_held(nodes, fake):
+    """The runner's connection is cut (ss -K) while it is frozen, the write happens and is
+    passed on to everyone connected, then the runner comes back and reconnects: what it
+    held from before is revalidated through the fleet (free 304s) before use."""
+    require(os.geteuid() == 0 and subprocess.run(["ss", "-V"], capture_output=True).returncode
+            == 0, "cutting a connection takes root and ss (iproute2)")
+    server, (writer, offline) = start_fleet(nodes, runners=2)
+    assert bodies(offline.get(COMMENTS)) == [] and offline.get(f"{R}/issues/5").json()
+    assert writer.get(COMMENTS).status_code == 200
+    unchanged = f"{R}/issues/6"
+    assert offline.get(unchanged).status_code == 200
+
+    offline.proc.send_signal(signal.SIGSTOP)
+    try:
+        host, port = _connection_to(offline, server.port)
+        cut = subprocess.run(["ss", "-K", "src", f"{host}:{port}", "dst",
+                              f"127.0.0.1:{server.port}"], capture_output=True, text=True)
+        require(cut.returncode == 0, f"ss -K is not supported here: {cut.stderr.strip()}")
+        wait_until(lambda: server.stats()["connected_peers"] == 1, timeout=10,
+                   what="the server lost the frozen runner")
+        comment(writer, "while you were away")
+        wait_until(lambda: server.stats()["invalidations_applied"] >= 1, timeout=5)
+    finally:
+        offline.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: offline.log().count("✓ Connected to bootstrap peer") >= 2, timeout=30,
+               what="the runner reconnected")
+    assert offline.stats()["invalidations_applied"] == 0, "it heard nothing of the write"
+    assert bodies(offline.get(COMMENTS)) == ["while you were away"]
+    # What did not change costs a peer round trip (the server's entry answers with a 304).
+    again = offline.get(unchanged)
+    assert again.status_code == 200 and again.headers["x-p2p-cache"] == "peer"
+    assert offline.get(unchanged).headers["x-p2p-cache"] == "hit"
+
+
+def test_a_write_while_the_server_is_down_reaches_it_when_it_is_back(nodes, fake, tmp_path):
+    """The writer could not tell anyone: it tells the server as it reconnects, before its
+    warm start, and the server (whose store may hold the old state from before its
+    restart) drops it."""
+    server, (writer, other) = start_fleet(nodes, runners=2)
+    assert bodies(server.get(COMMENTS)) == []  # the server holds the old state
+    for node in (writer, other):
+        assert bodies(node.get(COMMENTS)) == []
+    server.stop()
+    wait_until(lambda: writer.stats()["connected_peers"] == 0, timeout=10)
+    comment(writer, "server was down")
+    assert bodies(writer.get(COMMENTS)) == ["server was down"]
+    server.start()
+    wait_until(lambda: server.stats()["connected_peers"] == 2, timeout=60,
+               what="both runners reconnected")
+    wait_until(lambda: server.stats()["invalidations_applied"] >= 1, timeout=10,
+               what="the writer delivered what the server missed")
+    for node in (server, other, writer):
+        assert bodies(node.get(COMMENTS)) == ["server was down"], node.name
+
+
+# -- the event floor -----------------------------------------------------------------------
+
+def _date(response: httpx.Response) -> float:
+    return parsedate_to_datetime(response.headers["date"]).timestamp()
+
+
+def test_the_floor_compares_githubs_date_not_the_local_clock(nodes, fake):
+    """GitHub's clock runs 1000 s behind ours. An entry GitHub vouched for before the floor
+    (on its clock) is revalidated, though our clock took it in 1000 s after the floor; one
+    GitHub vouched for after the floor is served as it is. Through the fleet: the server
+    revalidates once, for the runner."""
+    fake.clock_offset_s = -1000
+    server = nodes("server", env={"P2P_CACHE_REFRESH_AHEAD": "0"})
+    vouched = _date(server.get(f"{R}/issues/5"))  # GitHub's Date of that answer
+    assert abs(vouched - (time.time() - 1000)) < 10
+    event = vouched + 1  # an event just after GitHub vouched, on GitHub's clock
+    wait_until(lambda: time.time() + fake.clock_offset_s >= event + 1.5, timeout=10)
+    before = len(fake.request_log())
+
+    after_event = nodes("after", bootstrap=server.multiaddr(), args=["--not-before", str(event)])
+    after_event.wait_for_peers(1)
+    answer = after_event.get(f"{R}/issues/5")
+    assert answer.status_code == 200 and answer.headers["x-p2p-cache"] == "peer"
+    log = fake.request_log()[before:]
+    assert [(e["path"], bool(e["if_none_match"]), e["status"]) for e in log] == \
+        [(f"{R}/issues/5", True, 304)], "one free revalidation, by the server"
+    assert server.stats()["floor_revalidations"] == 1
+    assert _date(answer) > event
+    assert after_event.get(f"{R}/issues/5").headers["x-p2p-cache"] == "hit"
+
+    # An event before GitHub vouched: the fleet's entry answers, GitHub is not asked.
+    quiet = len(fake.request_log())
+    before_event = nodes("before", bootstrap=server.multiaddr(),
+                         args=["--not-before", str(vouched - 200)])
+    before_event.wait_for_peers(1)
+    assert before_event.get(f"{R}/issues/5").headers["x-p2p-cache"] in ("peer", "hit")
+    assert len(fake.request_log()) == quiet
+    assert before_event.stats()["floor_revalidations"] == 0
+    assert server.stats()["floor_revalidations"] == 1
+
+
+def test_actions_start_sets_the_floor_from_the_event(nodes, fake, tmp_path):
+    server = nodes("server", env={"P2P_CACHE_REFRESH_AHEAD": "0"})
+    vouched = _date(server.get(f"{R}/issues/5"))
+    wait_until(lambda: time.time() >= vouched + 2.5, timeout=10)  # the event comes after
+    event = tmp_path / "event.json"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(vouched + 1))
+    event.write_text('{"action": "labeled", "pull_request": {"updated_at": "%s"}}' % stamp)
+    runner = nodes("runner", start=False, bootstrap=server.multiaddr())
+    env = {**runner.env, "GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(event),
+           "RUNNER_TEMP": str(tmp_path / "runner-temp")}
+    done = subprocess.run(
+        [str(Path(os.sys.executable)), "-m", "p2pcache", "actions", "start",
+         "--port", str(runner.port), "--http", f"127.0.0.1:{runner.http_port}",
+         "--wait", "20", "--data-dir", str(runner.data_dir)],
+        env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"✓ Event floor {stamp} (pull_request.updated_at)" in done.stdout
+        assert runner.get(f"{R}/issues/5").status_code == 200
+        assert server.stats()["floor_revalidations"] == 1
+    finally:
+        subprocess.run([os.sys.executable, "-m", "p2pcache", "actions", "summary",
+                        "--port", str(runner.port), "--http", f"127.0.0.1:{runner.http_port}"],
+                       env=env, capture_output=True, timeout=60)
