@@ -268,3 +268,97 @@ def test_actions_start_sets_the_floor_from_the_event(nodes, fake, tmp_path):
         subprocess.run([os.sys.executable, "-m", "p2pcache", "actions", "summary",
                         "--port", str(runner.port), "--http", f"127.0.0.1:{runner.http_port}"],
                        env=env, capture_output=True, timeout=60)
+
+
+# -- hostile invalidations -------------------------------------------------------------------
+
+def _invalidate(sealer, request_id: int, trees: list[str], message_id: str | None = None,
+                origin: str = "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5",
+                paths: list[str] | None = None) -> bytes:
+    from p2pcache.protocol import REQUEST, Message, seal
+
+    meta = {"op": "invalidate", "key": "invalidate", "origin": origin,
+            "id": message_id or os.urandom(16).hex(), "trees": trees, "paths": paths or []}
+    return seal(sealer, REQUEST, request_id, Message(meta)).encode()
+
+
+def _by_request(received: bytes) -> list[dict]:
+    """The answers' meta, in the order of the requests (answers arrive in any order)."""
+    from test_peer_protocol import FLEET_KEY
+
+    from p2pcache.crypto import Sealer
+    from p2pcache.protocol import FrameDecoder, ReplayGuard, open_frame
+
+    sealer, guard = Sealer(FLEET_KEY), ReplayGuard()
+    frames = sorted(FrameDecoder().feed(received), key=lambda f: f.request_id)
+    return [open_frame(sealer, f, guard, "invalidate").meta for f in frames]
+
+
+def test_a_peer_without_the_secret_drops_nothing(nodes, fake):
+    import trio
+    from test_peer_protocol import FLEET_KEY, answers, exchange
+
+    from p2pcache.crypto import Sealer, derive_key
+
+    server = nodes("server")
+    assert server.get(f"{R}/issues/5").status_code == 200
+    asked = fake.stats()["requests"]
+    stranger = Sealer(derive_key("not-the-fleet-secret", "p2pcache-tests/fleet"))
+    received, reset = trio.run(exchange, server.multiaddr(),
+                               [_invalidate(stranger, 1, [R])], 2.0)
+    assert received == b"" and reset
+    stats = server.stats()
+    assert stats["auth_failures"] >= 1 and stats["invalidations_received"] == 0
+    assert server.get(f"{R}/issues/5").headers["x-p2p-cache"] == "hit"
+    assert fake.stats()["requests"] == asked
+
+    # The same message under the fleet's key is applied: the test above can fail.
+    received, _ = trio.run(exchange, server.multiaddr(),
+                           [_invalidate(Sealer(FLEET_KEY), 1, [R])], 2.0)
+    assert answers(received, ["invalidate"])[0].meta == {"applied": True}
+    assert server.get(f"{R}/issues/5").headers["x-p2p-cache"] == "revalidated"
+
+
+def test_a_peer_with_the_secret_cannot_drop_more_than_the_bounds(nodes, fake):
+    """One stream, 400 messages of 64 paths each (25,600 paths): the node takes at most its
+    per-peer burst of paths (1,000) plus what refills meanwhile, refuses the rest, and never
+    a path outside one repository; a legitimate runner's write still goes through."""
+    import trio
+    from test_peer_protocol import FLEET_KEY, exchange
+
+    from p2pcache.crypto import Sealer
+    from p2pcache.invalidation import MAX_PATHS, PEER_PATHS_BURST, PEER_PATHS_PER_S
+
+    server = nodes("server")
+    writer = nodes("writer", bootstrap=server.multiaddr())
+    other = nodes("other", bootstrap=server.multiaddr())
+    other.wait_for_peers(1)
+    writer.wait_for_peers(1)
+    for path in ("/users/octocat", f"{R}/issues/5", COMMENTS):
+        assert server.get(path).status_code == 200
+    assert bodies(other.get(COMMENTS)) == []
+    sealer = Sealer(FLEET_KEY)
+    flood = [_invalidate(sealer, i + 1, [f"/repos/flood/r{i}/x{k}" for k in range(MAX_PATHS)])
+             for i in range(400)]
+    everything = [_invalidate(sealer, 401, ["/"]), _invalidate(sealer, 402, ["/repos"]),
+                  _invalidate(sealer, 403, ["/users/octocat"]),
+                  _invalidate(sealer, 404, [f"{R}/x"] * (MAX_PATHS + 1))]
+    began = time.monotonic()
+    received, _ = trio.run(exchange, server.multiaddr(), flood + everything, 8.0)
+    took = time.monotonic() - began
+    metas = _by_request(received)
+    applied = sum(m.get("applied") is True for m in metas)
+    assert len(metas) == 404, f"{len(metas)} answers"
+    bound = (PEER_PATHS_BURST + PEER_PATHS_PER_S * took) / MAX_PATHS
+    assert 1 <= applied <= bound, (applied, bound)
+    assert all(m["error"].startswith("bad request") for m in metas[400:]), metas[400:]
+    stats = server.stats()
+    assert stats["invalidations_refused"] >= 404 - applied
+    # Nothing outside one repository went: these are hits still.
+    assert server.get("/users/octocat").headers["x-p2p-cache"] == "hit"
+    assert server.get(f"{R}/issues/5").headers["x-p2p-cache"] == "hit"
+    server.wait_for_log("went over a resource limit")
+    assert server.log().count("went over a resource limit") == 1, "logged once per peer"
+    # The fleet's own writes are not crowded out by one peer's flood.
+    comment(writer, "after the flood")
+    wait_until(lambda: bodies(other.get(COMMENTS)) == ["after the flood"], timeout=5)

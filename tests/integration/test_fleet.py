@@ -195,13 +195,18 @@ def test_restart_keeps_peer_id_and_cache(nodes, fake):
     node.start()
     assert node.stats()["peer_id"] == peer_id
     assert node.multiaddr() == addr
+    # Kept, and revalidated once (what changed while the node was down, it never heard
+    # of): a free 304, not a second unit.
+    assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "revalidated"
     assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "hit"
+    assert fake.stats()["units"] == 1 and fake.stats()["not_modified"] == 1
 
     node.get("/repos/keep/after-kill")
     node.kill()  # kill -9 right after a write: WAL keeps every committed entry
     node.start()
-    assert node.get("/repos/keep/after-kill").headers["x-p2p-cache"] == "hit"
-    assert fake.stats()["by_path"]["/repos/keep/after-kill"] == 1
+    assert node.get("/repos/keep/after-kill").headers["x-p2p-cache"] == "revalidated"
+    assert fake.stats()["by_path"]["/repos/keep/after-kill"] == 2
+    assert fake.stats()["units"] == 2, "the second ask was a free 304"
     key = node.data_dir / "identity.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
