@@ -182,6 +182,33 @@ def test_a_runner_offline_during_a_write_revalidates_what_it_held(nodes, fake):
     assert offline.get(unchanged).headers["x-p2p-cache"] == "hit"
 
 
+def test_a_write_made_while_cut_off_from_the_server_reaches_it_on_reconnect(nodes, fake):
+    """The writer's connection is cut while the server is frozen: the write goes to GitHub
+    with no server to tell. As the writer reconnects, it delivers the drop the server
+    missed, and the server passes it on: the other runner's fresh entry goes."""
+    require(os.geteuid() == 0 and subprocess.run(["ss", "-V"], capture_output=True).returncode
+            == 0, "cutting a connection takes root and ss (iproute2)")
+    server, (writer, other) = start_fleet(nodes, runners=2)
+    assert bodies(other.get(COMMENTS)) == [] and bodies(writer.get(COMMENTS)) == []
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        host, port = _connection_to(writer, server.port)
+        cut = subprocess.run(["ss", "-K", "src", f"{host}:{port}", "dst",
+                              f"127.0.0.1:{server.port}"], capture_output=True, text=True)
+        require(cut.returncode == 0, f"ss -K is not supported here: {cut.stderr.strip()}")
+        wait_until(lambda: writer.stats()["connected_peers"] == 0, timeout=10,
+                   what="the writer lost the server")
+        comment(writer, "while cut off")
+        assert bodies(writer.get(COMMENTS)) == ["while cut off"]  # from GitHub, directly
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: server.stats()["invalidations_applied"] >= 1, timeout=30,
+               what="the writer delivered the drop as it reconnected")
+    wait_until(lambda: bodies(other.get(COMMENTS)) == ["while cut off"], timeout=5,
+               what="the other runner sees the write")
+    assert other.stats()["invalidations_applied"] == 1
+
+
 def test_a_write_while_the_server_is_down_reaches_it_when_it_is_back(nodes, fake, tmp_path):
     """The writer could not tell anyone: it tells the server as it reconnects, before its
     warm start, and the server (whose store may hold the old state from before its
