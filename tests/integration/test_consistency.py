@@ -85,34 +85,38 @@ def test_the_writer_reads_its_write_at_once_and_another_runner_within_a_second(n
 def test_a_fill_begun_before_the_write_puts_the_old_state_back_nowhere(nodes, fake):
     server, (writer, other) = start_fleet(nodes, runners=2)
     assert writer.get(f"{R}/issues/5").status_code == 200  # the repository's id is known
-    # GitHub reads the list at once, and its answer takes 1.5 s to arrive: the write lands
+    # GitHub reads the list at once, and its answer takes 3 s to arrive: the write lands
     # while that answer (the old state) is on its way to the server and to `other`.
-    fake.read_delay_ms[COMMENTS] = 1500
-    before: dict[str, list[str]] = {}
-    slow = threading.Thread(target=lambda: before.update(old=bodies(other.get(COMMENTS))))
-    slow.start()
+    fake.read_delay_ms[COMMENTS] = 3000
+    answers: dict[str, list[str]] = {}
+
+    def read(name: str, node) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.update({name: bodies(node.get(
+            COMMENTS))}))
+        thread.start()
+        return thread
+
+    slow = read("before", other)
     wait_until(lambda: fake.stats()["by_path"].get(COMMENTS), timeout=10,
                what="the slow fill reached GitHub")
-
+    time.sleep(1.0)
     comment(writer, "written meanwhile")
     wait_until(lambda: other.stats()["invalidations_applied"] >= 1, timeout=5,
                what="the other runner heard of the write")
-    after: dict[str, list[str]] = {}
     # Asked after the write, on both runners, while the old fill is still in flight:
-    # neither may share it.
-    late = threading.Thread(target=lambda: after.update(other=bodies(other.get(COMMENTS))))
-    late.start()
-    assert bodies(writer.get(COMMENTS)) == ["written meanwhile"]
-    late.join(30)
+    # neither may share it (their own fills answer 3 s later).
+    late = [read("other", other), read("writer", writer)]
     slow.join(30)
-    assert before["old"] == [], "asked before the write: the old state is its answer"
-    assert after["other"] == ["written meanwhile"]
-    # Nobody stored the old state: the server's and the runners' stores hold the new one
-    # (or nothing), and the next reads everywhere are the new state.
+    assert answers["before"] == [], "asked before the write: the old state is its answer"
+    # The old state has arrived, the new fills have not: nobody stored the old one.
+    for node in (server, other):
+        assert b"[]" not in stored_bodies(node, COMMENTS), f"{node.name} stored the old state"
+    for thread in late:
+        thread.join(30)
+    assert answers["other"] == answers["writer"] == ["written meanwhile"]
     fake.read_delay_ms.clear()
     for node in (server, writer, other):
-        for body in stored_bodies(node, COMMENTS):
-            assert b"written meanwhile" in body, f"{node.name} stored the old state"
+        assert [b for b in stored_bodies(node, COMMENTS) if b"written meanwhile" not in b] == []
         assert bodies(node.get(COMMENTS)) == ["written meanwhile"]
 
 
