@@ -393,3 +393,92 @@ def test_a_peer_with_the_secret_cannot_drop_more_than_the_bounds(nodes, fake):
     # The fleet's own writes are not crowded out by one peer's flood.
     comment(writer, "after the flood")
     wait_until(lambda: bodies(other.get(COMMENTS)) == ["after the flood"], timeout=5)
+
+
+# -- the sticky-comment pattern, with real clients ------------------------------------------
+
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
+MARKER = "<!-- p2pcache-sticky -->"
+
+
+def _gh(socket: str, tmp: Path):
+    """Run `gh api` through a node's Unix socket (gh's http_unix_socket), as a job would."""
+    import shutil
+
+    require(shutil.which("gh") is not None, "gh is not installed (tests/conformance/setup.sh)")
+    config = tmp / f"gh-{Path(socket).stem}"
+    config.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GH_", "GITHUB_"))}
+    env.update({"GH_CONFIG_DIR": str(config), "GH_TOKEN": FLEET_TOKEN, "NO_COLOR": "1",
+                "GH_NO_UPDATE_NOTIFIER": "1", "GH_PROMPT_DISABLED": "1"})
+    subprocess.run(["gh", "config", "set", "http_unix_socket", socket], env=env, check=True,
+                   capture_output=True, timeout=60)
+
+    def api(*args: str) -> str:
+        done = subprocess.run(["gh", "api", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, f"gh api {args}: {done.stderr}"
+        return done.stdout.strip()
+    return api
+
+
+def sticky_gh(socket: str, tmp: Path, body: str) -> str:
+    """The pattern as a shell step writes it with gh: find ours, update it or create it."""
+    api = _gh(socket, tmp)
+    me = api("user", "--jq", ".login")
+    found = api("--paginate", "repos/octo/sticky/issues/5/comments?per_page=100", "--jq",
+                f'.[] | select(.user.login == "{me}" and (.body | contains("{MARKER}"))) | .id')
+    text = f"{MARKER}\n{body}"
+    if found:
+        found = found.split()[0]
+        api("-X", "PATCH", f"repos/octo/sticky/issues/comments/{found}", "-f", f"body={text}")
+        return "updated"
+    api("-X", "POST", "repos/octo/sticky/issues/5/comments", "-f", f"body={text}")
+    return "created"
+
+
+def sticky_octokit(node, body: str) -> str:
+    import json
+    import shutil
+
+    require(shutil.which("node") is not None
+            and (CONFORMANCE / "node_modules/@octokit/rest").is_dir(),
+            "node and @octokit/rest are not installed (tests/conformance/setup.sh)")
+    config = {"base": node.url, "token": FLEET_TOKEN, "owner": "octo", "repo": "sticky",
+              "issue": 5, "marker": MARKER, "body": body}
+    done = subprocess.run(["node", str(CONFORMANCE / "sticky.mjs"), json.dumps(config)],
+                          capture_output=True, text=True, timeout=60, cwd=CONFORMANCE)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["action"]
+
+
+def _sticky_fleet(nodes, tmp_path):
+    server = nodes("server")
+    addr = server.multiaddr()
+    runners = [nodes(name, start=False, bootstrap=addr,
+                     env={"P2P_CACHE_UNIX_SOCKET": str(tmp_path / f"{name}.sock")})
+               for name in ("r1", "r2")]
+    for runner in runners:
+        runner.start()
+        runner.wait_for_peers(1)
+        assert bodies(runner.get(COMMENTS + "?per_page=100")) == []  # both hold the list
+    return runners
+
+
+def test_sticky_comments_with_gh_through_different_runners(nodes, fake, tmp_path):
+    r1, r2 = _sticky_fleet(nodes, tmp_path)
+    sockets = [str(tmp_path / f"{r.name}.sock") for r in (r1, r2)]
+    assert sticky_gh(sockets[0], tmp_path / "1", "run 1") == "created"
+    assert sticky_gh(sockets[1], tmp_path / "2", "run 2") == "updated"
+    assert sticky_gh(sockets[0], tmp_path / "3", "run 3") == "updated"
+    (ours,) = fake.comments("octo/sticky", 5)
+    assert ours["body"] == f"{MARKER}\nrun 3"
+
+
+def test_sticky_comments_with_octokit_through_different_runners(nodes, fake, tmp_path):
+    r1, r2 = _sticky_fleet(nodes, tmp_path)
+    assert sticky_octokit(r1, "run 1") == "created"
+    assert sticky_octokit(r2, "run 2") == "updated"
+    assert sticky_octokit(r1, "run 3") == "updated"
+    (ours,) = fake.comments("octo/sticky", 5)
+    assert ours["body"] == f"{MARKER}\nrun 3"
