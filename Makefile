@@ -26,7 +26,8 @@ $(PY): node/pyproject.toml
 venv: $(PY)
 
 ## bench: the benchmarks (latency, the fleet comparison, how far one server and several go,
-## what a runner loads, how fast it starts, where a GET's CPU goes); figures go to bench/results/
+## what a runner loads, how fast it starts, where a GET's CPU goes, how long a GraphQL body takes
+## to read); figures go to bench/results/
 bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
@@ -35,6 +36,7 @@ bench: $(PY)
 	$(PY) bench/runner_deps.py
 	$(PY) bench/runner_start.py
 	$(PY) bench/profile_get.py
+	$(PY) bench/graphql_parse.py
 
 ## image: the container image, built with no index access (docs/docker.md)
 image:

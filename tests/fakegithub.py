@@ -32,10 +32,15 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
 * the request log records who asked (login, "anonymous" or "bad credentials") and the
   request's headers (never the Authorization value), so a test can tell which
   credential and which client headers reached GitHub;
-* issue comments (list per issue and per repository, create, read, edit, delete) and
-  labels on issues (list, add, replace, remove) change the issue, its pull request and
-  every list that shows them (``comments`` counts, ``labels``), as on GitHub, so the
-  sticky-comment pattern runs against it;
+* GraphQL (``POST /graphql``) answers the operations gh sends for pr/issue
+  list/view/comment, repo view, release list and ``viewer`` from the same state
+  REST shows, spends each query's cost from the ``graphql`` bucket, and counts
+  requests per operation in ``/_fake/stats`` (the GraphQL section below);
+* issue comments (list per issue and per repository, create, read, edit, delete; every
+  issue starts with ``n % 7`` of them) and labels on issues (list, add, replace, remove)
+  change the issue, its pull request and every list that shows them (``comments`` counts,
+  ``labels``), in REST and GraphQL alike (a pull request's comments are its issue's), so
+  the sticky-comment pattern runs against it;
 * ``clock_offset_s`` moves the ``Date`` header (GitHub's clock) away from the machine's,
   to show that a client compares GitHub's times with GitHub's times.
 
@@ -66,10 +71,12 @@ delayed) lets tests observe and steer the fake; see ``_Handler._control``.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import math
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -334,6 +341,11 @@ class FakeGitHub:
         # all their bookkeeping and body building while holding it (it is all
         # in-memory and quick) and only sleep / do socket I/O outside it.
         self._lock = threading.Lock()
+        # Identities are configuration, kept across reset(): private repositories ("o/r"
+        # lower-case) -> credential keys that may read them; (repository, credential key)
+        # -> "admin" | "push" (default "pull").
+        self._private: dict[str, set[str]] = {}
+        self._permissions: dict[tuple[str, str], str] = {}
         self._reset_state()
         # Repository ids are a pure function of the name, so this survives
         # reset(): an id a client saw stays resolvable, as on GitHub.
@@ -410,7 +422,8 @@ class FakeGitHub:
         self._versions: dict[str, int] = {}
         self._written: set[str] = set()       # paths PUT/POSTed (PUT 201 vs 200)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._failures: deque[tuple[int, int]] = deque()  # (status, retry_after)
+        # (status, retry_after, path): the next requests (of that path only, if given) fail
+        self._failures: deque[tuple[int, int, str | None]] = deque()
         self._requests = 0
         self._units = 0
         self._not_modified = 0
@@ -422,14 +435,14 @@ class FakeGitHub:
         self._secrets: dict[str, str] = {}  # "owner/repo/NAME" -> decrypted value
         # Issues created or edited through the API: "o/r" -> number -> fields.
         self._issues: dict[str, dict[int, dict]] = {}
-        # Identities: private repositories ("o/r" lower-case) -> credential keys that may
-        # read them; (repository, credential key) -> "admin" | "push" (default "pull").
-        self._private: dict[str, set[str]] = {}
-        self._permissions: dict[tuple[str, str], str] = {}
+        # GraphQL: requests per operation name, points spent.
+        self._graphql_ops: Counter[str] = Counter()
+        self._graphql_points = 0
         self._reset_conversations()
 
     def reset(self) -> None:
-        """Zero counters, budgets, versions, issues, pending failures and the log."""
+        """Zero counters, budgets, versions, issues, pending failures and the log (tokens,
+        private repositories and permissions stay)."""
         with self._lock:
             self._reset_state()
 
@@ -442,6 +455,8 @@ class FakeGitHub:
                 "by_path": dict(self._by_path),
                 "methods": dict(self._methods),
                 "by_status": dict(self._by_status),
+                "graphql": {"operations": dict(self._graphql_ops),
+                            "points": self._graphql_points},
             }
 
     def request_log(self) -> list[dict]:
@@ -453,12 +468,21 @@ class FakeGitHub:
         with self._lock:
             return self._bump(self._canonical(_normalize(path)) or _normalize(path))
 
-    def fail(self, status: int, count: int = 1, retry_after: int = 60) -> None:
-        """Make the next ``count`` API requests answer ``status``."""
+    def fail(self, status: int, count: int = 1, retry_after: int = 60,
+             path: str | None = None) -> None:
+        """Make the next ``count`` API requests (to ``path`` only, if given) answer
+        ``status``."""
         if not 400 <= status <= 599:
             raise ValueError("status must be 4xx or 5xx")
         with self._lock:
-            self._failures.extend([(status, retry_after)] * max(0, count))
+            self._failures.extend([(status, retry_after, path)] * max(0, count))
+
+    def _failure_for(self, path: str) -> tuple[int, int] | None:
+        for failure in self._failures:
+            if failure[2] in (None, path):
+                self._failures.remove(failure)
+                return failure[0], failure[1]
+        return None
 
     # -- identities --------------------------------------------------------- #
 
@@ -595,23 +619,30 @@ class FakeGitHub:
             bucket = self._bucket(shown, resource, now)
             spend = False
 
-            if self._failures:
-                status, retry_after = self._failures.popleft()
-                reply = self._injected(status, retry_after, rid)
+            failure = self._failure_for(req.path) if self._failures else None
+            if failure is not None:
+                reply = self._injected(failure[0], failure[1], rid)
             elif req.api_version is not None and req.api_version not in API_VERSIONS:
                 reply = _error(400, f"Unsupported 'X-GitHub-Api-Version' header:"
                                f" {req.api_version}. Supported versions are"
                                f" {', '.join(API_VERSIONS)}.", DOCS_VERSIONS)
             elif cred is None:
-                reply = _error(401, "Bad credentials")
+                reply = _error(401, "Bad credentials",
+                               DOCS_GRAPHQL if req.norm == "/graphql" else DOCS)
+            elif not cred.authenticated and req.norm == "/graphql":
+                reply = _error(401, "This endpoint requires you to be authenticated.",
+                               DOCS_GRAPHQL_AUTH)
             elif not cred.authenticated and (
-                req.method in WRITE_METHODS or req.norm in ("/user", "/graphql")
+                req.method in WRITE_METHODS or req.norm == "/user"
                 or req.norm.startswith("/user/") or resource == "code_search"
             ):
                 reply = _error(401, "Requires authentication")
             elif req.norm == "/rate_limit" and req.method in ("GET", "HEAD"):
                 # Checking your limit is free and works even when exhausted.
                 reply = self._rate_limit_body(cred, now)
+            elif req.norm == "/graphql" and req.method == "POST":
+                # Spends its own cost; an exhausted budget is a 200 with an error there.
+                reply = _GraphQL(self, cred).answer(req, bucket)
             elif bucket.remaining <= 0:
                 reply = _error(403, f"API rate limit exceeded for {cred.label}."
                                + ("" if cred.authenticated else
@@ -625,16 +656,15 @@ class FakeGitHub:
             elif req.method in ("GET", "HEAD"):
                 reply = self._read(req, canonical, cred)
                 spend = True
-            elif req.norm == "/graphql" and req.method == "POST":
-                reply = self._graphql(req)
-                spend = True
             else:
                 reply = self._write(req, canonical, cred)
                 spend = True
 
             reply.resource = resource
             reply.encode()
-            etag = _etag(reply.body) if reply.body and 200 <= reply.status < 300 else None
+            # GraphQL has no validators: no ETag, no 304.
+            etag = (_etag(reply.body) if reply.body and 200 <= reply.status < 300
+                    and req.norm != "/graphql" else None)
 
             # Conditional GET: only a 200 can turn into a 304.  If-None-Match
             # wins over If-Modified-Since when both are sent (RFC 9110 13.2.2).
@@ -670,6 +700,10 @@ class FakeGitHub:
                 "headers": dict(req.headers),
                 "status": reply.status,
             })
+            if req.norm == "/graphql" and req.method == "POST":
+                # The document as sent (the node must forward GraphQL bodies unchanged).
+                self._log[-1]["graphql_body"] = req.body[:GQL_LOG_BYTES].decode("utf-8",
+                                                                                 "replace")
             return reply, headers
 
     def _headers(self, req: "_Request", reply: _Reply, etag: str | None, bucket: _Bucket,
@@ -746,6 +780,8 @@ class FakeGitHub:
                 return self._item(req, full, sub[0], sub[1], version, lm)
             elif len(sub) == 2 and sub[0] == "commits":
                 return self._commit_item(req, full, sub[1])
+            elif sub == ["readme"]:
+                payload = _readme(full, api)
             elif sub[0] == "contents" and media.param in ("raw", "html") and not media.json:
                 # The file itself rather than its JSON description.
                 text = f"contents of {'/'.join(sub[1:])} in {full}, version {version}\n"
@@ -877,17 +913,6 @@ class FakeGitHub:
         reply.headers["Cache-Control"] = "no-cache"
         return reply
 
-    def _graphql(self, req: "_Request") -> _Reply:
-        try:
-            doc = json.loads(req.body or b"null")
-        except ValueError:
-            return _error(400, "Problems parsing JSON")
-        query = doc.get("query") if isinstance(doc, dict) else None
-        if not isinstance(query, str):
-            return _Reply(200, {"errors": [{"message": "A query attribute must be"
-                                            " specified and must be a string."}]})
-        return _Reply(200, {"data": {"queryLength": len(query)}})
-
     def _write(self, req: "_Request", path: str, cred: _Credential) -> _Reply:
         parts = path.strip("/").split("/")
         try:
@@ -969,26 +994,53 @@ class FakeGitHub:
 
     # -- conversations: issue comments and labels ------------------------------- #
     # A pull request is an issue: its comments and labels are the issue's, and every
-    # representation that shows them (the issue, the pull request, the lists, counts)
-    # changes with them. Comment ids are global, as on GitHub.
+    # representation that shows them (the issue, the pull request, the lists, counts; REST
+    # and GraphQL) changes with them. Every issue starts with ``n % 7`` comments by the
+    # owner; a thread is kept once something writes to it. Comment ids are global.
 
     def _reset_conversations(self) -> None:
-        # "o/r" (lower-case) -> issue number -> comments, oldest first; id -> (repo, number)
+        # "o/r" (lower-case) -> issue number -> its comments, oldest first, once written to
         self._comments: dict[str, dict[int, list[dict]]] = {}
-        self._comment_at: dict[int, tuple[str, int]] = {}
         self._labels: dict[str, dict[int, list[str]]] = {}  # label names per issue
         self._next_comment = 1_000_000
 
     def comments(self, full: str, n: int) -> list[dict]:
-        """The comments of issue ``n`` of ``full`` (tests only: id, body, login)."""
+        """The comments of issue ``n`` of ``full`` (tests only: id, body, login ...)."""
         with self._lock:
-            return [dict(c) for c in self._comments.get(full.lower(), {}).get(n, [])]
+            return [dict(c) for c in self._thread(full, n)]
+
+    def _thread(self, full: str, n: int) -> list[dict]:
+        """Issue ``n``'s comments: the kept thread, or the ones it starts with."""
+        kept = self._comments.get(full.lower(), {}).get(n)
+        if kept is not None:
+            return kept
+        owner = full.split("/", 1)[0]
+        return [{"id": _num(f"comment:{full}:issues:{n}:{i}", 10**9), "issue": n,
+                 "login": owner, "body": f"Comment {i + 1} on issue {n} of {full}.",
+                 "created": EPOCH - 3600 * (LIST_LENGTH - n) + 60 * i,
+                 "updated": EPOCH - 3600 * (LIST_LENGTH - n) + 60 * i}
+                for i in range(n % 7)]
+
+    def _kept_thread(self, full: str, n: int) -> list[dict]:
+        """Issue ``n``'s thread, kept from now on (about to be written to)."""
+        threads = self._comments.setdefault(full.lower(), {})
+        if n not in threads:
+            threads[n] = self._thread(full, n)
+        return threads[n]
+
+    def _add_comment(self, full: str, n: int, body: str, login: str) -> dict:
+        self._next_comment += 1
+        now = time.time()
+        comment = {"id": self._next_comment, "issue": n, "body": body, "login": login,
+                   "created": now, "updated": now}
+        self._kept_thread(full, n).append(comment)
+        self._talked(full, n)
+        return comment
 
     def _talk(self, api: str, full: str, n: int) -> dict:
-        key = full.lower()
-        return {"comments": len(self._comments.get(key, {}).get(n, [])),
+        return {"comments": len(self._thread(full, n)),
                 "labels": [_label(api, full, name)
-                           for name in self._labels.get(key, {}).get(n, [])]}
+                           for name in self._labels.get(full.lower(), {}).get(n, [])]}
 
     def _talked(self, full: str, n: int) -> None:
         """An issue's conversation changed: so did the issue, its pull request and lists."""
@@ -1007,8 +1059,9 @@ class FakeGitHub:
         api, key = req.base, full.lower()
         if sub[0] == "issues" and sub[1:2] == ["comments"]:
             if len(sub) == 2:  # every comment of the repository, oldest first
-                everything = sorted((c for items in self._comments.get(key, {}).values()
-                                     for c in items), key=lambda c: c["id"])
+                everything = sorted((c for n in range(1, self._issue_count(full) + 1)
+                                     for c in self._thread(full, n)),
+                                    key=lambda c: (c["created"], c["id"]))
                 return self._comment_page(req, full, everything,
                                           f"/repositories/{self._repo_id(full)}/issues/comments")
             if len(sub) == 3:
@@ -1027,7 +1080,7 @@ class FakeGitHub:
             return None  # review comments: not modelled
         if sub[2] == "comments":
             where = f"/repositories/{self._repo_id(full)}/issues/{n}/comments"
-            return self._comment_page(req, full, self._comments.get(key, {}).get(n, []), where)
+            return self._comment_page(req, full, self._thread(full, n), where)
         if sub[0] == "pulls":
             return None
         path = f"/repos/{full}/issues/{n}/labels"
@@ -1049,12 +1102,10 @@ class FakeGitHub:
     def _find_comment(self, full: str, ref: str) -> tuple[dict, int] | None:
         if not ref.isdigit():
             return None
-        where = self._comment_at.get(int(ref))
-        if where is None or where[0] != full.lower():
-            return None
-        for comment in self._comments[where[0]][where[1]]:
-            if comment["id"] == int(ref):
-                return comment, where[1]
+        for n in range(1, self._issue_count(full) + 1):
+            for comment in self._thread(full, n):
+                if comment["id"] == int(ref):
+                    return comment, n
         return None
 
     def _conversation_write(self, req: "_Request", full: str, sub: list[str],
@@ -1068,9 +1119,10 @@ class FakeGitHub:
             if found is None:
                 return _error(404, "Not Found")
             comment, n = found
+            thread = self._kept_thread(full, n)
+            comment = next(c for c in thread if c["id"] == comment["id"])
             if req.method == "DELETE":
-                self._comments[key][n].remove(comment)
-                del self._comment_at[comment["id"]]
+                thread.remove(comment)
                 self._talked(full, n)
                 return _Reply(204)
             if not isinstance(fields.get("body"), str):
@@ -1085,14 +1137,8 @@ class FakeGitHub:
         if sub[2] == "comments" and len(sub) == 3 and req.method == "POST":
             if not isinstance(fields.get("body"), str) or not fields["body"]:
                 return _error(422, "Validation Failed")
-            self._next_comment += 1
-            now = time.time()
-            comment = {"id": self._next_comment, "issue": n, "body": fields["body"],
-                       "login": cred.login or "ghost", "created": now, "updated": now}
-            self._comments.setdefault(key, {}).setdefault(n, []).append(comment)
-            self._comment_at[comment["id"]] = (key, n)
-            self._talked(full, n)
-            reply = _Reply(201, _comment(api, full, n, comment, None), _when(now))
+            comment = self._add_comment(full, n, fields["body"], cred.login or "ghost")
+            reply = _Reply(201, _comment(api, full, n, comment, None), _when(comment["created"]))
             reply.headers["Location"] = f"{api}/repos/{full}/issues/comments/{comment['id']}"
             return reply
         if sub[2] != "labels":
@@ -1282,7 +1328,7 @@ def _owner(api: str, login: str) -> dict:
     return {
         "login": login,
         "id": uid,
-        "node_id": f"U_kgDO{uid:08x}",
+        "node_id": _node_id("U", uid),
         "avatar_url": f"{AVATARS}/u/{uid}?v=4",
         "gravatar_id": "",
         "url": u,
@@ -1309,7 +1355,7 @@ def _repo(api: str, owner: str, name: str, rid: int, version: int, lm: int,
     stars = _num("stars:" + full, 50000) + version
     return {
         "id": rid,
-        "node_id": f"R_kgDO{rid:08x}",
+        "node_id": _node_id("R", rid),
         "name": name,
         "full_name": full,
         "private": private,
@@ -1426,7 +1472,8 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
         "events_url": f"{u}/events",
         "html_url": f"{WEB_ORIGIN}/{full}/issues/{n}",
         "id": _num(f"issue:{full}#{n}", 10**9),
-        "node_id": f"I_kwDO{_num(f'issue:{full}#{n}', 10**9):08x}",
+        "node_id": _node_id("I", _num("repo:" + full, 10**9),
+                            _num(f"issue:{full}#{n}", 10**9)),
         "number": n,
         "title": stored.get("title") or f"Issue {n} of {full}",
         "user": _owner(api, stored.get("login") or owner),
@@ -1436,7 +1483,7 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
         "assignee": None,
         "assignees": [],
         "milestone": None,
-        "comments": (talk or {}).get("comments", 0),
+        "comments": (talk or {}).get("comments", n % 7),
         "created_at": _iso(created),
         "updated_at": _iso(lm),
         "closed_at": None if state == "open" else _iso(max(created, lm)),
@@ -1490,7 +1537,8 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
     pull = {
         "url": u,
         "id": _num(f"pull:{full}#{n}", 10**9),
-        "node_id": f"PR_kwDO{_num(f'pull:{full}#{n}', 10**9):08x}",
+        "node_id": _node_id("PR", _num("repo:" + full, 10**9),
+                            _num(f"pull:{full}#{n}", 10**9)),
         "html_url": f"{WEB_ORIGIN}/{full}/pull/{n}",
         "diff_url": f"{WEB_ORIGIN}/{full}/pull/{n}.diff",
         "patch_url": f"{WEB_ORIGIN}/{full}/pull/{n}.patch",
@@ -1530,7 +1578,7 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
     if detail:
         pull.update({"merged": False, "mergeable": True, "rebaseable": True,
                      "mergeable_state": "clean", "merged_by": None,
-                     "comments": (talk or {}).get("comments", 0),
+                     "comments": (talk or {}).get("comments", n % 7),
                      "review_comments": n % 3, "maintainer_can_modify": False,
                      "commits": 1 + n % 4, "additions": 1, "deletions": 1, "changed_files": 1})
     return pull
@@ -1599,6 +1647,1090 @@ def _link_header(req: "_Request", where: str, page: int, last: int) -> str:
     if page > 1:
         rels.append(("first", 1))
     return ", ".join(f'<{url(n)}>; rel="{rel}"' for rel, n in rels)
+
+
+# --------------------------------------------------------------------------- #
+# GraphQL: what gh sends, answered from the same state as REST
+# --------------------------------------------------------------------------- #
+#
+# A small reader of GraphQL documents (lexer, parser) and an executor over
+# schema-shaped objects: enough of GitHub's schema for what gh 2.23 asks for
+# `pr list` / `pr view` / `pr comment`, `issue list` / `issue view` / `issue
+# comment`, `repo view`, `release list`, and `viewer`. Standard library only
+# (the node reads GraphQL with graphql-core, so the two readings are
+# independent). GitHub's behaviours a client or a cache can see:
+#
+# * answers are 200 with `data` and/or `errors` (validation errors: no data;
+#   NOT_FOUND: data with a null and an error naming the path, also for a
+#   private repository the token may not read); a bad token is 401, no token
+#   is 401 with GitHub's GraphQL message;
+# * a query spends its cost from the `graphql` bucket (GitHub's documented
+#   algorithm: connection requests / 100, at least 1); when the budget is
+#   spent the answer is 200 with a RATE_LIMIT error; no ETag, no 304;
+# * node ids have GitHub's new form (base64url msgpack [0, repository id, id])
+#   and match REST's `node_id`;
+# * `addComment` adds a comment the next query (and the issue's REST comment
+#   count) shows;
+# * `/_fake/stats` counts GraphQL requests per operation name and the points
+#   spent.
+
+GQL_MAX_QUERY = 256 * 1024
+GQL_LOG_BYTES = 64 * 1024  # of each GraphQL body, in the request log
+GQL_MAX_PAGE = 100
+GQL_MAX_FIELDS = 100_000  # fields resolved per request: a crafted document ends, with an error
+GQL_MAX_DEPTH = 40
+DOCS_GRAPHQL = "https://docs.github.com/graphql"
+DOCS_GRAPHQL_AUTH = DOCS_GRAPHQL + "/guides/forming-calls-with-graphql#authenticating-with-graphql"
+REACTIONS = ("THUMBS_UP", "THUMBS_DOWN", "LAUGH", "HOORAY", "CONFUSED", "HEART", "ROCKET",
+             "EYES")
+RELEASES_PER_REPO = 3
+
+_GQL_TOKEN = re.compile(r'''
+    (?P<skip>[\s,\ufeff]+|\#[^\n\r]*)
+  | (?P<block>"""(?:\\"""|(?!""")[\s\S])*""")
+  | (?P<string>"(?:\\.|[^"\\\n\r])*")
+  | (?P<number>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)
+  | (?P<name>[_A-Za-z][_0-9A-Za-z]*)
+  | (?P<punct>\.\.\.|[!$&():=@\[\]{|}])
+''', re.X)
+_PUNCT_NAMES = {"{": "LCURLY", "}": "RCURLY", "(": "LPAREN", ")": "RPAREN", "[": "LBRACKET",
+                "]": "RBRACKET", ":": "COLON", "$": "VAR_SIGN", "!": "BANG", "=": "EQUALS",
+                "@": "DIR_SIGN", "...": "ELLIPSIS", "&": "AMP", "|": "PIPE"}
+
+
+class _GqlError(Exception):
+    """A request-level error (parse, validation): GitHub answers errors and no data."""
+
+    def __init__(self, message: str, line: int = 0, column: int = 0, **extra: object) -> None:
+        super().__init__(message)
+        self.entry: dict = {"message": message, **extra}
+        if line:
+            self.entry["locations"] = [{"line": line, "column": column}]
+
+
+class _GqlFieldError(Exception):
+    """A field that could not be resolved: its value is null, the error names its path."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class _GVar:
+    name: str
+
+
+@dataclass
+class _GField:
+    alias: str | None
+    name: str
+    args: dict
+    directives: list
+    selections: list | None
+    line: int
+    column: int
+
+    @property
+    def key(self) -> str:
+        return self.alias or self.name
+
+
+@dataclass
+class _GSpread:
+    name: str
+    directives: list
+
+
+@dataclass
+class _GInline:
+    on: str | None
+    directives: list
+    selections: list
+
+
+@dataclass
+class _GOp:
+    kind: str
+    name: str | None
+    variables: dict      # name -> (type as written, default or None, line, column)
+    selections: list
+    line: int
+    column: int
+
+
+def _gql_tokens(text: str) -> list[tuple[str, str, int, int]]:
+    """(kind, text, line, column) for every token; commas, whitespace, comments skipped."""
+    out, pos, line, line_start = [], 0, 1, 0
+    while pos < len(text):
+        m = _GQL_TOKEN.match(text, pos)
+        if m is None:
+            raise _GqlError(f'Parse error on "{text[pos]}" (error) at [{line}, '
+                            f'{pos - line_start + 1}]', line, pos - line_start + 1)
+        kind = next(k for k in ("skip", "block", "string", "number", "name", "punct") if m[k])
+        if kind != "skip":
+            out.append((kind, m[0], line, pos - line_start + 1))
+        newlines = m[0].count("\n")
+        if newlines:
+            line += newlines
+            line_start = m.start() + m[0].rindex("\n") + 1
+        pos = m.end()
+    out.append(("eof", "", line, pos - line_start + 1))
+    return out
+
+
+class _GqlParser:
+    """GraphQL executable documents (operations and fragments) into _G* nodes."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _gql_tokens(text)
+        self.at = 0
+
+    def document(self) -> tuple[list[_GOp], dict[str, tuple[str, list]]]:
+        operations, fragments = [], {}
+        while self.peek()[0] != "eof":
+            kind, value, line, column = self.peek()
+            if value == "{":
+                operations.append(_GOp("query", None, {}, self.selection_set(), line, column))
+            elif kind == "name" and value in ("query", "mutation", "subscription"):
+                operations.append(self.operation())
+            elif kind == "name" and value == "fragment":
+                self.next()
+                name = self.name()
+                self.expect_name("on")
+                on = self.name()
+                self.directives()
+                if name in fragments:
+                    raise _GqlError(f'Fragment name "{name}" must be unique', line, column)
+                fragments[name] = (on, self.selection_set())
+            else:
+                self.fail()
+        return operations, fragments
+
+    def operation(self) -> _GOp:
+        _, op_kind, line, column = self.next()
+        name = self.name() if self.peek()[0] == "name" else None
+        variables = {}
+        if self.peek()[1] == "(":
+            self.next()
+            while self.peek()[1] != ")":
+                _, _, vline, vcolumn = self.expect("$")
+                var = self.name()
+                self.expect(":")
+                written = self.type_ref()
+                default = None
+                if self.peek()[1] == "=":
+                    self.next()
+                    default = self.value()
+                self.directives()
+                variables[var] = (written, default, vline, vcolumn)
+            self.next()
+        self.directives()
+        return _GOp(op_kind, name, variables, self.selection_set(), line, column)
+
+    def type_ref(self) -> str:
+        if self.peek()[1] == "[":
+            self.next()
+            inner = self.type_ref()
+            self.expect("]")
+            written = f"[{inner}]"
+        else:
+            written = self.name()
+        if self.peek()[1] == "!":
+            self.next()
+            written += "!"
+        return written
+
+    def selection_set(self) -> list:
+        self.expect("{")
+        selections = []
+        while self.peek()[1] != "}":
+            if self.peek()[0] == "eof":
+                self.fail()
+            if self.peek()[1] == "...":
+                self.next()
+                if self.peek()[1] == "on":
+                    self.next()
+                    on = self.name()
+                    selections.append(_GInline(on, self.directives(), self.selection_set()))
+                elif self.peek()[0] == "name":
+                    selections.append(_GSpread(self.name(), self.directives()))
+                else:
+                    selections.append(_GInline(None, self.directives(), self.selection_set()))
+                continue
+            _, _, line, column = self.peek()
+            alias, name = None, self.name()
+            if self.peek()[1] == ":":
+                self.next()
+                alias, name = name, self.name()
+            args = self.arguments()
+            directives = self.directives()
+            inner = self.selection_set() if self.peek()[1] == "{" else None
+            selections.append(_GField(alias, name, args, directives, inner, line, column))
+        self.next()
+        return selections
+
+    def arguments(self) -> dict:
+        args = {}
+        if self.peek()[1] == "(":
+            self.next()
+            while self.peek()[1] != ")":
+                name = self.name()
+                self.expect(":")
+                args[name] = self.value()
+            self.next()
+        return args
+
+    def directives(self) -> list:
+        found = []
+        while self.peek()[1] == "@":
+            self.next()
+            found.append((self.name(), self.arguments()))
+        return found
+
+    def value(self) -> object:
+        kind, text, _, _ = self.peek()
+        if text == "$":
+            self.next()
+            return _GVar(self.name())
+        self.next()
+        if kind == "number":
+            return float(text) if any(c in text for c in ".eE") else int(text)
+        if kind == "string":
+            try:
+                return json.loads(text)
+            except ValueError:
+                self.at -= 1
+                self.fail()
+        if kind == "block":
+            lines = text[3:-3].replace('\\"""', '"""').splitlines()
+            indent = min((len(s) - len(s.lstrip()) for s in lines[1:] if s.strip()), default=0)
+            lines = lines[:1] + [s[indent:] for s in lines[1:]]
+            return "\n".join(lines).strip("\n")
+        if kind == "name":
+            return {"true": True, "false": False, "null": None}.get(text, text)
+        if text == "[":
+            items = []
+            while self.peek()[1] != "]":
+                if self.peek()[0] == "eof":
+                    self.fail()
+                items.append(self.value())
+            self.next()
+            return items
+        if text == "{":
+            fields = {}
+            while self.peek()[1] != "}":
+                name = self.name()
+                self.expect(":")
+                fields[name] = self.value()
+            self.next()
+            return fields
+        self.at -= 1
+        self.fail()
+
+    # -- tokens -- #
+
+    def peek(self) -> tuple[str, str, int, int]:
+        return self.tokens[self.at]
+
+    def next(self) -> tuple[str, str, int, int]:
+        token = self.tokens[self.at]
+        if token[0] != "eof":
+            self.at += 1
+        return token
+
+    def name(self) -> str:
+        if self.peek()[0] != "name":
+            self.fail()
+        return self.next()[1]
+
+    def expect(self, text: str) -> tuple[str, str, int, int]:
+        if self.peek()[1] != text or self.peek()[0] not in ("punct",):
+            self.fail()
+        return self.next()
+
+    def expect_name(self, text: str) -> None:
+        if self.peek()[:2] != ("name", text):
+            self.fail()
+        self.next()
+
+    def fail(self) -> None:
+        kind, text, line, column = self.peek()
+        if kind == "eof":
+            raise _GqlError(f"Parse error on end of file at [{line}, {column}]", line, column)
+        shown = {"name": "IDENTIFIER", "number": "INT", "string": "STRING",
+                 "block": "STRING"}.get(kind) or _PUNCT_NAMES.get(text, "UNKNOWN_CHAR")
+        raise _GqlError(f'Parse error on "{text[:40]}" ({shown}) at [{line}, {column}]',
+                        line, column)
+
+
+def _gql_resolve(value: object, variables: dict) -> object:
+    if isinstance(value, _GVar):
+        return variables.get(value.name)
+    if isinstance(value, list):
+        return [_gql_resolve(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _gql_resolve(v, variables) for k, v in value.items()}
+    return value
+
+
+def _gql_skipped(directives: list, variables: dict) -> bool:
+    for name, args in directives:
+        condition = _gql_resolve(args.get("if"), variables)
+        if (name == "skip" and condition is True) or (name == "include" and condition is False):
+            return True
+    return False
+
+
+def _gql_fragment_cycle(fragments: dict[str, tuple[str, list]]) -> str | None:
+    """A fragment that spreads itself, directly or not (GitHub refuses the document)."""
+    def spreads(selections: list) -> set[str]:
+        found, stack = set(), [selections]
+        while stack:
+            for s in stack.pop():
+                if isinstance(s, _GSpread):
+                    found.add(s.name)
+                elif getattr(s, "selections", None):
+                    stack.append(s.selections)
+        return found
+
+    edges = {name: spreads(selections) for name, (_, selections) in fragments.items()}
+    done: set[str] = set()
+    for start in edges:
+        path, stack = set(), [(start, iter(edges[start]))]
+        path.add(start)
+        while stack:
+            name, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.discard(name)
+                done.add(name)
+            elif child in path:
+                return child
+            elif child in edges and child not in done:
+                path.add(child)
+                stack.append((child, iter(edges[child])))
+    return None
+
+
+def _gql_cost(selections: list, fragments: dict, variables: dict) -> int:
+    """GitHub's documented points for a query: each connection (a field with first/last)
+    needs one request per object of the connections above it; the sum / 100, rounded, at
+    least 1. Fragments are summarized once each (their requests scale with the multiplier)."""
+    memo: dict[str, int] = {}
+
+    def page(field: _GField) -> int | None:
+        sizes = [_gql_resolve(field.args[k], variables) for k in ("first", "last")
+                 if k in field.args]
+        if not sizes:
+            return None
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+            return GQL_MAX_PAGE
+        return min(GQL_MAX_PAGE, max(0, *sizes))
+
+    def requests(selections: list) -> int:
+        total = 0
+        for s in selections:
+            if isinstance(s, _GField):
+                inner = requests(s.selections) if s.selections else 0
+                n = page(s)
+                total += inner if n is None else 1 + n * inner
+            elif isinstance(s, _GInline):
+                total += requests(s.selections)
+            elif isinstance(s, _GSpread) and s.name in fragments:
+                if s.name not in memo:
+                    memo[s.name] = 0  # a cycle is refused before this runs
+                    memo[s.name] = requests(fragments[s.name][1])
+                total += memo[s.name]
+        return total
+
+    return max(1, math.floor(requests(selections) / 100 + 0.5))
+
+
+class _GObj:
+    """A GraphQL object: its type, the abstract types it belongs to, and its fields (values,
+    or callables of the field's arguments)."""
+
+    __slots__ = ("typename", "kinds", "fields")
+
+    def __init__(self, typename: str, kinds: tuple[str, ...] = (), **fields: object) -> None:
+        self.typename = typename
+        self.kinds = frozenset((typename, "Node") + kinds)
+        self.fields = fields
+
+
+class _GqlExec:
+    """Runs one operation over _GObj roots: data, plus field errors (GitHub's shapes)."""
+
+    def __init__(self, fragments: dict, variables: dict, op: _GOp) -> None:
+        self.fragments, self.variables, self.op = fragments, variables, op
+        self.errors: list[dict] = []
+        self.invalid: list[dict] = []
+        self.resolved = 0
+
+    def run(self, root: _GObj) -> dict:
+        return self.select(root, [self.op.selections], [], 0)
+
+    def collect(self, obj: _GObj, groups: list[list]) -> dict[str, list[_GField]]:
+        fields: dict[str, list[_GField]] = {}
+        stack = [iter(g) for g in reversed(groups)]
+        while stack:
+            s = next(stack[-1], None)
+            if s is None:
+                stack.pop()
+                continue
+            self.count()
+            if _gql_skipped(getattr(s, "directives", []), self.variables):
+                continue
+            if isinstance(s, _GField):
+                fields.setdefault(s.key, []).append(s)
+            elif isinstance(s, _GInline):
+                if s.on is None or s.on in obj.kinds:
+                    stack.append(iter(s.selections))
+            elif isinstance(s, _GSpread):
+                if s.name not in self.fragments:
+                    raise _GqlError(f"Fragment {s.name} was used, but not defined")
+                on, selections = self.fragments[s.name]
+                if on in obj.kinds:
+                    stack.append(iter(selections))
+        return fields
+
+    def count(self) -> None:
+        self.resolved += 1
+        if self.resolved > GQL_MAX_FIELDS:
+            raise _GqlError(f"This query requests more than {GQL_MAX_FIELDS} fields.")
+
+    def select(self, obj: _GObj, groups: list[list], path: list, depth: int) -> dict:
+        if depth > GQL_MAX_DEPTH:
+            raise _GqlError(f"Query has depth of {depth}, which exceeds max depth of "
+                            f"{GQL_MAX_DEPTH}")
+        out = {}
+        for key, same in self.collect(obj, groups).items():
+            field = same[0]
+            if field.name == "__typename":
+                out[key] = obj.typename
+                continue
+            if field.name not in obj.fields:
+                self.invalid.append({
+                    "path": [self.op_label(), *[p for p in path if isinstance(p, str)],
+                             field.name],
+                    "extensions": {"code": "undefinedField", "typeName": obj.typename,
+                                   "fieldName": field.name},
+                    "locations": [{"line": field.line, "column": field.column}],
+                    "message": f"Field '{field.name}' doesn't exist on type '{obj.typename}'"})
+                continue
+            resolver = obj.fields[field.name]
+            args = {k: _gql_resolve(v, self.variables) for k, v in field.args.items()}
+            try:
+                value = resolver(args) if callable(resolver) else resolver
+            except _GqlFieldError as exc:
+                error = {"type": exc.kind, "path": [*path, key],
+                         "locations": [{"line": field.line, "column": field.column}],
+                         "message": str(exc)}
+                self.errors.append({k: v for k, v in error.items() if v is not None})
+                value = None
+            inner = [f.selections for f in same if f.selections is not None]
+            out[key] = self.complete(value, field, inner, [*path, key], depth)
+        return out
+
+    def complete(self, value: object, field: _GField, inner: list, path: list,
+                 depth: int) -> object:
+        if isinstance(value, list):
+            return [self.complete(v, field, inner, [*path, i], depth) for i, v in
+                    enumerate(value)]
+        if isinstance(value, _GObj):
+            if not inner:
+                self.invalid.append({
+                    "locations": [{"line": field.line, "column": field.column}],
+                    "message": f"Field must have selections (field '{field.name}' returns "
+                               f"{value.typename} but has no selections. Did you mean "
+                               f"'{field.name} {{ ... }}'?)"})
+                return None
+            return self.select(value, inner, path, depth + 1)
+        if inner and value is not None:
+            self.invalid.append({
+                "locations": [{"line": field.line, "column": field.column}],
+                "message": f"Selections can't be made on scalars (field '{field.name}')"})
+        return value
+
+    def op_label(self) -> str:
+        return f"{self.op.kind} {self.op.name}" if self.op.name else self.op.kind
+
+
+def _msgpack_uints(values: tuple[int, ...]) -> bytes:
+    out = bytearray([0x90 | len(values)])
+    for v in values:
+        if v < 0x80:
+            out.append(v)
+        elif v < 1 << 32:
+            out += b"\xce" + v.to_bytes(4, "big")
+        else:
+            out += b"\xcf" + v.to_bytes(8, "big")
+    return bytes(out)
+
+
+def _node_id(prefix: str, *numbers: int) -> str:
+    """GitHub's new-style global id: <prefix>_<base64url msgpack [0, ...numbers]>."""
+    packed = _msgpack_uints((0, *numbers))
+    return f"{prefix}_" + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def _node_parts(node_id: str) -> tuple[str, list[int]] | None:
+    """(prefix, numbers after the leading 0) of a new-style id; None for anything else."""
+    prefix, _, packed = node_id.partition("_")
+    try:
+        raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+    except ValueError:
+        return None
+    if not raw or raw[0] & 0xF0 != 0x90:
+        return None
+    numbers, at = [], 1
+    for _ in range(raw[0] & 0x0F):
+        if at >= len(raw):
+            return None
+        tag, width = raw[at], {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(raw[at], 0)
+        if tag >= 0x80 and not width:
+            return None
+        numbers.append(tag if tag < 0x80 else int.from_bytes(raw[at + 1:at + 1 + width], "big"))
+        at += 1 + width
+    if at != len(raw) or not numbers or numbers[0] != 0:
+        return None
+    return prefix, numbers[1:]
+
+
+def _cursor(i: int) -> str:
+    return base64.b64encode(f"cursor:{i}".encode()).decode()
+
+
+def _cursor_index(cursor: object) -> int | None:
+    try:
+        text = base64.b64decode(str(cursor), validate=True).decode()
+    except ValueError:
+        return None
+    name, _, number = text.partition(":")
+    return int(number) if name == "cursor" and number.isdigit() else None
+
+
+class _GraphQL:
+    """One GraphQL request against a FakeGitHub's state (called with the fake's lock held)."""
+
+    def __init__(self, fake: "FakeGitHub", cred: _Credential) -> None:
+        self.fake = fake
+        self.cred = cred
+
+    # -- the request -- #
+
+    def answer(self, req: "_Request", bucket: _Bucket) -> _Reply:
+        """The reply, having spent the query's cost from `bucket`."""
+        fake = self.fake
+        try:
+            doc = json.loads(req.body or b"null")
+        except ValueError:
+            return _error(400, "Problems parsing JSON", DOCS_GRAPHQL)
+        query = doc.get("query") if isinstance(doc, dict) else None
+        if not isinstance(query, str):
+            return self.spend(bucket, 1, "(none)", {"errors": [{
+                "message": "A query attribute must be specified and must be a string."}]})
+        variables = doc.get("variables") or {}
+        if isinstance(variables, str):  # graphql-ruby servers take them as a JSON string too
+            try:
+                variables = json.loads(variables or "{}")
+            except ValueError:
+                variables = None
+        if not isinstance(variables, dict):
+            return self.spend(bucket, 1, "(none)", {"errors": [{
+                "message": "Variables are invalid JSON."}]})
+        name = doc.get("operationName")
+        unparsed = name if isinstance(name, str) and name else "(unparsed)"
+        try:
+            if len(query) > GQL_MAX_QUERY:
+                raise _GqlError(f"Query is over {GQL_MAX_QUERY} characters")
+            operations, fragments = _GqlParser(query).document()
+            op = self.choose(operations, name)
+            looped = _gql_fragment_cycle(fragments)
+            if looped:
+                raise _GqlError(f"Fragment {looped} contains an infinite loop")
+            values = self.variables(op, variables)
+            cost = _gql_cost(op.selections, fragments, values)
+        except _GqlError as exc:
+            return self.spend(bucket, 1, unparsed, {"errors": [exc.entry]})
+        except RecursionError:
+            return self.spend(bucket, 1, unparsed, {"errors": [{
+                "message": "Query is nested too deeply"}]})
+        label = op.name or "(anonymous)"
+        fake._graphql_ops[label] += 1
+        if bucket.remaining < cost:
+            reply = _Reply(200, {"errors": [{
+                "type": "RATE_LIMIT", "code": "graphql_rate_limit",
+                "message": f"API rate limit already exceeded for {self.cred.label}."}]})
+            return reply
+        bucket.used += cost
+        fake._units += cost
+        fake._graphql_points += cost
+        run = _GqlExec(fragments, values, op)
+        try:
+            root = self.mutation_root() if op.kind == "mutation" else self.query_root(cost,
+                                                                                      bucket)
+            if op.kind == "subscription":
+                raise _GqlError("Subscriptions are not supported")
+            data = run.run(root)
+        except _GqlError as exc:
+            return _Reply(200, {"errors": [exc.entry]}, media="github.v4; format=json")
+        except RecursionError:
+            return _Reply(200, {"errors": [{"message": "Query is nested too deeply"}]},
+                          media="github.v4; format=json")
+        if run.invalid:
+            return _Reply(200, {"errors": run.invalid}, media="github.v4; format=json")
+        payload = {"data": data}
+        if run.errors:
+            payload["errors"] = run.errors
+        return _Reply(200, payload, media="github.v4; format=json")
+
+    def spend(self, bucket: _Bucket, cost: int, label: str, payload: dict) -> _Reply:
+        self.fake._graphql_ops[label] += 1
+        bucket.used += cost
+        self.fake._units += cost
+        self.fake._graphql_points += cost
+        return _Reply(200, payload, media="github.v4; format=json")
+
+    @staticmethod
+    def choose(operations: list[_GOp], name: object) -> _GOp:
+        if not operations:
+            raise _GqlError("No operations in query document")
+        if name:
+            named = [op for op in operations if op.name == name]
+            if not named:
+                raise _GqlError(f'No operation named "{name}"')
+            return named[0]
+        if len(operations) > 1:
+            raise _GqlError("An operation name is required")
+        return operations[0]
+
+    @staticmethod
+    def variables(op: _GOp, sent: dict) -> dict:
+        values = {}
+        for var, (written, default, line, column) in op.variables.items():
+            if var in sent:
+                values[var] = sent[var]
+            elif default is not None:
+                values[var] = _gql_resolve(default, {})
+            if written.endswith("!") and values.get(var) is None:
+                raise _GqlError(
+                    f"Variable ${var} of type {written} was provided invalid value", line,
+                    column, extensions={"value": None, "problems": [
+                        {"path": [], "explanation": "Expected value to not be null"}]})
+        return values
+
+    # -- roots -- #
+
+    def query_root(self, cost: int, bucket: _Bucket) -> _GObj:
+        return _GObj(
+            "Query",
+            viewer=self.user(self.cred.login or "ghost", viewer=True),
+            repository=lambda a: self.repository_or_error(a.get("owner"), a.get("name")),
+            search=self.search,
+            node=lambda a: self.node(a.get("id")),
+            nodes=lambda a: [self.node(i) for i in (a.get("ids") or [])],
+            user=lambda a: self.user(str(a.get("login"))),
+            rateLimit=_GObj("RateLimit", cost=cost, limit=bucket.limit, used=bucket.used,
+                            remaining=bucket.remaining, resetAt=_iso(bucket.reset_at),
+                            nodeCount=cost * 100),
+        )
+
+    def mutation_root(self) -> _GObj:
+        return _GObj("Mutation", addComment=self.add_comment)
+
+    # -- objects -- #
+
+    def user(self, login: str, viewer: bool = False) -> _GObj:
+        uid = _num("user:" + login, 10**8)
+        return _GObj(
+            "User", ("Actor", "RepositoryOwner", "RequestedReviewer", "Assignee",
+                     "ProjectOwner", "Sponsorable"),
+            login=login, id=_node_id("U", uid), databaseId=uid, name=login.title(),
+            url=f"{WEB_ORIGIN}/{login}", avatarUrl=f"{AVATARS}/u/{uid}?v=4",
+            resourcePath=f"/{login}", email="", bio=None, company=None, location=None,
+            isViewer=viewer or login == self.cred.login, isBountyHunter=False,
+            isSiteAdmin=False, createdAt=_iso(EPOCH - 86400 * (1 + _num("age:" + login, 4000))),
+        )
+
+    def repository_or_error(self, owner: object, name: object) -> _GObj:
+        full = f"{owner}/{name}"
+        if not (isinstance(owner, str) and isinstance(name, str)) or not self.readable(full):
+            raise _GqlFieldError(f"Could not resolve to a Repository with the name '{full}'.",
+                                 "NOT_FOUND")
+        return self.repository(full)
+
+    def readable(self, full: str) -> bool:
+        """Whether the caller may read a repository: it exists, and is public or private
+        with the caller among its readers (as for REST)."""
+        owner, _, name = full.partition("/")
+        return (bool(owner and name) and not _is_missing(["repos", owner, name])
+                and not self.fake._hidden(f"/repos/{full}", self.cred))
+
+    def repository(self, full: str) -> _GObj:
+        fake = self.fake
+        owner, name = full.split("/", 1)
+        rid = fake._repo_id(full)
+        path = f"/repos/{full}"
+        lm = fake._last_modified(path)
+        node = _node_id("R", rid)
+        stars = _num("stars:" + full, 50000) + fake._version(path)
+        private = full.lower() in fake._private
+        permission = (fake._permission(full, self.cred) or {})
+        level = "ADMIN" if permission.get("admin") else "WRITE" if permission.get("push") \
+            else "READ"
+        return _GObj(
+            "Repository", ("RepositoryInfo", "Starrable", "Subscribable",
+                           "UniformResourceLocatable"),
+            id=node, databaseId=rid, name=name, nameWithOwner=full, owner=self.user(owner),
+            description=f"Fake repository {full}", url=f"{WEB_ORIGIN}/{full}",
+            homepageUrl=None, isPrivate=private, visibility="PRIVATE" if private else "PUBLIC",
+            isFork=False,
+            isArchived=False, isTemplate=False, isEmpty=False, hasIssuesEnabled=True,
+            hasWikiEnabled=True, hasProjectsEnabled=True, hasDiscussionsEnabled=False,
+            stargazerCount=stars, forkCount=_num("forks:" + full, 5000),
+            createdAt=_iso(EPOCH - 86400 * (1 + _num("age:" + full, 2000))),
+            updatedAt=_iso(lm), pushedAt=_iso(lm),
+            defaultBranchRef=_GObj("Ref", name="main", prefix="refs/heads/"),
+            viewerPermission=level,
+            viewerHasStarred=False, viewerSubscription="UNSUBSCRIBED",
+            primaryLanguage=_GObj("Language", name="Python", color="#3572A5"),
+            pullRequests=lambda a: self.connection(
+                "PullRequestConnection", self.pull_list(full, a), a),
+            pullRequest=lambda a: self.pull_or_error(full, a.get("number")),
+            issues=lambda a: self.connection("IssueConnection", self.issue_list(full, a), a),
+            issue=lambda a: self.issue_or_error(full, a.get("number")),
+            issueOrPullRequest=lambda a: self.issue_or_pull(full, a.get("number")),
+            releases=lambda a: self.connection("ReleaseConnection", self.releases(full), a),
+            latestRelease=self.releases(full)[0],
+            labels=lambda a: self.connection("LabelConnection", [], a),
+            milestones=lambda a: self.connection("MilestoneConnection", [], a),
+            assignableUsers=lambda a: self.connection("UserConnection", [self.user(owner)], a),
+        )
+
+    def issue_count(self, full: str) -> int:
+        return self.fake._issue_count(full)
+
+    def issue(self, full: str, n: int) -> _GObj:
+        fake = self.fake
+        stored = fake._issues.get(full, {}).get(n) or {}
+        owner = full.split("/", 1)[0]
+        rid = fake._repo_id(full)
+        path = f"/repos/{full}/issues/{n}"
+        state = (stored.get("state") or ("open" if n % 3 else "closed")).upper()
+        created = EPOCH - 3600 * (LIST_LENGTH - n + 1)
+        lm = fake._last_modified(path)
+        node = _node_id("I", rid, _num(f"issue:{full}#{n}", 10**9))
+        url = f"{WEB_ORIGIN}/{full}/issues/{n}"
+        return _GObj(
+            "Issue", ("IssueOrPullRequest", "Comment", "Closable", "Labelable", "Assignable",
+                      "Reactable", "Lockable", "SearchResultItem", "UniformResourceLocatable",
+                      "Subscribable", "Updatable"),
+            id=node, databaseId=_num(f"issue:{full}#{n}", 10**9), number=n,
+            title=stored.get("title") or f"Issue {n} of {full}",
+            body=stored.get("body") or f"Body of issue {n}.", url=url,
+            resourcePath=f"/{full}/issues/{n}", state=state,
+            stateReason=None if state == "OPEN" else "COMPLETED", closed=state != "OPEN",
+            closedAt=None if state == "OPEN" else _iso(max(created, lm)),
+            createdAt=_iso(created), updatedAt=_iso(lm), locked=False,
+            author=self.user(stored.get("login") or owner), authorAssociation="OWNER",
+            repository=lambda a: self.repository(full),
+            labels=lambda a: self.connection("LabelConnection", [], a),
+            assignees=lambda a: self.connection("UserConnection", [], a),
+            projectCards=lambda a: self.connection("ProjectCardConnection", [], a),
+            projectItems=lambda a: self.connection("ProjectV2ItemConnection", [], a),
+            milestone=None, reactionGroups=lambda a: self.reactions(),
+            comments=lambda a: self.connection("IssueCommentConnection", self.comments(
+                full, "issues", n), a),
+            viewerDidAuthor=(stored.get("login") or owner) == self.cred.login,
+            viewerCanUpdate=True, viewerSubscription="UNSUBSCRIBED",
+        )
+
+    def pull(self, full: str, n: int) -> _GObj:
+        fake = self.fake
+        owner = full.split("/", 1)[0]
+        rid = fake._repo_id(full)
+        path = f"/repos/{full}/pulls/{n}"
+        version = fake._version(path)
+        state = "OPEN" if n % 4 else "CLOSED"
+        created = EPOCH - 3600 * (LIST_LENGTH - n + 1)
+        lm = fake._last_modified(path)
+        node = _node_id("PR", rid, _num(f"pull:{full}#{n}", 10**9))
+        head_sha = hashlib.sha1(f"{full}:head:{n}:{version}".encode()).hexdigest()
+        commits = 1 + n % 4
+        commit = _GObj("Commit", oid=head_sha, abbreviatedOid=head_sha[:7],
+                       messageHeadline=f"Change {n}", statusCheckRollup=None,
+                       url=f"{WEB_ORIGIN}/{full}/commit/{head_sha}")
+        pr_commit = _GObj("PullRequestCommit", commit=commit, url=f"{WEB_ORIGIN}/{full}/pull/"
+                          f"{n}/commits/{head_sha}")
+        return _GObj(
+            "PullRequest", ("IssueOrPullRequest", "Comment", "Closable", "Labelable",
+                            "Assignable", "Reactable", "Lockable", "SearchResultItem",
+                            "UniformResourceLocatable", "Subscribable", "Updatable"),
+            id=node, databaseId=_num(f"pull:{full}#{n}", 10**9), number=n,
+            title=f"Pull request {n} of {full}", body=f"Body of pull request {n}.",
+            url=f"{WEB_ORIGIN}/{full}/pull/{n}", resourcePath=f"/{full}/pull/{n}",
+            state=state, closed=state != "OPEN", merged=False, mergedAt=None,
+            closedAt=None if state == "OPEN" else _iso(max(created, lm)),
+            createdAt=_iso(created), updatedAt=_iso(lm), locked=False, isDraft=n % 5 == 0,
+            author=self.user(owner), authorAssociation="OWNER",
+            headRefName=f"feature-{n}", headRefOid=head_sha, baseRefName="main",
+            headRepositoryOwner=self.user(owner),
+            headRepository=lambda a: self.repository(full),
+            baseRepository=lambda a: self.repository(full),
+            repository=lambda a: self.repository(full),
+            isCrossRepository=False, maintainerCanModify=False, mergeable="MERGEABLE",
+            mergeStateStatus="CLEAN", reviewDecision=None, additions=1, deletions=1,
+            changedFiles=1,
+            commits=lambda a: self.connection("PullRequestCommitConnection",
+                                              [pr_commit] * commits, a),
+            reviewRequests=lambda a: self.connection("ReviewRequestConnection", [], a),
+            reviews=lambda a: self.connection("PullRequestReviewConnection", [], a),
+            latestReviews=lambda a: self.connection("PullRequestReviewConnection", [], a),
+            assignees=lambda a: self.connection("UserConnection", [], a),
+            labels=lambda a: self.connection("LabelConnection", [], a),
+            projectCards=lambda a: self.connection("ProjectCardConnection", [], a),
+            projectItems=lambda a: self.connection("ProjectV2ItemConnection", [], a),
+            milestone=None, reactionGroups=lambda a: self.reactions(),
+            comments=lambda a: self.connection("IssueCommentConnection", self.comments(
+                full, "pulls", n), a),
+            viewerDidAuthor=owner == self.cred.login, viewerCanUpdate=True,
+            viewerSubscription="UNSUBSCRIBED",
+        )
+
+    def comments(self, full: str, kind: str, n: int,
+                 only: list[dict] | None = None) -> list[_GObj]:
+        """The issue's comments (a pull request's are its issue's: the fake's one thread,
+        which REST shows too), or `only` those."""
+        owner = full.split("/", 1)[0]
+        rid = self.fake._repo_id(full)
+        out = []
+        for c in self.fake._thread(full, n) if only is None else only:
+            web = "pull" if kind == "pulls" else "issues"
+            out.append(_GObj(
+                "IssueComment", ("Comment", "Reactable", "Minimizable", "Deletable",
+                                 "Updatable", "UniformResourceLocatable"),
+                id=_node_id("IC", rid, c["id"]), databaseId=c["id"], body=c["body"],
+                bodyText=c["body"], author=self.user(c["login"]),
+                authorAssociation="OWNER" if c["login"] == owner else "NONE",
+                createdAt=_iso(c["created"]), updatedAt=_iso(c["updated"]),
+                includesCreatedEdit=False, isMinimized=False, minimizedReason=None,
+                reactionGroups=lambda a: self.reactions(),
+                url=f"{WEB_ORIGIN}/{full}/{web}/{n}#issuecomment-{c['id']}",
+                viewerDidAuthor=c["login"] == self.cred.login, viewerCanUpdate=True,
+                viewerCanDelete=True))
+        return out
+
+    @staticmethod
+    def reactions() -> list[_GObj]:
+        return [_GObj("ReactionGroup", content=content, viewerHasReacted=False,
+                      users=_GObj("ReactingUserConnection", totalCount=0, nodes=[]),
+                      reactors=_GObj("ReactorConnection", totalCount=0, nodes=[]))
+                for content in REACTIONS]
+
+    def releases(self, full: str) -> list[_GObj]:
+        out = []
+        for i in range(RELEASES_PER_REPO):
+            tag = f"v1.{RELEASES_PER_REPO - 1 - i}.0"
+            when = _iso(EPOCH - 86400 * 7 * i)
+            rid = _num(f"release:{full}:{tag}", 10**9)
+            out.append(_GObj(
+                "Release", ("UniformResourceLocatable", "Reactable"),
+                id=_node_id("RE", self.fake._repo_id(full), rid), databaseId=rid, name=tag,
+                tagName=tag, isDraft=False, isLatest=i == 0, isPrerelease=False,
+                createdAt=when, publishedAt=when, url=f"{WEB_ORIGIN}/{full}/releases/tag/{tag}",
+                description=f"Release {tag} of {full}."))
+        return out
+
+    # -- lists, search, lookups -- #
+
+    def pull_list(self, full: str, a: dict) -> list[_GObj]:
+        states = a.get("states") or ["OPEN", "CLOSED", "MERGED"]
+        base, head = a.get("baseRefName"), a.get("headRefName")
+        found = []
+        for n in range(LIST_LENGTH, 0, -1):
+            state = "OPEN" if n % 4 else "CLOSED"
+            if state in states and base in (None, "main") and head in (None, f"feature-{n}"):
+                found.append(self.pull(full, n))
+        return found
+
+    def issue_list(self, full: str, a: dict) -> list[_GObj]:
+        states = a.get("states") or ["OPEN", "CLOSED"]
+        filters = a.get("filterBy") or {}
+        owner = full.split("/", 1)[0]
+        found = []
+        for n in range(self.issue_count(full), 0, -1):
+            stored = self.fake._issues.get(full, {}).get(n) or {}
+            state = (stored.get("state") or ("open" if n % 3 else "closed")).upper()
+            author = stored.get("login") or owner
+            if state not in states or filters.get("createdBy") not in (None, author):
+                continue
+            if filters.get("assignee") or filters.get("mentioned") or filters.get("labels"):
+                continue  # nobody is assigned, mentioned or labelled in the fake
+            found.append(self.issue(full, n))
+        return found
+
+    def search(self, a: dict) -> _GObj:
+        """Issue and pull request search in one repository (`repo:o/r`), with GitHub's
+        qualifiers gh uses: is:/type:/state:/author:/label:, other words in the title."""
+        query, kind = str(a.get("query") or ""), a.get("type")
+        terms = re.findall(r'(?:[^\s"]+|"[^"]*")+', query)
+        repo, want, state, author, words, nothing = None, None, None, None, [], False
+        for term in terms:
+            key, colon, value = term.partition(":")
+            value = value.strip('"')
+            if colon and key == "repo":
+                repo = value
+            elif colon and key in ("is", "type") and value in ("pr", "issue"):
+                want = value
+            elif colon and (key == "state" or (key == "is" and value in ("open", "closed"))):
+                state = value.upper()
+            elif colon and key == "author":
+                author = value
+            elif colon and key in ("label", "assignee", "mentions", "milestone"):
+                nothing = True
+            elif colon and key in ("sort", "in", "archived", "draft"):
+                continue
+            else:
+                words.append(term.lower())
+        found: list[_GObj] = []
+        if kind in ("ISSUE", "ISSUE_ADVANCED") and repo and "/" in repo and not nothing \
+                and self.readable(repo):
+            owner = repo.split("/", 1)[0]
+            if want in (None, "issue"):
+                for n in range(self.issue_count(repo), 0, -1):
+                    stored = self.fake._issues.get(repo, {}).get(n) or {}
+                    title = stored.get("title") or f"Issue {n} of {repo}"
+                    st = (stored.get("state") or ("open" if n % 3 else "closed")).upper()
+                    if (state in (None, st) and author in (None, stored.get("login") or owner)
+                            and all(w in title.lower() for w in words)):
+                        found.append(self.issue(repo, n))
+            if want in (None, "pr"):
+                for n in range(LIST_LENGTH, 0, -1):
+                    st = "OPEN" if n % 4 else "CLOSED"
+                    title = f"Pull request {n} of {repo}"
+                    if (state in (None, st) and author in (None, owner)
+                            and all(w in title.lower() for w in words)):
+                        found.append(self.pull(repo, n))
+        conn = self.connection("SearchResultItemConnection", found, a)
+        conn.fields.update(issueCount=len(found), repositoryCount=0, userCount=0,
+                           discussionCount=0, wikiCount=0, codeCount=0)
+        return conn
+
+    def pull_or_error(self, full: str, number: object) -> _GObj:
+        if isinstance(number, int) and 1 <= number <= LIST_LENGTH:
+            return self.pull(full, number)
+        raise _GqlFieldError(f"Could not resolve to a PullRequest with the number of {number}.",
+                             "NOT_FOUND")
+
+    def issue_or_error(self, full: str, number: object) -> _GObj:
+        if isinstance(number, int) and 1 <= number <= self.issue_count(full):
+            return self.issue(full, number)
+        raise _GqlFieldError(f"Could not resolve to an Issue with the number of {number}.",
+                             "NOT_FOUND")
+
+    def issue_or_pull(self, full: str, number: object) -> _GObj:
+        # Issues and pull requests share numbers on GitHub; here the issue wins.
+        if isinstance(number, int) and 1 <= number <= self.issue_count(full):
+            return self.issue(full, number)
+        if isinstance(number, int) and 1 <= number <= LIST_LENGTH:
+            return self.pull(full, number)
+        raise _GqlFieldError("Could not resolve to an issue or pull request with the number "
+                             f"of {number}.", "NOT_FOUND")
+
+    def find(self, node_id: object) -> tuple[str, str, int] | None:
+        """(kind, owner/name, number) of a repository ("repository", n=0), issue ("issues")
+        or pull request ("pulls") id; None for an id of nothing the caller may read."""
+        parts = _node_parts(node_id) if isinstance(node_id, str) else None
+        kinds = {("R", 1): "repository", ("I", 2): "issues", ("PR", 2): "pulls"}
+        kind = parts and kinds.get((parts[0], len(parts[1])))
+        full = kind and self.fake._repo_names.get(parts[1][0])
+        if not full or not self.readable(full):
+            return None
+        if kind == "repository":
+            return kind, full, 0
+        count = self.issue_count(full) if kind == "issues" else LIST_LENGTH
+        seed = "issue" if kind == "issues" else "pull"
+        for n in range(1, count + 1):
+            if _num(f"{seed}:{full}#{n}", 10**9) == parts[1][1]:
+                return kind, full, n
+        return None
+
+    def node(self, node_id: object) -> _GObj:
+        found = self.find(node_id)
+        if found is None:
+            raise _GqlFieldError(f"Could not resolve to a node with the global id of "
+                                 f"'{node_id}'", "NOT_FOUND")
+        kind, full, n = found
+        if kind == "repository":
+            return self.repository(full)
+        return self.issue(full, n) if kind == "issues" else self.pull(full, n)
+
+    def connection(self, typename: str, items: list, a: dict) -> _GObj:
+        """GitHub's cursor connections: first/last (at most 100), after/before."""
+        first, last = a.get("first"), a.get("last")
+        for arg, value in (("first", first), ("last", last)):
+            if isinstance(value, int) and value > GQL_MAX_PAGE:
+                raise _GqlFieldError(
+                    f"Requesting {value} records on the connection exceeds the `{arg}` limit "
+                    f"of {GQL_MAX_PAGE} records.", "EXCESSIVE_PAGINATION")
+        start, end = 0, len(items)
+        after, before = _cursor_index(a.get("after")), _cursor_index(a.get("before"))
+        if a.get("after") and after is not None:
+            start = min(end, after)
+        if a.get("before") and before is not None:
+            end = max(start, min(end, before - 1))
+        if isinstance(first, int):
+            end = min(end, start + max(0, first))
+        if isinstance(last, int):
+            start = max(start, end - max(0, last))
+        page = list(range(start, end))
+        edges = [_GObj(typename.replace("Connection", "Edge"), cursor=_cursor(i + 1),
+                       node=items[i]) for i in page]
+        return _GObj(
+            typename, totalCount=len(items), nodes=[items[i] for i in page], edges=edges,
+            pageInfo=_GObj("PageInfo", hasNextPage=end < len(items), hasPreviousPage=start > 0,
+                           startCursor=_cursor(start + 1) if page else None,
+                           endCursor=_cursor(end) if page else None))
+
+    # -- mutations -- #
+
+    def add_comment(self, a: dict) -> _GObj:
+        fake = self.fake
+        given = a.get("input") if isinstance(a.get("input"), dict) else {}
+        subject = str(given.get("subjectId") or "")
+        kind, full, n = self.find(subject) or ("", "", 0)
+        if kind not in ("issues", "pulls"):
+            raise _GqlFieldError(f"Could not resolve to a node with the global id of "
+                                 f"'{subject}'", "NOT_FOUND")
+        body = given.get("body")
+        if not isinstance(body, str) or not body.strip():
+            raise _GqlFieldError("Body cannot be blank", "UNPROCESSABLE")
+        # The issue's one thread (REST shows it too), and every view of it changes.
+        comment = fake._add_comment(full, n, body, self.cred.login or "ghost")
+        subject_obj = self.issue(full, n) if kind == "issues" else self.pull(full, n)
+        node = self.comments(full, kind, n, [comment])[-1]
+        return _GObj("AddCommentPayload", clientMutationId=given.get("clientMutationId"),
+                     subject=subject_obj,
+                     commentEdge=_GObj("IssueCommentEdge", cursor=_cursor(1), node=node),
+                     timelineEdge=_GObj("IssueTimelineItemEdge", cursor=_cursor(1), node=node))
+
+
+def _readme(full: str, api: str) -> dict:
+    """GET /repos/o/r/readme as GitHub answers it (a contents object, base64)."""
+    text = f"# {full.split('/', 1)[1]}\n\nFake repository {full}.\n"
+    sha = hashlib.sha1(f"blob {len(text)}\0{text}".encode()).hexdigest()
+    url = f"{api}/repos/{full}/contents/README.md?ref=main"
+    return {"name": "README.md", "path": "README.md", "sha": sha, "size": len(text),
+            "url": url, "html_url": f"{WEB_ORIGIN}/{full}/blob/main/README.md",
+            "git_url": f"{api}/repos/{full}/git/blobs/{sha}",
+            "download_url": f"https://raw.githubusercontent.com/{full}/main/README.md",
+            "type": "file", "content": base64.encodebytes(text.encode()).decode(),
+            "encoding": "base64", "_links": {"self": url,
+                                              "git": f"{api}/repos/{full}/git/blobs/{sha}",
+                                              "html": f"{WEB_ORIGIN}/{full}/blob/main/README.md"}}
 
 
 # --------------------------------------------------------------------------- #
@@ -1842,7 +2974,7 @@ class _Handler(BaseHTTPRequestHandler):
                     failure = int(query.get("status", 503))
                     count = int(query.get("count", 1))
                     retry_after = int(query.get("retry_after", 60))
-                    fake.fail(failure, count, retry_after)
+                    fake.fail(failure, count, retry_after, query.get("path"))
                     payload = {"status": failure, "count": count, "retry_after": retry_after}
                 else:
                     fake.set_latency(float(query.get("ms", 0)))

@@ -344,12 +344,223 @@ def test_writes_status_codes_and_version_bumps(client):
     assert s["units"] == 11  # every write and read above spent one
 
 
-def test_graphql(client):
-    query = "query { viewer { login } }"
-    r = client.post("/graphql", json={"query": query}, headers=AUTH)
-    assert r.status_code == 200
-    assert r.json() == {"data": {"queryLength": len(query)}}
-    assert r.headers["X-RateLimit-Resource"] == "graphql"
+# --------------------------------------------------------------------------- #
+# GraphQL
+# --------------------------------------------------------------------------- #
+
+GH_QUERIES = json.loads((HERE / "gh_graphql" / "gh_queries.json").read_text())
+
+
+def gql(client, query: str, variables: dict | None = None, headers: dict | None = None,
+        **extra) -> httpx.Response:
+    doc = {"query": query, **extra}
+    if variables is not None:
+        doc["variables"] = variables
+    return client.post("/graphql", json=doc, headers=AUTH if headers is None else headers)
+
+
+def gh_query(command: str, index: int = 0, **variables) -> tuple[str, dict]:
+    found = [r["body"] for r in GH_QUERIES if r["command"] == command][index]
+    return found["query"], {**(found.get("variables") or {}), **variables}
+
+
+def test_graphql_viewer_is_the_tokens_rest_user(fake, client):
+    r = gql(client, "query { viewer { login } }")
+    assert r.status_code == 200 and r.headers["X-RateLimit-Resource"] == "graphql"
+    assert r.json() == {"data": {"viewer": {"login": client.get("/user", headers=AUTH)
+                                            .json()["login"]}}}
+    assert "ETag" not in r.headers and "Last-Modified" not in r.headers  # no validators
+    other = FakeGitHub(tokens=["another"]).start()
+    try:
+        theirs = httpx.post(other.url + "/graphql", json={"query": "{viewer{login}}"},
+                            headers={"Authorization": "bearer another"}).json()
+    finally:
+        other.stop()
+    assert theirs["data"]["viewer"]["login"] != r.json()["data"]["viewer"]["login"]
+
+
+def test_graphql_refuses_bad_and_missing_credentials(client):
+    bad = gql(client, "{viewer{login}}", headers={"Authorization": "bearer nope"})
+    assert bad.status_code == 401 and bad.json()["message"] == "Bad credentials"
+    anonymous = gql(client, "{viewer{login}}", headers={})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["message"] == "This endpoint requires you to be authenticated."
+    assert stats(client)["units"] == 0
+
+
+def test_graphql_pr_list_pages_like_github(client):
+    query, variables = gh_query("pr list", limit=10)
+    first = gql(client, query, variables).json()["data"]["repository"]["pullRequests"]
+    rest_open = [p["number"] for p in client.get(
+        "/repos/octo/gql/pulls?per_page=100", headers=AUTH).json() if p["state"] == "open"]
+    assert first["totalCount"] == len(rest_open)
+    assert [p["number"] for p in first["nodes"]] == rest_open[:10]  # newest first, like REST
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = client.get("/repos/octo/gql/pulls/95", headers=AUTH).json()
+    assert first["nodes"][0]["title"] == rest["title"]
+    assert first["nodes"][0]["isDraft"] == rest["draft"]
+    second = gql(client, query, {**variables, "endCursor": first["pageInfo"]["endCursor"]})
+    nodes = second.json()["data"]["repository"]["pullRequests"]["nodes"]
+    assert [p["number"] for p in nodes] == rest_open[10:20]
+
+
+def test_graphql_issue_list_shows_issues_made_over_rest(client):
+    made = client.post("/repos/octo/gql/issues", json={"title": "Made by REST"}, headers=AUTH)
+    assert made.status_code == 201
+    query, variables = gh_query("issue list", limit=3)
+    issues = gql(client, query, variables).json()["data"]["repository"]["issues"]
+    assert issues["nodes"][0]["number"] == made.json()["number"] == 96
+    assert issues["nodes"][0]["title"] == "Made by REST"
+    rest_open = [i for i in client.get("/repos/octo/gql/issues?per_page=100&page=1",
+                                       headers=AUTH).json() if i["state"] == "open"]
+    assert issues["totalCount"] >= len(rest_open)
+
+
+def test_graphql_node_ids_are_the_rest_node_ids(client):
+    query, variables = gh_query("issue comment", 0)
+    issue = gql(client, query, variables).json()["data"]["repository"]["issue"]
+    assert issue["id"] == client.get("/repos/octo/gql/issues/1", headers=AUTH).json()["node_id"]
+    repo = gql(client, '{ repository(owner: "octo", name: "gql") { id databaseId } }').json()
+    rest = client.get("/repos/octo/gql", headers=AUTH).json()
+    assert repo["data"]["repository"] == {"id": rest["node_id"], "databaseId": rest["id"]}
+
+
+def test_graphql_add_comment_shows_in_the_next_query_and_in_rest(client):
+    query, variables = gh_query("issue comment", 0)
+    subject = gql(client, query, variables).json()["data"]["repository"]["issue"]["id"]
+    before = client.get("/repos/octo/gql/issues/1", headers=AUTH)
+    mutation, _ = gh_query("issue comment", 1)
+    done = gql(client, mutation, {"input": {"subjectId": subject, "body": "hello"}}).json()
+    assert "#issuecomment-" in done["data"]["addComment"]["commentEdge"]["node"]["url"]
+    view, view_vars = gh_query("issue view 1 --comments", 1, id=subject)
+    comments = gql(client, view, view_vars).json()["data"]["node"]["comments"]
+    assert comments["nodes"][-1]["body"] == "hello"
+    assert comments["nodes"][-1]["viewerDidAuthor"] is True
+    after = client.get("/repos/octo/gql/issues/1", headers={**AUTH, "If-None-Match":
+                                                            before.headers["ETag"]})
+    assert after.status_code == 200 and after.json()["comments"] == before.json()["comments"] + 1
+    missing = gql(client, mutation, {"input": {"subjectId": "I_nope", "body": "x"}}).json()
+    assert missing["data"] == {"addComment": None}
+    assert missing["errors"][0]["type"] == "NOT_FOUND"
+
+
+def test_graphql_errors_have_githubs_shapes(client):
+    syntax = gql(client, "{ viewer { login }")
+    assert syntax.status_code == 200 and "data" not in syntax.json()
+    assert syntax.json()["errors"][0]["message"].startswith("Parse error on end of file")
+    unknown = gql(client, "query Q { viewer { nope } }").json()
+    assert unknown == {"errors": [{
+        "path": ["query Q", "viewer", "nope"],
+        "extensions": {"code": "undefinedField", "typeName": "User", "fieldName": "nope"},
+        "locations": [{"line": 1, "column": 20}],
+        "message": "Field 'nope' doesn't exist on type 'User'"}]}
+    query, variables = gh_query("repo view", owner="octo", name="missing-repo")
+    missing = gql(client, query, variables).json()
+    assert missing["data"] == {"repository": None}
+    assert missing["errors"][0]["type"] == "NOT_FOUND"
+    assert missing["errors"][0]["path"] == ["repository"]
+    required = gql(client, query, {"name": "gql"}).json()
+    assert "data" not in required
+    assert required["errors"][0]["message"] == \
+        "Variable $owner of type String! was provided invalid value"
+    assert gql(client, "{ a } fragment F on Q { ...F }").json()["errors"][0]["message"] == \
+        "Fragment F contains an infinite loop"
+    assert gql(client, "query A { viewer { login } } query B { viewer { login } }").json()[
+        "errors"][0]["message"] == "An operation name is required"
+    paged = gql(client, '{ repository(owner: "o", name: "r") { issues(first: 101) '
+                        "{ totalCount } } }").json()
+    assert paged["errors"][0]["type"] == "EXCESSIVE_PAGINATION"
+    assert gql(client, None).json()["errors"][0]["message"].startswith("A query attribute")
+
+
+def test_graphql_private_repositories_per_token(fake, client):
+    fake.add_token("reader-token", "reader")
+    fake.make_private("octo/secret", readers=["reader-token"])
+    fake.set_permission("octo/secret", "reader-token", "push")
+    query, variables = gh_query("repo view", name="secret")
+    query = query.replace("description}", "description,isPrivate,viewerPermission}")
+    hidden = gql(client, query, variables).json()
+    assert hidden["data"] == {"repository": None}
+    assert hidden["errors"][0]["message"] == \
+        "Could not resolve to a Repository with the name 'octo/secret'."
+    seen = gql(client, query, variables, headers={"Authorization": "bearer reader-token"})
+    assert seen.json()["data"]["repository"]["isPrivate"] is True
+    assert seen.json()["data"]["repository"]["viewerPermission"] == "WRITE"
+    search, search_vars = gh_query("pr list --label bug", q="repo:octo/secret type:pr")
+    assert gql(client, search, search_vars).json()["data"]["search"]["issueCount"] == 0
+    assert gql(client, search, search_vars, headers={"Authorization": "bearer reader-token"}
+               ).json()["data"]["search"]["issueCount"] > 0
+
+
+def test_graphql_hostile_bodies_get_errors_not_dropped_connections(client):
+    for doc in ({"query": "{", "operationName": {"a": 1}}, {"query": "{a" * 50_000 + "}" * 50_000},
+                {"query": "query($v: String) { viewer { login } }",
+                 "variables": json.loads("[" * 900 + "]" * 900)},
+                {"query": "{ viewer { login } }", "variables": {"v": json.loads(
+                    "[" * 900 + "]" * 900)}},
+                {"query": "{ ...A } " + " ".join(f"fragment {c} on Query {{ ...{n} ...{n} }}"
+                                                 for c, n in zip("ABCDEFGHIJKLMNOPQRST",
+                                                                 "BCDEFGHIJKLMNOPQRSTU"))
+                 + " fragment U on Query { viewer { login } }"}):
+        r = client.post("/graphql", json=doc, headers=AUTH)
+        # an unused variable, however nested, is no error; the others are
+        assert r.status_code == 200 and (r.json().get("errors") or "variables" in doc and
+                                         doc["query"].startswith("{ viewer")), doc["query"][:40]
+    assert stats(client)["graphql"]["points"] >= 5
+
+
+def test_graphql_spends_the_estimated_cost(fake, client):
+    # pullRequests 1 + comments 100, issues 1 + comments 100: 202 requests, 2 points
+    query = ('{ repository(owner: "o", name: "r") { '
+             "pullRequests(first: 100) { nodes { comments(first: 50) { totalCount } } } "
+             "issues(first: 100) { nodes { comments(first: 100) { totalCount } } } } "
+             "rateLimit { cost used remaining } }")
+    r = gql(client, query)
+    assert r.json()["data"]["rateLimit"] == {"cost": 2, "used": 2, "remaining": 4998}
+    assert (r.headers["X-RateLimit-Used"], r.headers["X-RateLimit-Remaining"]) == ("2", "4998")
+    assert client.get("/rate_limit", headers=AUTH).json()["resources"]["graphql"]["used"] == 2
+
+
+def test_graphql_budget_runs_out_with_a_200_and_an_error():
+    with FakeGitHub(tokens=[TOKEN], rate_limit=3) as fake, \
+            httpx.Client(base_url=fake.url) as client:
+        query = ('{ repository(owner: "o", name: "r") { pullRequests(first: 100) { nodes { '
+                 "comments(first: 100) { totalCount } } } } }")  # 101 requests: 1 point
+        assert all("data" in gql(client, query).json() for _ in range(3))
+        spent = gql(client, query)
+        assert spent.status_code == 200 and spent.headers["X-RateLimit-Remaining"] == "0"
+        assert spent.json()["errors"][0]["type"] == "RATE_LIMIT"
+        assert "data" not in spent.json()
+
+
+def test_graphql_counts_requests_per_operation(client):
+    for command in ("pr list", "pr list", "repo view"):
+        query, variables = gh_query(command)
+        gql(client, query, variables)
+    gql(client, "{ viewer { login } }")
+    counted = stats(client)["graphql"]
+    assert counted["operations"] == {"PullRequestList": 2, "RepositoryInfo": 1,
+                                     "(anonymous)": 1}
+    assert counted["points"] == 4
+    log = client.get("/_fake/requests").json()
+    assert json.loads(log[-1]["graphql_body"]) == {"query": "{ viewer { login } }"}
+    assert log[-1]["path"] == "/graphql"
+
+
+def test_graphql_answers_every_query_gh_sends(client):
+    """What gh 2.23 sends for pr/issue list/view, repo view, release list: data, no errors."""
+    subject = None
+    for recorded in GH_QUERIES:
+        variables = dict(recorded["body"].get("variables") or {})
+        if "input" in variables or "id" in variables:
+            variables = {**variables, **({"input": {**variables["input"], "subjectId": subject}}
+                                         if "input" in variables else {"id": subject})}
+        r = client.post("/graphql", json={**recorded["body"], "variables": variables},
+                        headers={**AUTH, **recorded["headers"]})
+        assert r.status_code == 200 and "errors" not in r.json(), (recorded["command"], r.text)
+        data = r.json()["data"]
+        issue = (data.get("repository") or {}).get("issue")
+        subject = issue["id"] if issue and "id" in issue else subject
 
 
 # --------------------------------------------------------------------------- #
@@ -388,7 +599,8 @@ def test_stats_requests_log_and_reset(fake, client):
     client.post("/_fake/mutate", params={"path": "/repos/o/r"})
     assert client.post("/_fake/reset").status_code == 200
     assert stats(client) == {"requests": 0, "units": 0, "not_modified": 0,
-                             "by_path": {}, "methods": {}, "by_status": {}}
+                             "by_path": {}, "methods": {}, "by_status": {},
+                             "graphql": {"operations": {}, "points": 0}}
     assert client.get("/_fake/requests").json() == []
     again = client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})
     assert again.status_code == 304      # version back to 0
@@ -726,33 +938,39 @@ def writer(fake):
 
 
 def test_comments_change_the_issue_its_pull_request_and_the_lists(writer):
-    before = {p: writer.get(p) for p in ("/repos/o/r/issues/5", "/repos/o/r/pulls/5",
-                                          "/repos/o/r/issues", "/repos/o/r/issues/5/comments")}
-    assert before["/repos/o/r/issues/5/comments"].json() == []
-    made = writer.post("/repos/o/r/issues/5/comments", json={"body": "sticky <!-- ci -->"})
+    before = {p: writer.get(p) for p in ("/repos/o/r/issues/7", "/repos/o/r/pulls/7",
+                                          "/repos/o/r/issues", "/repos/o/r/issues/7/comments")}
+    assert before["/repos/o/r/issues/7/comments"].json() == []
+    made = writer.post("/repos/o/r/issues/7/comments", json={"body": "sticky <!-- ci -->"})
     assert made.status_code == 201
     comment = made.json()
     assert comment["body"] == "sticky <!-- ci -->" and comment["user"]["login"].startswith("user-")
-    assert comment["issue_url"].endswith("/repos/o/r/issues/5")
+    assert comment["issue_url"].endswith("/repos/o/r/issues/7")
     assert made.headers["location"].endswith(f"/repos/o/r/issues/comments/{comment['id']}")
     for path, old in before.items():
         new = writer.get(path, headers={"if-none-match": old.headers["etag"]})
         assert new.status_code == 200, f"{path} must show the new comment"
-    assert writer.get("/repos/o/r/issues/5").json()["comments"] == 1
-    assert writer.get("/repos/o/r/pulls/5").json()["comments"] == 1
-    listed = [i for i in writer.get("/repos/o/r/issues?per_page=100").json() if i["number"] == 5]
+    assert writer.get("/repos/o/r/issues/7").json()["comments"] == 1
+    assert writer.get("/repos/o/r/pulls/7").json()["comments"] == 1
+    listed = [i for i in writer.get("/repos/o/r/issues?per_page=100").json() if i["number"] == 7]
     assert listed[0]["comments"] == 1
 
     edited = writer.patch(f"/repos/o/r/issues/comments/{comment['id']}", json={"body": "v2"})
     assert edited.status_code == 200 and edited.json()["body"] == "v2"
-    assert [c["body"] for c in writer.get("/repos/o/r/issues/5/comments").json()] == ["v2"]
+    assert [c["body"] for c in writer.get("/repos/o/r/issues/7/comments").json()] == ["v2"]
     assert writer.get(f"/repos/o/r/issues/comments/{comment['id']}").json()["body"] == "v2"
-    assert [c["id"] for c in writer.get("/repos/o/r/issues/comments").json()] == [comment["id"]]
+    everything, url = [], "/repos/o/r/issues/comments?per_page=100"
+    while url:  # every comment of the repository (each issue starts with n % 7)
+        page = writer.get(url)
+        everything += page.json()
+        url = links(page).get("next")
+    assert sum(c["id"] == comment["id"] for c in everything) == 1
+    assert len(everything) == sum(n % 7 for n in range(1, 96)) + 1
 
     assert writer.delete(f"/repos/o/r/issues/comments/{comment['id']}").status_code == 204
-    assert writer.get("/repos/o/r/issues/5/comments").json() == []
+    assert writer.get("/repos/o/r/issues/7/comments").json() == []
     assert writer.get(f"/repos/o/r/issues/comments/{comment['id']}").status_code == 404
-    assert writer.get("/repos/o/r/issues/5").json()["comments"] == 0
+    assert writer.get("/repos/o/r/issues/7").json()["comments"] == 0
 
 
 def test_comment_lists_page_oldest_first(writer):
@@ -762,6 +980,16 @@ def test_comment_lists_page_oldest_first(writer):
     assert [c["body"] for c in first.json()][:2] == ["c0", "c1"] and len(first.json()) == 30
     second = writer.get(links(first)["next"])
     assert [c["body"] for c in second.json()] == [f"c{i}" for i in range(30, 35)]
+
+
+def test_issues_start_with_comments_that_rest_and_the_count_agree_on(writer):
+    listed = writer.get("/repos/o/r/issues/5/comments").json()
+    assert [c["body"] for c in listed] == [f"Comment {i} on issue 5 of o/r." for i in range(1, 6)]
+    assert writer.get("/repos/o/r/issues/5").json()["comments"] == 5
+    edited = writer.patch(f"/repos/o/r/issues/comments/{listed[0]['id']}", json={"body": "x"})
+    assert edited.status_code == 200
+    assert [c["body"] for c in writer.get("/repos/o/r/issues/5/comments").json()][:2] == \
+        ["x", "Comment 2 on issue 5 of o/r."]
 
 
 def test_comments_refused_like_github(writer):

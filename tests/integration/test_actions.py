@@ -44,7 +44,7 @@ def parse_env_file(text: str) -> dict[str, str]:
 def test_a_runner_joins_the_server_and_reports_its_savings(nodes, fake, actions_env):
     env, files = actions_env
     server = nodes("server")
-    server.get("/repos/ci/earlier")  # what an earlier job asked the fleet for
+    server.get("/repos/ci/r/contents/earlier")  # what an earlier job asked the fleet for
     env["MCP_P2P_BOOTSTRAP_PEERS"] = server.multiaddr()
     port, http = free_port(), f"127.0.0.1:{free_port()}"
 
@@ -55,7 +55,8 @@ def test_a_runner_joins_the_server_and_reports_its_savings(nodes, fake, actions_
     assert lines[1] == f"✓ P2P bootstrap peers configured: {server.multiaddr()}"
     assert "✓ Connected to bootstrap peer" in lines
     # start waited for the warm start: the job's first call is already a local hit
-    assert "✓ Warm start: took 1 fresh entry of the fleet's answers" in lines
+    # (the path, and the repository's own view that says it is public)
+    assert "✓ Warm start: took 2 fresh entries of the fleet's answers" in lines
     assert lines[-1].startswith("✓ P2P cache initialized")
 
     outputs = parse_env_file(files["GITHUB_OUTPUT"].read_text())
@@ -65,11 +66,11 @@ def test_a_runner_joins_the_server_and_reports_its_savings(nodes, fake, actions_
     exported = parse_env_file(files["GITHUB_ENV"].read_text())
     api = exported["P2P_CACHE_API_URL"]
 
-    assert httpx.get(api + "/repos/ci/earlier").headers["x-p2p-cache"] == "hit"
-    server.get("/repos/ci/shared")  # the server already holds what the job needs
+    assert httpx.get(api + "/repos/ci/r/contents/earlier").headers["x-p2p-cache"] == "hit"
+    server.get("/repos/ci/r/contents/shared")  # the server already holds what the job needs
     for _ in range(3):
-        assert httpx.get(api + "/repos/ci/shared").status_code == 200
-    assert httpx.get(api + "/repos/ci/shared").headers["x-p2p-cache"] == "hit"
+        assert httpx.get(api + "/repos/ci/r/contents/shared").status_code == 200
+    assert httpx.get(api + "/repos/ci/r/contents/shared").headers["x-p2p-cache"] == "hit"
 
     done = run("summary", env, "--port", str(port), "--http", http)
     assert done.returncode == 0
@@ -77,7 +78,7 @@ def test_a_runner_joins_the_server_and_reports_its_savings(nodes, fake, actions_
     assert f"### P2P cache (runner node on port {port})" in summary
     assert "| Peer hits | 1 |" in summary
     assert "| Local hits | 4 |" in summary
-    assert "| Entries taken at warm start | 1 |" in summary
+    assert "| Entries taken at warm start | 2 |" in summary
     assert "| Hit rate | 100.0% |" in summary
     assert "| API calls saved | 5 |" in summary
     with pytest.raises(httpx.TransportError):

@@ -12,9 +12,13 @@ import httpx
 
 from p2pcache.targets import parse
 
-PATHS = [f"/repos/fleet/repo{i}" for i in range(12)] + [
-    "/users/octocat", "/repos/fleet/repo0/issues?per_page=30&page=2",
-    "/repos/fleet/repo1/pulls", "/orgs/fleet"]
+# Repository content and caller-independent answers: what the fleet shares (access.py).
+PATHS = [f"/repos/fleet/repo/issues/{i}" for i in range(1, 11)] + [
+    "/repos/fleet/repo/issues?per_page=30&page=2", "/repos/fleet/repo/pulls",
+    "/repos/fleet/repo/commits", "/repos/fleet/other/branches/main", "/licenses/mit",
+    "/gitignore/templates/Python"]
+# Whether each repository is public: the fleet's view of it, asked once for the fleet.
+ROOTS = ["/repos/fleet/repo", "/repos/fleet/other"]
 
 
 def start_fleet(nodes, runners: int = 3, ttl: float = 60, server_env=None, **runner_kw):
@@ -63,7 +67,7 @@ def test_simultaneous_misses_reach_github_once_each(nodes, fake):
     assert all(r.status_code == 200 for _, r in results)
     by_path = fake.stats()["by_path"]
     # The node asks GitHub for the canonical target (query sorted), as it keys it.
-    assert by_path == {str(parse(p)): 1 for p in PATHS}, \
+    assert by_path == {str(parse(p)): 1 for p in PATHS + ROOTS}, \
         "each unique request must reach GitHub once"
     for path, response in results:
         assert response.content == direct(fake, path, like=response).content
@@ -78,7 +82,7 @@ def test_simultaneous_misses_reach_github_once_each(nodes, fake):
     assert sum(s["upstream_requests"] for s in runner_stats) == 0
     assert all(s["peer_hits"] >= 1 for s in runner_stats)
     server_stats = server.stats()
-    assert server_stats["upstream_requests"] == len(PATHS)
+    assert server_stats["upstream_requests"] == len(PATHS) + len(ROOTS)
     assert server_stats["connected_peers"] == 3
 
     # A second wave is answered from each runner's own store: nothing new reaches GitHub.
@@ -98,23 +102,23 @@ def test_stale_entries_are_revalidated_with_free_304s(nodes, fake):
     # revalidate these hot entries before they went stale.
     server, runners = start_fleet(nodes, runners=2, ttl=1,
                                   server_env={"P2P_CACHE_REFRESH_AHEAD": "0"})
-    paths = PATHS[:6]
+    paths = PATHS[:6]  # in one repository, whose fleet view is one more entry
     get_all_at_once(runners, paths)
     units_after_fill = fake.stats()["units"]
-    assert units_after_fill == len(paths)
+    assert units_after_fill == len(paths) + 1
 
     time.sleep(1.3)  # past the freshness window
     fake.mutate(paths[0])  # one resource changed meanwhile: it must come back new
     results = get_all_at_once(runners, paths)
     stats = fake.stats()
-    assert stats["not_modified"] == len(paths) - 1, "one revalidation per unchanged path"
+    assert stats["not_modified"] == len(paths), "one revalidation per unchanged entry"
     assert stats["units"] == units_after_fill + 1, "304s are free; only the change costs"
-    revalidations = [e for e in fake.request_log()[-len(paths):] if e["if_none_match"]]
-    assert len(revalidations) == len(paths), "every stale entry was asked with its ETag"
+    revalidations = [e for e in fake.request_log()[-len(paths) - 1:] if e["if_none_match"]]
+    assert len(revalidations) == len(paths) + 1, "every stale entry was asked with its ETag"
     for path, response in results:
         assert response.status_code == 200
         assert response.content == direct(fake, path, like=response).content
-    assert server.stats()["not_modified"] == len(paths) - 1
+    assert server.stats()["not_modified"] == len(paths)
 
 
 def test_wrong_secret_gets_github_answers_but_no_peer_hits(nodes, fake):
@@ -131,7 +135,7 @@ def test_wrong_secret_gets_github_answers_but_no_peer_hits(nodes, fake):
         assert response.headers["x-p2p-cache"] == "miss"
     stats = intruder.stats()
     assert stats["peer_hits"] == 0
-    assert stats["upstream_requests"] == 4
+    assert stats["upstream_requests"] == 4 + 1  # and the repository's visibility
     server_stats = server.stats()
     assert server_stats["auth_failures"] >= 1
     assert server_stats["peer_requests_served"] == 0
@@ -151,7 +155,7 @@ def test_killing_the_server_mid_run_loses_no_client_request(nodes, fake):
         i = 0
         with httpx.Client(base_url=runner.url, timeout=30) as http:
             while not stop.is_set():
-                path = f"/repos/churn/r{n}-{i}"  # always new: every answer needs a peer or GitHub
+                path = f"/repos/churn/r/contents/{n}-{i}"  # always new: a peer or GitHub
                 i += 1
                 try:
                     response = http.get(path)
@@ -180,7 +184,7 @@ def test_killing_the_server_mid_run_loses_no_client_request(nodes, fake):
     server.start()
     runner.wait_for_log("✓ Connected to bootstrap peer", count=2, timeout=40)
     before = runner.stats()["peer_hits"]
-    assert runner.get("/repos/after/restart").headers["x-p2p-cache"] == "peer"
+    assert runner.get("/repos/churn/r/pulls").headers["x-p2p-cache"] == "peer"
     assert runner.stats()["peer_hits"] == before + 1
 
 
@@ -188,7 +192,7 @@ def test_restart_keeps_peer_id_and_cache(nodes, fake):
     node = nodes("solo")
     peer_id = node.stats()["peer_id"]
     addr = node.multiaddr()
-    assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "miss"
+    assert node.get("/repos/keep/me/commits").headers["x-p2p-cache"] == "miss"
     assert node.stop() == 0
     assert "Stopped; cache store closed" in node.log()
 
@@ -196,17 +200,19 @@ def test_restart_keeps_peer_id_and_cache(nodes, fake):
     assert node.stats()["peer_id"] == peer_id
     assert node.multiaddr() == addr
     # Kept, and revalidated once (what changed while the node was down, it never heard
-    # of): a free 304, not a second unit.
-    assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "revalidated"
-    assert node.get("/repos/keep/me").headers["x-p2p-cache"] == "hit"
-    assert fake.stats()["units"] == 1 and fake.stats()["not_modified"] == 1
+    # of): free 304s, not units.
+    units = fake.stats()["units"]
+    assert node.get("/repos/keep/me/commits").headers["x-p2p-cache"] == "revalidated"
+    assert node.get("/repos/keep/me/commits").headers["x-p2p-cache"] == "hit"
+    assert fake.stats()["units"] == units
 
-    node.get("/repos/keep/after-kill")
+    node.get("/repos/keep/me/pulls")
     node.kill()  # kill -9 right after a write: WAL keeps every committed entry
     node.start()
-    assert node.get("/repos/keep/after-kill").headers["x-p2p-cache"] == "revalidated"
-    assert fake.stats()["by_path"]["/repos/keep/after-kill"] == 2
-    assert fake.stats()["units"] == 2, "the second ask was a free 304"
+    units = fake.stats()["units"]
+    assert node.get("/repos/keep/me/pulls").headers["x-p2p-cache"] == "revalidated"
+    assert fake.stats()["by_path"]["/repos/keep/me/pulls"] == 2
+    assert fake.stats()["units"] == units, "the second ask was a free 304"
     key = node.data_dir / "identity.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
@@ -256,12 +262,12 @@ def test_a_server_cut_off_from_github_lets_runners_ask_themselves(nodes, fake):
     server = nodes("server", upstream=f"http://127.0.0.1:{free_port()}")  # nothing there
     runner = nodes("runner", bootstrap=server.multiaddr())
     runner.wait_for_peers(1)
-    response = runner.get("/repos/cut/off")
+    response = runner.get("/repos/cut/off/commits")
     assert response.status_code == 200
     assert response.headers["x-p2p-cache"] == "miss"
-    assert response.content == direct(fake, "/repos/cut/off", like=response).content
-    assert runner.stats()["peer_failures"] == 1
-    assert server.get("/repos/cut/off").status_code == 502  # its own clients learn why
+    assert response.content == direct(fake, "/repos/cut/off/commits", like=response).content
+    assert runner.stats()["peer_failures"] == 2  # the repository's visibility, then the path
+    assert server.get("/repos/cut/off/commits").status_code == 502  # its own clients: why
 
 
 def test_a_silently_vanished_server_is_dropped_by_liveness_pings(nodes, fake):
@@ -273,7 +279,7 @@ def test_a_silently_vanished_server_is_dropped_by_liveness_pings(nodes, fake):
     try:
         runner.wait_for_log("stopped answering pings; disconnecting", timeout=30)
         started = time.monotonic()
-        response = runner.get("/repos/dark/server")
+        response = runner.get("/repos/dark/server/commits")
         assert response.status_code == 200 and response.headers["x-p2p-cache"] == "miss"
         assert time.monotonic() - started < 2, "no wait for the peer timeout once dropped"
     finally:
@@ -291,8 +297,9 @@ def test_a_busy_server_is_waited_for_while_a_silent_one_is_not(nodes, fake):
     server = nodes("server")
     runner = nodes("runner", bootstrap=server.multiaddr(), env={"P2P_CACHE_PEER_TIMEOUT": "1"})
     runner.wait_for_peers(1)
-    fake.path_latency_ms["/repos/busy/slow"] = 3000
-    fake.path_latency_ms["/repos/busy/slow-alone"] = 3000
+    fake.path_latency_ms["/repos/busy/r/contents/slow"] = 3000
+    fake.path_latency_ms["/repos/busy/r/contents/slow-alone"] = 3000
+    runner.get("/repos/busy/r/commits")  # the repository's visibility, known from now on
 
     stop = threading.Event()
 
@@ -300,18 +307,18 @@ def test_a_busy_server_is_waited_for_while_a_silent_one_is_not(nodes, fake):
         for n in itertools.count():
             if stop.is_set():
                 return
-            runner.http.get(f"/repos/busy/other{n}")
+            runner.http.get(f"/repos/busy/r/contents/other{n}")
 
     talker = threading.Thread(target=keep_the_channel_talking, daemon=True)
     talker.start()
     try:
-        slow = runner.get("/repos/busy/slow")
+        slow = runner.get("/repos/busy/r/contents/slow")
     finally:
         stop.set()
         talker.join()
     assert slow.status_code == 200 and slow.headers["x-p2p-cache"] == "peer"
-    assert [e["path"] for e in fake.request_log()].count("/repos/busy/slow") == 1
+    assert [e["path"] for e in fake.request_log()].count("/repos/busy/r/contents/slow") == 1
 
-    alone = runner.get("/repos/busy/slow-alone")  # nothing else on the channel: silence
+    alone = runner.get("/repos/busy/r/contents/slow-alone")  # nothing else on the channel: silence
     assert alone.status_code == 200 and alone.headers["x-p2p-cache"] == "miss"
     assert runner.stats()["peer_failures"] >= 1

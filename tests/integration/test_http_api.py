@@ -12,13 +12,13 @@ from conftest import FLEET_TOKEN
 
 def test_answers_as_github_does_and_says_where_from(nodes, fake):
     node = nodes("solo")
-    first = node.get("/repos/octo/hello")
-    second = node.get("/repos/octo/hello")
-    github = httpx.get(fake.url + "/repos/octo/hello",
+    first = node.get("/repos/octo/hello/issues/1")
+    second = node.get("/repos/octo/hello/issues/1")
+    github = httpx.get(fake.url + "/repos/octo/hello/issues/1",
                        headers={"authorization": f"token {FLEET_TOKEN}"})
     assert first.status_code == second.status_code == 200
     # GitHub names the host its client used in hypermedia URLs; the node names itself.
-    as_seen = httpx.get(fake.url + "/repos/octo/hello", headers={
+    as_seen = httpx.get(fake.url + "/repos/octo/hello/issues/1", headers={
         "authorization": f"token {FLEET_TOKEN}", "host": f"127.0.0.1:{node.http_port}"})
     assert first.content == second.content == as_seen.content
     assert first.headers["etag"] == second.headers["etag"] == github.headers["etag"]
@@ -29,7 +29,7 @@ def test_answers_as_github_does_and_says_where_from(nodes, fake):
     assert int(second.headers["x-ratelimit-remaining"]) <= 5000
     assert second.headers["x-ratelimit-limit"] == "5000"
 
-    head = node.http.head("/repos/octo/hello")
+    head = node.http.head("/repos/octo/hello/issues/1")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["etag"] == first.headers["etag"]
     assert head.headers["content-length"] == str(len(first.content))
@@ -97,12 +97,13 @@ def test_writes_and_graphql_carry_only_the_clients_credentials(nodes, fake):
 
 
 def test_github_errors_are_passed_on_and_never_cached(nodes, fake):
-    node = nodes("solo", env={"GH_TOKEN": "ghp_revoked"})
+    node = nodes("solo")
+    bad = {"authorization": "token ghp_revoked"}
     for _ in range(2):
-        response = node.get("/repos/octo/private")
+        response = node.get("/repos/octo/private/issues/1", headers=bad)
         assert response.status_code == 401
         assert response.json()["message"] == "Bad credentials"
-    assert fake.stats()["by_path"]["/repos/octo/private"] == 2, "401s are not cached"
+    assert fake.stats()["by_path"]["/repos/octo/private/issues/1"] == 2, "401s are not cached"
 
     healthy = nodes("healthy")
     fake.fail(503, count=1)
@@ -114,23 +115,23 @@ def test_github_errors_are_passed_on_and_never_cached(nodes, fake):
 def test_stale_entry_answers_when_github_fails_or_limits(nodes, fake):
     # Refresh-ahead off: it would keep this twice-asked entry fresh (test_refresh.py).
     node = nodes("solo", ttl=0.5, env={"P2P_CACHE_REFRESH_AHEAD": "0"})
-    fresh = node.get("/repos/octo/stale")
+    fresh = node.get("/repos/octo/stale/commits")
     time.sleep(0.7)
-    fake.fail(502, count=1)
-    stale = node.get("/repos/octo/stale")
+    fake.fail(502, count=1, path="/repos/octo/stale/commits")
+    stale = node.get("/repos/octo/stale/commits")
     assert stale.status_code == 200 and stale.content == fresh.content
     assert stale.headers["x-p2p-cache-stale"] == "true"
 
     # A secondary rate limit with Retry-After: the client sees GitHub's answer once, then
     # the node holds further upstream requests until the time is up.
     time.sleep(0.7)
-    fake.fail(429, count=1, retry_after=30)
-    limited = node.get("/repos/octo/new-one")
+    fake.fail(429, count=1, retry_after=30, path="/repos/octo/stale/issues")
+    limited = node.get("/repos/octo/stale/issues")
     assert limited.status_code == 429 and limited.headers["retry-after"] == "30"
     sent = fake.stats()["requests"]
-    held = node.get("/repos/octo/another")
+    held = node.get("/repos/octo/stale/pulls")
     assert held.status_code == 429, "GitHub's answer, repeated without asking again"
-    assert node.get("/repos/octo/stale").headers["x-p2p-cache-stale"] == "true"
+    assert node.get("/repos/octo/stale/commits").headers["x-p2p-cache-stale"] == "true"
     assert fake.stats()["requests"] == sent
     assert node.stats()["stale_served"] == 2
 
@@ -239,10 +240,10 @@ def test_unix_socket_serves_the_same_api_to_the_upstreams_host_name(nodes, fake,
 
 def test_answers_keep_the_headers_clients_use(nodes, fake):
     node = nodes("solo")
-    direct = httpx.get(fake.url + "/repos/octo/headers",
+    direct = httpx.get(fake.url + "/repos/octo/headers/commits",
                        headers={"authorization": f"token {FLEET_TOKEN}"})
-    miss = node.get("/repos/octo/headers")
-    hit = node.get("/repos/octo/headers")
+    miss = node.get("/repos/octo/headers/commits")
+    hit = node.get("/repos/octo/headers/commits")
     for name in ("cache-control", "vary", "server", "x-github-media-type", "last-modified",
                  "etag", "content-type"):
         if name in direct.headers:
@@ -257,14 +258,17 @@ def test_answers_keep_the_headers_clients_use(nodes, fake):
 
 def test_a_client_with_its_own_token_is_not_held_to_the_fleets_view(nodes, fake):
     """The node's token sees nothing here (GitHub says 401): a client that brought its own
-    credentials gets what they see, asked once per request and never stored or shared."""
+    credentials gets what they see, and an anonymous one GitHub's anonymous answer; the
+    fleet is not asked again while it is known to be refused."""
     node = nodes("weak", env={"GH_TOKEN": "ghp_revoked"})
     mine = {"authorization": f"token {FLEET_TOKEN}"}
     for _ in range(2):
-        answer = node.get("/repos/octo/mine", headers=mine)
-        assert answer.status_code == 200 and answer.json()["full_name"] == "octo/mine"
-    assert node.get("/repos/octo/mine").status_code == 401, "not shared with other clients"
-    assert node.stats()["client_credential_requests"] == 2
-    assert node.stats()["entries"] == 0
-    # each of the two client requests: the fleet's ask (401), then the client's own
-    assert fake.stats()["by_path"]["/repos/octo/mine"] == 5
+        answer = node.get("/repos/octo/mine/commits", headers=mine)
+        assert answer.status_code == 200 and len(answer.json()) == 30
+    assert node.get("/repos/octo/mine/commits").status_code == 200, "anonymous: public data"
+    stats = node.stats()
+    assert stats["fleet_blind_requests"] == 2  # the first: its own answer, then a local hit
+    assert stats["peer_hits"] == 0 and stats["api_calls_saved"] == 1
+    log = [(e["path"], e["login"]) for e in fake.request_log()]
+    assert log.count(("/repos/octo/mine", "bad credentials")) == 1, "asked once a window"
+    assert ("/repos/octo/mine/commits", "anonymous") in log

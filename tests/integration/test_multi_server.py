@@ -26,7 +26,12 @@ def start_fleet(nodes, servers: int = 3, runners: int = 3, runner_env=None):
 
 
 def paths(tag: str, n: int) -> list[str]:
-    return [f"/repos/{tag}/repo{i}" for i in range(n)]
+    return [f"/repos/{tag}/repo/contents/f{i}" for i in range(n)]
+
+
+def root(tag: str) -> str:
+    """The repository's own view (is it public?): asked once for the fleet, like a path."""
+    return f"/repos/{tag}/repo"
 
 
 def test_several_servers_fetch_each_key_once_and_share_the_keys(nodes, fake):
@@ -35,7 +40,7 @@ def test_several_servers_fetch_each_key_once_and_share_the_keys(nodes, fake):
     wanted = paths("spread", 45)
     results = get_all_at_once(runners, wanted)
     assert all(r.status_code == 200 for _, r in results)
-    assert fake.stats()["by_path"] == {p: 1 for p in wanted}
+    assert fake.stats()["by_path"] == {p: 1 for p in wanted + [root("spread")]}
     served = [s.stats()["peer_requests_served"] for s in servers]
     assert sum(1 for n in served if n) == 3, f"keys are spread over all servers: {served}"
 
@@ -56,7 +61,7 @@ def test_a_killed_server_costs_no_request_and_its_keys_stay_about_once(nodes, fa
     assert all(r.status_code == 200 for _, r in results), \
         Counter(r.status_code for _, r in results)
     by_path = fake.stats()["by_path"]
-    assert set(by_path) == set(wanted)
+    assert set(by_path) == set(wanted) | {root("failover")}
     assert max(by_path.values()) <= 2, {p: n for p, n in by_path.items() if n > 2}
 
     # The server comes back (same data dir, same peer ID): runners redial it, and its
@@ -68,7 +73,7 @@ def test_a_killed_server_costs_no_request_and_its_keys_stay_about_once(nodes, fa
     again = paths("home-again", 45)
     results = get_all_at_once(runners, again)
     assert all(r.status_code == 200 for _, r in results)
-    assert fake.stats()["by_path"] == {p: 1 for p in again}
+    assert fake.stats()["by_path"] == {p: 1 for p in again + [root("home-again")]}
     assert servers[0].stats()["peer_requests_served"] > 0, "the returned server got its keys"
 
 
@@ -109,6 +114,6 @@ def test_a_slow_server_stays_and_a_silent_one_hands_its_keys_to_the_next(nodes, 
         answers = [runner.get(p) for p in moved]
         assert [a.status_code for a in answers] == [200] * len(moved)
         assert {a.headers["x-p2p-cache"] for a in answers} == {"peer"}
-        assert fake.stats()["by_path"] == {p: 1 for p in moved}
+        assert fake.stats()["by_path"] == {p: 1 for p in moved + [root("moved")]}
     finally:
         slow.proc.send_signal(signal.SIGCONT)

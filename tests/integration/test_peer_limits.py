@@ -34,7 +34,7 @@ class Runner(threading.Thread):
     def run(self) -> None:
         i = 0
         while not self.stop.is_set():
-            response = self.runner.get(f"/repos/legit/during{i}")
+            response = self.runner.get(f"/repos/legit/r/contents/during{i}")
             self.sources.append(response.headers.get("x-p2p-cache", str(response.status_code)))
             i += 1
             time.sleep(0.2)
@@ -274,7 +274,7 @@ def test_warm_starts_are_one_per_peer_a_minute_and_bad_budgets_are_refused(nodes
 
     server = nodes("server")
     for i in range(3):
-        server.get(f"/repos/hot/r{i}")  # what the fleet asked for
+        server.get(f"/repos/hot/r/contents/f{i}")  # what the fleet asked for
     bad = [{"op": "warm", "key": "warm", "max_bytes": b} for b in ("lots", 1.5, True, None)]
     greedy = [{"op": "warm", "key": "warm", "max_bytes": 10**12}] * 50
 
@@ -297,6 +297,7 @@ def test_warm_starts_are_one_per_peer_a_minute_and_bad_budgets_are_refused(nodes
     assert all(m.meta["error"] == "no warm start offered now" for m in refused)
     assert all("error" in m.meta for m in answers[:len(bad)]), "bad budgets refused"
     assert len(offers) == 1 and len(refused) == len(bad) + len(greedy) - 1
-    assert len(offers[0].meta["entries"]) == 3 and len(offers[0].body) <= MAX_BYTES
+    # the three paths and their repository's own view
+    assert len(offers[0].meta["entries"]) == 4 and len(offers[0].body) <= MAX_BYTES
     assert server.stats()["warm_offers"] == 1
     assert server.get("/-/healthz").status_code == 200

@@ -142,8 +142,8 @@ def test_a_url_in_the_query_is_data_and_the_host_never_changes(server, fake):
     A `//` in the path is one '/' there; only origin-form paths are taken at all."""
     sealer = Sealer(FLEET_KEY)
     asked = []
-    for path in ("/search/issues?q=https://github.com/o/r", "/repos/o/r//evil.example/x",
-                 "/x?u=http://evil"):
+    for path in ("/repos/o/r/issues?labels=https://github.com/o/r",
+                 "/repos/o/r//evil.example/x", "/repos/o/r/pulls?u=http://evil"):
         meta = {"key": f"k{len(asked)}", "method": "GET", "path": path, "headers": {}}
         received, _ = trio.run(exchange, server.multiaddr(),
                                [seal(sealer, REQUEST, 1, Message(meta)).encode()])
@@ -151,6 +151,19 @@ def test_a_url_in_the_query_is_data_and_the_host_never_changes(server, fake):
         assert "status" in message.meta, message.meta
         asked.append(fake.request_log()[-1])
     assert [(e["path"], e["headers"]["host"]) for e in asked] == [
-        ("/search/issues?q=https%3A%2F%2Fgithub.com%2Fo%2Fr", fake.url[7:]),
+        ("/repos/o/r/issues?labels=https%3A%2F%2Fgithub.com%2Fo%2Fr", fake.url[7:]),
         ("/repos/o/r/evil.example/x", fake.url[7:]),
-        ("/x?u=http%3A%2F%2Fevil", fake.url[7:])]
+        ("/repos/o/r/pulls?u=http%3A%2F%2Fevil", fake.url[7:])]
+
+
+@pytest.mark.parametrize("path", ["/user", "/user/emails", "/notifications", "/rate_limit",
+                                  "/repos/o/r/collaborators", "/search/issues?q=secret"])
+def test_a_key_holder_cannot_read_the_servers_own_identity(server, fake, path):
+    """What depends on who asks is never answered for a peer (access.py): a peer holding
+    the fleet secret still cannot make the server spend its token on its own identity."""
+    key, frame = request_frame(path, Sealer(FLEET_KEY))
+    received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    (message,) = answers(received, [key])
+    assert message.meta["error"].startswith("bad request") and "depends on who asks" in \
+        message.meta["error"]
+    assert fake.stats()["requests"] == 0

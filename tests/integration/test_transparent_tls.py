@@ -70,19 +70,19 @@ def test_https_for_the_host_answers_through_the_cache_with_githubs_bytes(
         "P2P_CACHE_HTTPS": f"127.0.0.1:{https}", "P2P_CACHE_TLS_CERT": str(job_ca["leaf.pem"]),
         "P2P_CACHE_TLS_KEY": str(job_ca["leaf.key"])})
     node.wait_for_log("HTTPS for api.github.com on")
-    first = curl(https, job_ca["ca.pem"], "/repos/octo/hello")
+    first = curl(https, job_ca["ca.pem"], "/repos/octo/hello/commits")
     assert first.returncode == 0, first.stderr.decode() + node.log()
-    second = curl(https, job_ca["ca.pem"], "/repos/octo/hello")
+    second = curl(https, job_ca["ca.pem"], "/repos/octo/hello/commits")
     assert headers_of(first.stdout)["x-p2p-cache"] == "miss"
     assert headers_of(second.stdout)["x-p2p-cache"] == "hit"
     # GitHub's bytes for a client that named the host it reached: here the listener's port
     # differs from the upstream's (on a runner both are 443, and nothing is rewritten).
-    direct = httpx.get(f"https://127.0.0.1:{fake.port}/repos/octo/hello",
+    direct = httpx.get(f"https://127.0.0.1:{fake.port}/repos/octo/hello/commits",
                        headers={"host": f"{HOST}:{https}",
                                 "authorization": f"Bearer {FLEET_TOKEN}"}, verify=False)
     body = second.stdout.split(b"\r\n\r\n", 1)[1]
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(direct.content).hexdigest()
-    assert fake.stats()["by_path"]["/repos/octo/hello"] == 2  # the node once, `direct` once
+    assert fake.stats()["by_path"]["/repos/octo/hello/commits"] == 2  # node once, direct once
 
 
 def test_a_client_that_does_not_trust_the_job_ca_is_refused_and_the_node_goes_on(

@@ -57,6 +57,7 @@ def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
         ("Entries taken at warm start", stats.get("warm_start_entries", 0)),
         ("Coalesced", stats.get("coalesced", 0)),
         ("Misses (asked GitHub)", stats.get("misses", 0)),
+        ("Calls with the job's own credentials", _own_credentials(stats)),
         ("Requests to GitHub", stats.get("upstream_requests", 0)),
         ("Free 304 revalidations", stats.get("not_modified", 0)),
         ("Rate limit left", stats.get("rate_limit_remaining", "unknown")),
@@ -73,6 +74,20 @@ def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
                   "`p2pcache doctor` on the server, and check that TCP port of the "
                   "multiaddr is open."]
     return "\n".join(lines) + "\n"
+
+
+def _own_credentials(stats: Mapping[str, Any]) -> str:
+    """How many reads GitHub answered with the caller's own credentials, and why (they are
+    neither peer hits nor calls saved: docs/security.md §8.1)."""
+    total = stats.get("client_credential_requests", 0)
+    reasons = [(stats.get(name, 0), label) for name, label in (
+        ("identity_requests", "the answer depends on who asks"),
+        ("credential_checks", "token checks, free"),
+        ("authorization_checks", "private repository access checks"),
+        ("fleet_blind_requests", "a repository the fleet cannot read"),
+        ("refused_requests", "GitHub refused the caller"))]
+    said = "; ".join(f"{label}: {n}" for n, label in reasons if n)
+    return f"{total} ({said})" if said else str(total)
 
 
 # -- I/O ---------------------------------------------------------------------------------

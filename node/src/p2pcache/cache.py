@@ -3,13 +3,15 @@
 Decisions come from policy.py; this module only sequences the I/O around them and
 counts what happened, once per request. What the fleet knows changed (a write, a peer's
 drop, a reconnect: invalidation.Drops) and the event floor (--not-before) are applied where
-an entry is judged, where a flight is keyed, and where an answer is stored.
+an entry is judged (`_decide`), where a flight is keyed (`_flight_key`), and where an
+answer is stored (`_save`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import deque
 from contextvars import ContextVar
@@ -18,14 +20,15 @@ from typing import Awaitable, Callable, Protocol
 
 import trio
 
-from . import invalidation, policy
+from . import access, invalidation, policy, targets
+from .access import Caller, Scope, Verdict
 from .coalesce import Flights
 from .invalidation import Drop, Drops
 from .models import ApiRequest, ApiResponse, Entry
 from .policy import Action, RateLimit
 from .stats import Counters
 from .store import Store, StoreError
-from .upstream import Credentials, Upstream, UpstreamError
+from .upstream import CONDITIONALS, Credentials, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +69,38 @@ class Refreshed:
     pause_until: float = 0.0  # refresh nothing before this (GitHub refused, failed, or holds)
 
 
+# Why a caller's own credentials answered it (each a counter; stats.py).
+_REASONS = {Verdict.IDENTITY: "identity_requests", Verdict.FLEET_BLIND: "fleet_blind_requests",
+            Verdict.REFUSED: "refused_requests"}
+_RATE_LIMIT = targets.parse("/rate_limit")  # GitHub does not count asking it
+
+
+def _coalesced(outcome: _Outcome) -> _Outcome:
+    """Another caller's flight answered: the same answer, counted as coalesced."""
+    r = outcome.response
+    return _Outcome(ApiResponse(r.status, r.headers, r.body, "coalesced", r.stale,
+                                r.fetched_at, own=r.own, vouched=r.vouched), "coalesced")
+
+
+def _credential_headers(headers: dict[str, str]) -> dict[str, str]:
+    """What a check asked on a caller's behalf carries of its request: who it is."""
+    return {k: v for k, v in headers.items() if k in ("authorization", "user-agent")}
+
+
 class _RefreshFailed(Exception):
     def __init__(self, pause_until: float | None) -> None:
         self.pause_until = pause_until
+
+
+class NotForPeers(ValueError):
+    """A peer asked for an answer that depends on who asks: the fleet never shares those."""
 
 
 class Cache:
     def __init__(self, store: Store, upstream: Upstream, counters: Counters, ttl: float,
                  peers: Peers | None = None, max_entry_bytes: int = 16 * 1024 * 1024,
                  clock: Callable[[], float] = time.time, lend_token: bool = False,
+                 callers: access.Callers | None = None,
                  not_before: float | None = None) -> None:
         self.store = store
         self.upstream = upstream
@@ -87,10 +113,17 @@ class Cache:
         # the node's token to local clients that send none (--lend-token).
         self.write_credentials = Credentials.CLIENT_OR_FLEET if lend_token \
             else Credentials.CLIENT
+        self.callers = callers or access.Callers(os.urandom(32))
+        self.grants = access.Grants()
+        # Told of the fleet entries this node looks up for itself (a repository's
+        # visibility), so refresh-ahead keeps them fresh as it does clients' asks.
+        self.looked_up: Callable[[ApiRequest, ApiResponse], None] = lambda req, resp: None
+        self._budgets = access.Budgets()  # each caller's rate limits, as last seen
         self.rate_limits: dict[str, RateLimit] = {}
         self._blocked_until = 0.0
         self._limit_answer: ApiResponse | None = None
         self._flights: Flights[_Outcome] = Flights()
+        self._checks: Flights[object] = Flights()
         self._store_warned_at = 0.0
         # What changed since: entries asked for earlier are revalidated before use. What
         # the store held before this process started may have missed anything.
@@ -105,54 +138,217 @@ class Cache:
 
     async def get(self, request: ApiRequest, from_peer: bool = False,
                   not_before: float | None = None) -> ApiResponse:
-        """Answer a GET/HEAD. Peer requests are resolved here, never forwarded on.
-        `not_before` (a peer's): only what GitHub vouched for after it (its clock)."""
-        key = policy.cache_key(request)
-        self.counters.requests += 1
+        """Answer a GET/HEAD. A client gets the answer GitHub would give it (access.py):
+        the fleet's entry where the answer cannot depend on who asks and GitHub has
+        confirmed the caller may read it, else the caller's own. A peer gets the fleet's,
+        and never an answer that depends on who asks (peers decide for their clients);
+        with `not_before`, only what GitHub vouched for after it (its clock)."""
         if from_peer:
+            place = access.place(request.target.path)
+            if place.scope is Scope.IDENTITY and request.target.path != place.repo:
+                raise NotForPeers(f"{request.target.path} depends on who asks: ask GitHub "
+                                  "with your own credentials")
             self.counters.peer_requests_served += 1
+            return self._counted(await self._shared(request, True, not_before))
+        caller = self.callers.of(request.headers)
+        place = access.place(request.target.path)
+        verdict = await self._verdict(request, caller, place)
+        if verdict is Verdict.SHARED:
+            outcome = await self._shared(request)
+            response = outcome.response
+            if place.scope is Scope.REPOSITORY \
+                    and access.depends_on_caller(request.target.path, response.body):
+                verdict = Verdict.IDENTITY
+            elif response.status != 404 and self._refuses_fleet(response, place.repo_key):
+                # (A 404 inside a repository the fleet reads is GitHub's answer to anyone
+                # who may read it: that resource does not exist.)
+                verdict = Verdict.FLEET_BLIND
+            else:
+                return self._counted(outcome)
+        return self._counted(await self._own(request, caller, _REASONS[verdict]))
+
+    def _counted(self, outcome: _Outcome) -> ApiResponse:
+        """Each answer to a client or a peer falls in one bucket, once."""
+        self.counters.requests += 1
+        setattr(self.counters, outcome.counted_as,
+                getattr(self.counters, outcome.counted_as) + 1)
+        return outcome.response
+
+    # -- who may see what (access.py decides; this asks GitHub what it must know) ---------
+
+    async def _verdict(self, request: ApiRequest, caller: Caller,
+                       place: access.Place) -> Verdict:
+        """Whether the fleet's entry may answer this caller, or why it must not."""
+        now = self.clock()
+        if place.scope is Scope.IDENTITY:
+            return Verdict.IDENTITY
+        if self.grants.valid(caller, now) is False:
+            return Verdict.REFUSED
+        if place.scope is Scope.SHARED:
+            if self.grants.fleet_refused(now):
+                return Verdict.FLEET_BLIND
+            return await self._valid(request, caller)
+        repo, root = place.repo_key, place.repo
+        assert repo is not None and root is not None
+        if self.grants.is_blind(repo, now):
+            return Verdict.FLEET_BLIND
+        # The fleet's view of the repository says whether it is public: one entry for the
+        # whole fleet, usually a hit, and remembered while it is fresh.
+        lookup = ApiRequest("GET", targets.parse(root))
+        vouched_at = self.grants.public_since(repo, now, self.ttl)
+        if vouched_at is not None:
+            self.looked_up(lookup, ApiResponse(200, {}, b"", "hit", fetched_at=vouched_at))
+            return await self._valid(request, caller)
+        granted = self.grants.granted(caller, repo, now)
+        if granted is not None:
+            return Verdict.SHARED if granted else Verdict.REFUSED
+        view = (await self._shared(lookup)).response
+        self.looked_up(lookup, view)
+        if self._refuses_fleet(view, repo) or view.status != 200:
+            return Verdict.FLEET_BLIND  # (not remembered when GitHub was only busy)
+        if access.visibility(view.body) == "public":
+            self.grants.public(repo, view.fetched_at or self.clock())
+            return await self._valid(request, caller)
+        if caller.anonymous:
+            return Verdict.REFUSED  # private: GitHub's answer to anonymous is a 404
+        verdict, _ = await self._checks.run(f"check {repo}{caller.key_suffix}",
+                                            lambda: self._check(request, caller, place))
+        return verdict  # type: ignore[return-value]
+
+    def _refuses_fleet(self, response: ApiResponse, repo: str | None = None) -> bool:
+        """The fleet's token may not read this (not: GitHub is busy). A refused token, or a
+        repository it cannot see, is remembered for a freshness window."""
+        if response.generated or not access.fleet_cannot_see(
+                response.status, policy.is_rate_limited(response)):
+            return False
+        now = self.clock()
+        if response.status == 401:
+            if not self.grants.fleet_refused(now):
+                log.warning("⚠️  GitHub refuses the fleet's token (401): every caller gets "
+                            "its own answer for the next %.0f s", self.ttl)
+            self.grants.refuse_fleet(now + self.ttl)
+        if repo is not None:
+            self.grants.blind(repo, now + self.ttl)
+        return True
+
+    async def _valid(self, request: ApiRequest, caller: Caller) -> Verdict:
+        """GitHub accepts the caller's credential: asked once a freshness window, with the
+        /rate_limit request GitHub does not count. A bad token gets GitHub's own 401."""
+        valid = self.grants.valid(caller, self.clock())
+        if valid is None:
+            valid, _ = await self._checks.run(f"valid{caller.key_suffix}",
+                                              lambda: self._validate(request, caller))
+        return Verdict.SHARED if valid is not False else Verdict.REFUSED
+
+    async def _validate(self, request: ApiRequest, caller: Caller) -> bool:
+        asked = ApiRequest("GET", _RATE_LIMIT, _credential_headers(request.headers))
+        response = (await self._own(asked, caller, "credential_checks")).response
+        until = self.clock() + self.ttl
+        if response.status == 401:
+            self.grants.validated(caller, False, until)
+            return False
+        if response.status == 200:
+            self.grants.validated(caller, True, until)
+        return True  # GitHub busy or unreachable: not the caller's fault; not remembered
+
+    async def _check(self, request: ApiRequest, caller: Caller,
+                     place: access.Place) -> Verdict:
+        """May this caller read this private repository? GitHub's answer to the caller's
+        own GET of it, which is also the caller's own answer for the repository object:
+        one request per caller and repository a freshness window (a free 304 after that)."""
+        assert place.repo is not None and place.repo_key is not None
+        asked = ApiRequest("GET", targets.parse(place.repo),
+                           _credential_headers(request.headers))
+        response = (await self._own(asked, caller, "authorization_checks")).response
+        until = self.clock() + self.ttl
+        if response.status == 200:
+            self.grants.grant(caller, place.repo_key, True, until)
+            self.grants.validated(caller, True, until)
+            return Verdict.SHARED
+        if response.status == 401:
+            self.grants.validated(caller, False, until)
+        elif response.status in (403, 404) and not policy.is_rate_limited(response):
+            self.grants.grant(caller, place.repo_key, False, until)
+        return Verdict.REFUSED  # the caller's own answer, whatever GitHub says to it
+
+    # -- the fleet's entries ------------------------------------------------------------
+
+    async def _shared(self, request: ApiRequest, from_peer: bool = False,
+                      not_before: float | None = None) -> _Outcome:
+        """The fleet's answer: store, then one flight per key (peers, then GitHub with the
+        fleet's token). Peer requests are resolved here, never forwarded on."""
+        key = policy.cache_key(request)
         floor = self._floor_for(request.target.path, not_before)
         entry = self.store.get(key)  # a WAL read: fast, never waits for the writer
         if self._decide(entry, floor, count=True) is Action.SERVE:
             assert entry is not None
-            self.counters.local_hits += 1
-            return self._from_entry(entry, "hit")
-        outcome, shared = await self._flights.run(
-            self._flight_key(key, request.target.path),
-            lambda: self._asking(lambda: self._fill(request, key, entry, from_peer, floor)))
-        if shared and policy.below_floor(outcome.response.vouched, floor) \
-                and outcome.response.fetched_at is not None:
+            return _Outcome(self._from_entry(entry, "hit"), "local_hits")
+        flight = self._flight_key(key, request.target.path)
+        outcome, shared = await self._flights.run(flight, lambda: self._asking(
+            lambda: self._fill(request, key, entry, from_peer, floor)))
+        if shared and outcome.response.fetched_at is not None \
+                and policy.below_floor(outcome.response.vouched, floor):
             # That flight's answer may predate our floor: one of our own, with it.
-            outcome, shared = await self._flights.run(
-                f"{self._flight_key(key, request.target.path)} floor={floor}",
-                lambda: self._asking(lambda: self._fill(request, key, entry, from_peer, floor)))
-        if shared:
-            self.counters.coalesced += 1
-            shared_response = outcome.response
-            response = ApiResponse(shared_response.status, shared_response.headers,
-                                   shared_response.body, "coalesced", shared_response.stale,
-                                   shared_response.fetched_at,
-                                   vouched=shared_response.vouched)
-        else:
-            setattr(self.counters, outcome.counted_as,
-                    getattr(self.counters, outcome.counted_as) + 1)
-            response = outcome.response
-        if not from_peer and response.status in (401, 403, 404) \
-                and "authorization" in request.headers:
-            # The fleet's view is not final for a client with credentials of its own: what
-            # the node's token cannot see, the client's may. Asked once, never shared.
-            return await self._for_client(request)
-        return response
+            outcome, shared = await self._flights.run(f"{flight} floor={floor}", lambda:
+                self._asking(lambda: self._fill(request, key, entry, from_peer, floor)))
+        return _coalesced(outcome) if shared else outcome
 
-    async def _for_client(self, request: ApiRequest) -> ApiResponse:
+    # -- the caller's own entries -------------------------------------------------------
+
+    async def _own(self, request: ApiRequest, caller: Caller, reason: str) -> _Outcome:
+        """The caller's own answer, asked with its own credentials and kept under a key of
+        its own on this node only (never given to a peer, never in a warm start). Its own
+        If-None-Match is answered from the entry (node.py), not sent on."""
+        get = ApiRequest("GET", request.target, {
+            k: v for k, v in request.headers.items() if k not in CONDITIONALS})
+        key = policy.cache_key(get) + caller.key_suffix
+        floor = self._floor_for(request.target.path)
+        entry = self.store.get(key)
+        if self._decide(entry, floor, count=True) is Action.SERVE:
+            assert entry is not None
+            return _Outcome(self._from_entry(entry, "hit", own=caller), "local_hits")
+        outcome, shared = await self._flights.run(
+            self._flight_key(key, request.target.path), lambda: self._asking(
+                lambda: self._own_fill(get, caller, key, entry, reason, floor)))
+        return _coalesced(outcome) if shared else outcome
+
+    async def _own_fill(self, request: ApiRequest, caller: Caller, key: str,
+                        entry: Entry | None, reason: str,
+                        floor: float | None = None) -> _Outcome:
+        latest = self.store.get(key)
+        if self._decide(latest, floor) is Action.SERVE:
+            assert latest is not None
+            return _Outcome(self._from_entry(latest, "hit", own=caller), "local_hits")
+        entry = latest or entry
+        # An entry that reaches here cannot be served as it is (stale, dropped, under the
+        # floor): revalidated if it has a validator.
+        conditional = policy.conditional_headers(entry)
         self.counters.client_credential_requests += 1
-        get = ApiRequest("GET", request.target, request.headers)
+        setattr(self.counters, reason, getattr(self.counters, reason) + 1)
         try:
-            response = await self._upstream(get, {}, Credentials.CLIENT)
+            response = await self._upstream(request, conditional, Credentials.CLIENT)
         except UpstreamError as exc:
-            return _unreachable(exc)
-        response.source = "miss"
-        return response
+            if entry is not None:
+                log.warning("GitHub unreachable (%s); serving a caller's stale entry", exc)
+                return _Outcome(self._stale(entry, own=caller), "misses")
+            unreachable = _unreachable(exc)
+            unreachable.own = True
+            return _Outcome(unreachable, "misses")
+        now = self.clock()
+        self._budgets.seen(caller, response.headers)
+        if response.status == 304 and entry is not None:
+            self.counters.not_modified += 1
+            entry = policy.refreshed(entry, response, now)
+            self._save(entry)
+            return _Outcome(self._from_entry(entry, "revalidated", moment=response.headers,
+                                             own=caller), "misses")
+        if policy.is_cacheable_response(response, self.max_entry_bytes):
+            fresh = policy.entry_from(key, request, response, now)
+            self._save(fresh)
+            return _Outcome(self._from_entry(fresh, "miss", moment=response.headers,
+                                             own=caller), "misses")
+        response.source, response.own = "miss", True
+        return _Outcome(response, "misses")
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -442,22 +638,24 @@ class Cache:
 
     # -- answers ------------------------------------------------------------------------
 
-    def _from_entry(self, entry: Entry, source: str,
-                    moment: dict[str, str] | None = None) -> ApiResponse:
+    def _from_entry(self, entry: Entry, source: str, moment: dict[str, str] | None = None,
+                    own: Caller | None = None) -> ApiResponse:
         """An answer from an entry; `moment` is the GitHub answer that just vouched for it,
-        whose request id and date the client should see (octokit reports the id)."""
+        whose request id and date the client should see (octokit reports the id). It shows
+        the budget it spends, as last seen: the fleet's, or a caller's own for its own."""
         headers = dict(entry.headers)
         if moment:
             headers.update(policy.moment_headers(moment))
-        bucket = self.rate_limits.get(policy.resource_of(entry.headers))
+        limits = self.rate_limits if own is None else self._budgets.of(own)
+        bucket = limits.get(policy.resource_of(entry.headers))
         if bucket is not None:
             headers.update(bucket.headers())
         return ApiResponse(entry.status, headers, entry.body, source, fetched_at=entry.fetched_at,
-                           vouched=entry.vouched)
+                           own=own is not None, vouched=entry.vouched)
 
-    def _stale(self, entry: Entry) -> ApiResponse:
+    def _stale(self, entry: Entry, own: Caller | None = None) -> ApiResponse:
         self.counters.stale_served += 1
-        response = self._from_entry(entry, "hit")
+        response = self._from_entry(entry, "hit", own=own)
         response.stale = True
         return response
 

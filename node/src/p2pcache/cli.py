@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="GET a GitHub API path through the node (like gh api)",
                          description="Like `gh api PATH` for GETs, answered through the running "
-                                     "node's cache. Example: p2pcache api repos/cli/cli")
+                                     "node's cache, as GitHub answers you: it sends your GH_TOKEN "
+                                     "(else GITHUB_TOKEN), as gh does; without one, GitHub's "
+                                     "anonymous answer (public data only). "
+                                     "Example: p2pcache api repos/cli/cli")
     api.add_argument("path", help="API path, e.g. repos/OWNER/REPO or /users/octocat")
     api.add_argument("-i", "--include", action="store_true",
                      help="print the status line and headers first")
@@ -356,7 +359,7 @@ def _client(args: argparse.Namespace) -> Any:
     from .client import NodeClient
 
     settings = _settings(args, need_data_dir=False)
-    return NodeClient(settings.http_base)
+    return NodeClient(settings.http_base, settings.token)
 
 
 def _node_multiaddr(args: argparse.Namespace) -> str:

@@ -16,14 +16,19 @@ class NodeUnavailable(Exception):
 
 
 class NodeClient:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base.rstrip("/")
         # One client for all calls, and no CA bundle: the local API is plain HTTP, and
         # loading certifi's bundle costs ~0.3 s per client (`actions start` polls ~20 times).
         self._http = httpx.Client(timeout=TIMEOUT, verify=False, trust_env=False)
+        # GitHub answers each caller as itself (docs/security.md §8.1): API reads carry the
+        # user's token, as gh sends GH_TOKEN; without one they are anonymous, public only.
+        self._auth = {"authorization": f"Bearer {token}"} if token else {}
 
     def get(self, target: str, headers: dict[str, str] | None = None,
             timeout: float | None = None) -> httpx.Response:
+        if self._auth and not target.startswith("/-/"):
+            headers = {**self._auth, **(headers or {})}
         try:
             return self._http.get(self.base + target, headers=headers,
                                   timeout=TIMEOUT if timeout is None else timeout)
@@ -76,7 +81,8 @@ class GlobalCache:
         from . import config
 
         settings = config.load({}, need_data_dir=False)
-        return NodeClient(settings.http_base).get("/" + path.lstrip("/"), headers)
+        return NodeClient(settings.http_base, settings.token).get("/" + path.lstrip("/"),
+                                                                  headers)
 
 
 def _offline_stats(settings: Any) -> dict[str, Any]:

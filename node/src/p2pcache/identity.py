@@ -62,3 +62,12 @@ def _create(path: Path) -> KeyPair:
 
 def peer_id(pair: KeyPair) -> ID:
     return ID.from_pubkey(pair.public_key)
+
+
+def derived_key(pair: KeyPair, purpose: str) -> bytes:
+    """A 32-byte key of this node's own for `purpose`, stable across restarts, that no one
+    without the node key can compute (e.g. the keyed hash that names callers, access.py)."""
+    import hashlib
+
+    return hashlib.sha256(b"p2pcache/" + purpose.encode() + b"\0"
+                          + pair.private_key.serialize()).digest()

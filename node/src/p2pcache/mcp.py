@@ -348,7 +348,7 @@ def serve(settings: config.Settings, start_node: bool = True,
     """Serve the tools on stdio (or streamable HTTP at `listen`) until the client leaves."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(message)s")
-    client = NodeClient(settings.http_base)
+    client = NodeClient(settings.http_base, settings.token)
     own = OwnNode(settings)
     # An MCP client ends a session by closing stdin, or with SIGTERM: both stop our node.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

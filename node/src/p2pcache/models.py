@@ -29,6 +29,7 @@ class ApiResponse:
     stale: bool = False  # served from an expired entry because upstream could not answer
     fetched_at: float | None = None  # when GitHub last vouched for this body, if cached
     generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
+    own: bool = False  # the caller's own answer (its credentials), never the fleet's
     vouched: float | None = None  # GitHub's own Date of the answer that last vouched for it
 
 

@@ -16,8 +16,8 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import (__version__, addresses, http_api, identity, invalidation, pinned, policy, tls,
-               warmstart)
+from . import (__version__, access, addresses, http_api, identity, invalidation, pinned, policy,
+               tls, warmstart)
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -61,13 +61,17 @@ class Node:
         self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
-                           lend_token=settings.lend_token, not_before=settings.not_before)
+                           lend_token=settings.lend_token, callers=access.Callers(
+                               identity.derived_key(self.key_pair, "callers")),
+                           not_before=settings.not_before)
         # Peers' drops apply at once (cache.dropped_by_peer); the store is read for them
         # after (aliases, entries covered), within a budget a peer cannot push past.
         self._to_settle, self._settling = trio.open_memory_channel[Drop](SETTLE_QUEUE)
         self._settle_budget = Bucket(invalidation.ENTRIES_PER_S, invalidation.ENTRIES_BURST)
         # What clients and peers ask for: refresh-ahead keeps it fresh, warm start offers it.
         self.asks = Asks()
+        self.cache.looked_up = lambda request, response: self.asks.note(request, response,
+                                                                        time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
         self.http_limits = Limits()
@@ -376,7 +380,8 @@ class Node:
             return self._own_endpoint(path, request.method)
         if policy.is_cacheable_request(request):
             response = await self.cache.get(request)
-            self.asks.note(request, response, time.time())
+            if not response.own:  # a caller's own answer is never refreshed nor offered
+                self.asks.note(request, response, time.time())
             if policy.not_modified_for(request.headers, response):
                 response = policy.not_modified_response(response)
         elif request.method in policy.WRITE_METHODS:

@@ -32,6 +32,7 @@ RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit
 # Request headers that change what GitHub answers, and so belong in the key.
 VARY_HEADERS = ("accept", "x-github-api-version")
 DEFAULT_ACCEPT = "application/vnd.github+json"
+DEFAULT_API_VERSION = "2022-11-28"  # what GitHub answers when no X-GitHub-Api-Version is sent
 SECONDARY_LIMIT_WAIT_S = 60.0  # GitHub: without retry-after, wait at least a minute
 MAX_HOLD_S = 3600.0  # no upstream answer may stop this node asking GitHub for longer
 # Refresh-ahead (refresh.py): a hot entry is one asked at least twice, the last time within
@@ -61,11 +62,12 @@ def normalize_accept(accept: str) -> str:
 
 
 def cache_key(request: ApiRequest) -> str:
-    """HEAD shares GET's entry; Accept and API version select different representations."""
+    """HEAD shares GET's entry; Accept and API version select different representations
+    (no version and GitHub's default version are one)."""
     accept = normalize_accept(request.headers.get("accept", ""))
     version = request.headers.get("x-github-api-version", "").strip()
     key = f"GET {request.target} accept={accept}"
-    return key + (f" version={version}" if version else "")
+    return key + (f" version={version}" if version and version != DEFAULT_API_VERSION else "")
 
 
 def is_cacheable_request(request: ApiRequest) -> bool:

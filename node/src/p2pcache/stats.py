@@ -41,7 +41,14 @@ class Counters:
     invalidated_by_peers: int = 0
     floor_revalidations: int = 0  # fresh entries revalidated for the floor (--not-before)
     store_errors: int = 0  # entries that could not be written (disk full ...)
-    client_credential_requests: int = 0  # reads re-asked with the client's own token
+    # Reads asked with a client's own credentials (access.py), and why: they spent the
+    # client's budget, not the fleet's, and are no peer hit nor a call saved.
+    client_credential_requests: int = 0  # all of them: the five reasons below add up to it
+    identity_requests: int = 0  # the answer depends on who asks (/user, /repos/o/r ...)
+    credential_checks: int = 0  # GitHub asked whether the client's token is valid (free)
+    authorization_checks: int = 0  # ... whether it may read a private repository
+    fleet_blind_requests: int = 0  # the fleet's token cannot read it (or is refused)
+    refused_requests: int = 0  # GitHub refused the client (bad token, no access): its answer
     # Refresh-ahead (refresh.py) is not a client request: none of the above but
     # upstream_requests counts it. refreshes = changed + not_modified + failed.
     refreshes: int = 0  # conditional requests sent to GitHub ahead of staleness

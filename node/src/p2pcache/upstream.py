@@ -15,17 +15,23 @@ from . import __version__, headers as fields
 from .models import ApiRequest, ApiResponse
 from .targets import Base
 
-# Request headers that select GitHub's representation: passed on for every request.
+# Request headers that select GitHub's representation: the fleet's own requests carry only
+# these (and its token), so its answer is the same whoever's request caused it.
 REPRESENTATION = ("accept", "x-github-api-version", "content-type")
 # A client's own conditionals: passed on only when it asks with its own credentials; a
 # fill made for everyone never carries them (its 304 would be another client's answer).
 CONDITIONALS = ("if-none-match", "if-modified-since")
+# What a client's own request loses on the way: fields about this hop (RFC 9110 §7.6.1),
+# its Host (ours, not GitHub's), framing and encodings that the HTTP client sets itself.
+NOT_FORWARDED = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"})
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class Credentials(enum.Enum):
-    FLEET = "fleet"  # reads for the cache: the node's token
-    CLIENT = "client"  # writes, GraphQL, a client's own retry: only what the client sent
+    FLEET = "fleet"  # the fleet's reads: the node's token, representation headers only
+    CLIENT = "client"  # a caller's own request (writes, GraphQL, its own reads): as it came
     CLIENT_OR_FLEET = "client-or-fleet"  # writes when the operator lends the node's token
 
 
@@ -48,18 +54,19 @@ class Upstream:
 
     def _headers(self, request: ApiRequest, conditional: dict[str, str],
                  credentials: Credentials) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k in REPRESENTATION}
-        client_auth = request.headers.get("authorization")
         if credentials is Credentials.FLEET:
+            headers = {k: v for k, v in request.headers.items() if k in REPRESENTATION}
             if self._token:
                 headers["authorization"] = f"Bearer {self._token}"
+            headers.setdefault("accept", "application/vnd.github+json")
         else:
-            headers.update({k: v for k, v in request.headers.items() if k in CONDITIONALS})
-            if client_auth:
-                headers["authorization"] = client_auth
-            elif credentials is Credentials.CLIENT_OR_FLEET and self._token:
+            # As the client asked it: its headers (User-Agent, GraphQL-Features, Time-Zone,
+            # If-Match ...) and only its credentials.
+            headers = {k: v for k, v in request.headers.items()
+                       if k not in NOT_FORWARDED and not k.startswith("x-p2p-")}
+            if "authorization" not in headers and credentials is Credentials.CLIENT_OR_FLEET \
+                    and self._token:
                 headers["authorization"] = f"Bearer {self._token}"
-        headers.setdefault("accept", "application/vnd.github+json")
         headers.update(conditional)
         return headers
 
