@@ -19,7 +19,7 @@ from p2pcache.invalidation import (
     DropRefused,
     Drops,
     Seen,
-    for_repository,
+    for_repositories,
     for_write,
     minimal,
     parse_peer_drop,
@@ -117,9 +117,11 @@ class TestForWrite:
         d = drop_of("POST", "/repos/Octo/Repo/issues/5/comments", 201)
         assert d.covers("/repos/octo/repo/issues/5") and d.covers("/REPOS/OCTO/REPO/issues")
 
-    def test_for_repository_is_everything_of_it(self):
-        d = for_repository("o", "r")
+    def test_for_repositories_is_everything_of_them(self):
+        d = for_repositories([("o", "r")], [42])
         assert d.covers(R) and d.covers(f"{R}/anything/at/all") and not d.covers("/repos/o/s")
+        assert d.covers("/repositories/42/issues") and not d.covers("/repositories/4")
+        assert parse_peer_drop(d.as_meta()) == d  # peers take it
 
     @given(st.lists(st.sampled_from(["repos", "o", "r", "issues", "pulls", "1", "comments",
                                      "labels", "x", "git", "contents"]), min_size=1,
@@ -220,6 +222,15 @@ class TestDrops:
         drops = Drops(ttl=60)
         drops.everything(now=50.0)
         assert drops.dropped_since("/anything", 49.0) and not drops.dropped_since("/x", 51.0)
+
+    def test_everything_before_a_moment_keeps_the_drops_after_it(self):
+        drops = Drops(ttl=60)
+        drops.record(Drop((f"{R}/late",), ()), now=20.0)
+        before = drops.latest(f"{R}/late").seq
+        drops.everything(now=10.0)  # what was held before we began dialling, say
+        assert drops.dropped_since(f"{R}/late", 15.0), "the later drop still counts"
+        assert drops.dropped_since(f"{R}/other", 9.0) and not drops.dropped_since(f"{R}/x", 11.0)
+        assert drops.latest(f"{R}/other").seq > before  # new flights for everything
 
     def test_a_snapshot_does_not_change_with_the_original(self):
         drops = Drops(ttl=60)

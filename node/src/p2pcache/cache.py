@@ -419,9 +419,10 @@ class Cache:
             self._store_failed(exc)
             return 0
 
-    def revalidate_all(self) -> None:
-        """Everything held now may have missed a change (we were disconnected)."""
-        self.drops.everything(self.clock())
+    def revalidate_all(self, before: float) -> None:
+        """Everything asked for before `before` may have missed a change (we were apart
+        from the fleet)."""
+        self.drops.everything(before)
 
     def _repository_ids(self, drop: Drop) -> dict[str, set[str]]:
         """The numeric ids of the repositories a drop touches, from what is cached (a

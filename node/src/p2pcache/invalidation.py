@@ -173,10 +173,12 @@ def shareable(drop: Drop) -> Drop:
     return Drop(tuple(filter(inside, drop.paths)), tuple(filter(inside, drop.trees)))
 
 
-def for_repository(owner: str, name: str) -> Drop:
-    """Everything of one repository: what a write that cannot be told more precisely (a
-    GraphQL mutation naming the repository) changes."""
-    return Drop((), (f"/repos/{owner}/{name}",))
+def for_repositories(names: Iterable[tuple[str, str]] = (), ids: Iterable[int] = ()) -> Drop:
+    """Everything of these repositories (owner and name, or GitHub's database id): what a
+    write that cannot be told more precisely changes (a GraphQL mutation:
+    graphql.mutation_targets says which repositories)."""
+    return minimal([], [f"/repos/{owner}/{name}" for owner, name in names]
+                   + [f"/repositories/{int(rid)}" for rid in ids])
 
 
 def _repositories_root(path: str) -> str | None:
@@ -271,13 +273,10 @@ def valid_peer_id(value: object) -> bool:
 
 @dataclass(frozen=True)
 class Mark:
-    """The latest drop covering a path: when (this node's clock) and its sequence number."""
+    """A drop: when (this node's clock) and its sequence number."""
 
     at: float = 0.0
     seq: int = 0
-
-    def __lt__(self, other: Mark) -> bool:
-        return self.seq < other.seq
 
 
 class Drops:
@@ -318,29 +317,28 @@ class Drops:
         return mark
 
     def everything(self, now: float) -> Mark:
-        """Every entry held now is to be revalidated before use (nothing is deleted)."""
+        """Every entry asked for at or before `now` is to be revalidated before use (nothing
+        is deleted)."""
         self._seq += 1
-        self._all = Mark(now, self._seq)
-        self._exact.clear()
-        self._trees.clear()
-        self._order.clear()
+        self._all = Mark(max(now, self._all.at), self._seq)
+        # Later drops (recorded after `now`) still count; the ones it covers are forgotten.
+        self._exact = {p: m for p, m in self._exact.items() if m.at > now}
+        self._trees = {p: m for p, m in self._trees.items() if m.at > now}
+        self._order = deque(item for item in self._order if item[0] > now)
         return self._all
 
     def latest(self, path: str) -> Mark:
-        """The latest drop covering `path` (Mark() if none)."""
+        """The drops covering `path`: the latest time one came, and the highest sequence
+        number (Mark() if none)."""
         folded = _fold(path)
-        best = self._all
-        mark = self._exact.get(folded)
-        if mark is not None and best < mark:
-            best = mark
+        marks = [self._all, self._exact.get(folded)]
         if self._trees:
             probe = folded
             while probe:
-                mark = self._trees.get(probe)
-                if mark is not None and best < mark:
-                    best = mark
+                marks.append(self._trees.get(probe))
                 probe = probe.rsplit("/", 1)[0]
-        return best
+        found = [m for m in marks if m is not None]
+        return Mark(max(m.at for m in found), max(m.seq for m in found))
 
     def dropped_since(self, path: str, since: float) -> bool:
         """Whether a drop covering `path` came at or after `since` (this node's clock)."""

@@ -59,7 +59,7 @@ class Mesh:
         self.guard = ReplayGuard()
         self.closing = False
         self.invalidating = Invalidating(self, apply_drop or (lambda drop: None),
-                                         revalidate_all or (lambda: None), ttl)
+                                         revalidate_all or (lambda at: None), ttl)
         self.on_server = on_server
         self.bootstrap = Bootstrap(self, bootstrap, peer_silence, self._server_joined)
         self.asker = Asker(self, peer_timeout)

@@ -38,7 +38,7 @@ FORWARDS_AT_ONCE = 32  # forwarded messages in flight, all peers together
 MAX_PENDING = 256  # messages kept for servers that did not acknowledge them
 
 Apply = Callable[[Drop], None]  # the node's: makes what the drop covers unusable, now
-Everything = Callable[[], None]  # the node's: everything held now is to be revalidated
+Everything = Callable[[float], None]  # the node's: all held before then is to be revalidated
 
 
 @dataclass
@@ -111,14 +111,15 @@ class Invalidating:
 
     # -- a server (re)connects ---------------------------------------------------------------------
 
-    def connected(self, server: ID) -> None:
-        """A bootstrap server was just connected. If we had been connected to it before
-        (we may have missed what it passed on meanwhile), or to no server at all (what we
-        fetched meanwhile never heard of anyone's writes), what we hold now is to be
-        revalidated before use: free 304s, through the fleet."""
+    def connected(self, server: ID, dialled_at: float) -> None:
+        """A bootstrap server was just connected (we began dialling it at `dialled_at`, wall
+        clock). If we had been connected to it before (we may have missed what it passed on
+        meanwhile), or to no server at all (what we fetched meanwhile never heard of anyone's
+        writes), what we held before the dial is to be revalidated before use: free 304s,
+        through the fleet."""
         others = [p for p in self.mesh.bootstrap.servers() if p != server]
         if server in self._was_connected or not others:
-            self.everything()
+            self.everything(dialled_at)
         self._was_connected.add(server)
 
     async def deliver_pending(self, server: ID) -> None:

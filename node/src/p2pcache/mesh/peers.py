@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 import multiaddr
@@ -106,6 +107,7 @@ class Bootstrap:
             network = host.get_network()
             if hasattr(network, "unblock_peer"):
                 network.unblock_peer(info.peer_id)
+            dialled_at = time.time()  # what we held before this, we held while apart
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
                     await host.connect(info)
@@ -118,7 +120,7 @@ class Bootstrap:
             else:
                 log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
                 was_connected = True
-                self.mesh.invalidating.connected(info.peer_id)  # before anything is served
+                self.mesh.invalidating.connected(info.peer_id, dialled_at)
                 if self.on_server is not None:
                     self.mesh.start_soon(self.on_server, info.peer_id)
                 backoff = 1.0
