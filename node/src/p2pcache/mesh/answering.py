@@ -136,10 +136,10 @@ class Responder:
                         # A drop is applied before the next frame of this stream is read:
                         # a request the writer sends after it never sees the old state.
                         applied = self.mesh.invalidating.receive(peer, message.meta) \
-                            if message.meta.get("op") == OP else None
+                            if message.meta.get("op") == OP else (None, None)
                         await slots.acquire()  # backpressure: stop reading when we are busy
                         nursery.start_soon(self._answer, stream, write_lock,
-                                           frame.request_id, message, slots, applied)
+                                           frame.request_id, message, slots, *applied)
                 except SealError as exc:
                     self.mesh.auth_failed(peer)
                     return exc
@@ -161,7 +161,8 @@ class Responder:
 
     async def _answer(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
                       message: Message, slots: trio.Semaphore,
-                      applied: dict[str, object] | None = None) -> None:
+                      applied: dict[str, object] | None = None,
+                      then: Callable[[], Awaitable[None]] | None = None) -> None:
         try:
             meta = message.meta
             key = str(meta.get("key", ""))
@@ -190,6 +191,8 @@ class Responder:
                                  encode_body(Message(body_meta, body), meta.get("encodings")))
             except Exception as exc:  # an unencodable key, or the stream went away
                 log.debug("could not answer peer: %s", reason(exc))
+            if then is not None:
+                self.mesh.start_soon(then)
         finally:
             slots.release()
 

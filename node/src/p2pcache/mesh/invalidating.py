@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 from libp2p.peer.id import ID
@@ -137,9 +137,12 @@ class Invalidating:
 
     # -- receiving others' --------------------------------------------------------------------
 
-    def receive(self, sender: ID, meta: dict[str, object]) -> dict[str, object]:
+    def receive(self, sender: ID, meta: dict[str, object]) -> tuple[dict[str, object],
+                                                                    Callable[[], Awaitable[None]]
+                                                                    | None]:
         """Apply a peer's drop now (the caller reads nothing more of that stream until this
-        returns) and answer it. Passing it on happens in the background."""
+        returns); the answer, and what to do once it is sent: pass the drop on (after, so
+        that the writer, waiting for our answer, does not wait for our runners)."""
         counters = self.mesh.counters
         counters.invalidations_received += 1
         try:
@@ -153,22 +156,23 @@ class Invalidating:
             counters.invalidations_refused += 1
             self.mesh.warn_once(sender, "invalidate-bad",
                                 f"⚠️  Peer {sender} sent an invalid invalidation ({exc})")
-            return {"error": f"bad request: {exc}"}
+            return {"error": f"bad request: {exc}"}, None
         now = time.monotonic()
         if not self.seen.first(str(message_id), now):
-            return {"applied": False, "duplicate": True}
+            return {"applied": False, "duplicate": True}, None
         refusal = self.admission.admit(str(sender), len(drop), now)
         if refusal is not None:
             counters.invalidations_refused += 1
             self.mesh.warn_once(sender, "invalidate-limit",
                                 f"⚠️  Peer {sender} went over a resource limit ({refusal}); "
                                 "its invalidations are refused while it does")
-            return {"error": f"rate limited: {refusal}"}
+            return {"error": f"rate limited: {refusal}"}, None
         self.apply(drop)
         counters.invalidations_applied += 1
-        if origin == str(sender):  # straight from the writer: tell everyone else
-            self.mesh.start_soon(self._forward, dict(meta), sender)
-        return {"applied": True}
+        if origin != str(sender):
+            return {"applied": True}, None
+        forwarded = dict(meta)  # straight from the writer: tell everyone else
+        return {"applied": True}, lambda: self._forward(forwarded, sender)
 
     async def _forward(self, meta: dict[str, object], sender: ID) -> None:
         peers = [p for p in self.mesh.connected_peers() if p != sender]
