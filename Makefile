@@ -25,13 +25,14 @@ $(PY): node/pyproject.toml
 
 venv: $(PY)
 
-## bench: the benchmarks (latency, the fleet comparison, how far one server and several go,
+## bench: the benchmarks (latency, the fleet comparison, read-your-writes, how far one server and several go,
 ## what a runner loads, how fast it starts, where a GET's CPU goes, how long a GraphQL body takes
 ## to read); figures go to bench/results/
 bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
 	$(PY) bench/fleet.py
+	$(PY) bench/consistency.py
 	$(PY) bench/scale.py
 	$(PY) bench/runner_deps.py
 	$(PY) bench/runner_start.py
