@@ -27,7 +27,7 @@ venv: $(PY)
 
 ## bench: the benchmarks (latency, the fleet comparison, read-your-writes, how far one server and several go,
 ## what a runner loads, how fast it starts, where a GET's CPU goes, how long a GraphQL body takes
-## to read); figures go to bench/results/
+## to read, webhook deliveries); figures go to bench/results/
 bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
@@ -38,6 +38,7 @@ bench: $(PY)
 	$(PY) bench/runner_start.py
 	$(PY) bench/profile_get.py
 	$(PY) bench/graphql_parse.py
+	$(PY) bench/webhooks.py
 
 ## image: the container image, built with no index access (docs/docker.md)
 image:

@@ -21,9 +21,11 @@ runner nodes with empty data dirs, started then; the same server node) after the
 freshness window (--ttl, default 60 s) has passed; then staggered: runners arriving one
 after another over --stagger seconds, each p2pcache runner node started at its runner's
 arrival and its GETs begun once it is connected and has its warm start (what `actions
-start` waits for). Then p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh
-server node each; the 5-runner point is the comparison run), sampling the server node's
-CPU time and RSS.
+start` waits for); then sequential: the runners as jobs one after another, each starting
+when the one before has finished (for p2pcache each a new runner node that joins a fresh
+server node, takes its warm start and makes its GETs: a queue of jobs on separate machines).
+Then p2pcache cold at --scale runner counts (default 1, 5, 20; a fresh server node each;
+the 5-runner point is the comparison run), sampling the server node's CPU time and RSS.
 
 Writes bench/results/fleet.json (one object per scenario and run), fleet.md (the table)
 and fleet.png (the chart). Run: make bench, or python bench/fleet.py [--quick].
@@ -63,9 +65,11 @@ SCENARIOS = ("no_cache", "hishel", "p2pcache")
 REQUIRED_KEYS = ("scenario", "run", "runners", "upstream_requests", "rate_limit_units",
                  "wall_s", "median_runner_s", "p50_ms", "p99_ms")
 # cold: every runner released at once, the server node empty; warm: the same, after the
-# server's freshness window; staggered: runners arriving one after another, server empty.
-RUNS = ("cold", "warm", "staggered")
-ARRIVAL = {"cold": "lockstep", "warm": "lockstep", "staggered": "staggered"}
+# server's freshness window; staggered: runners arriving one after another, server empty;
+# sequential: each runner starts when the one before finished, server empty.
+RUNS = ("cold", "warm", "staggered", "sequential")
+ARRIVAL = {"cold": "lockstep", "warm": "lockstep", "staggered": "staggered",
+           "sequential": "sequential"}
 ACCEPT = "application/vnd.github+json"
 # What every node says on loopback by design; anything else in a node log is reported.
 EXPECTED_WARNINGS = ("No bootstrap peers configured", "That address is private or local")
@@ -74,30 +78,35 @@ EXPECTED_WARNINGS = ("No bootstrap peers configured", "That address is private o
 # --------------------------------------------------------------------------- workload
 
 def endpoints(count: int = 100) -> list[str]:
-    """`count` unique GitHub REST GET paths, a mix a CI job asks for: repositories,
-    users, issue / pull / commit list pages, organisations, branches."""
+    """`count` unique GitHub REST GET paths, a mix a CI job asks of its repositories:
+    files, labels, milestones, issue / pull / commit list pages, branches, tags, releases."""
     org = "acme"
     repos = [f"{org}/{name}" for name in ("api", "web", "cli", "infra", "docs",
                                           "sdk-python", "sdk-go", "mobile", "data", "ops")]
-    paths = [f"/repos/{r}" for r in repos]                                       # 10
-    paths += [f"/users/{u}" for u in ("octocat", "hubot", "monalisa", "defunkt", "mojombo",
-                                      "pjhyett", "wycats", "ezmobius", "ivey", "evanphx",
-                                      "vanpelt", "wayneeseguin", "brynary", "kevinclark",
-                                      "technoweenie", "macournoyer", "takeo", "caged",
-                                      "topfunky", "anotherjesse")]                 # 20
+    # Repository content: what the fleet shares. (A repository object, a user or an
+    # organisation depends on who asks, access.py: each caller's own, not the fleet's.)
+    paths = [f"/repos/{r}/contents/README.md" for r in repos]                    # 10
+    paths += [f"/repos/{r}/labels?per_page=100" for r in repos]                  # 10
+    paths += [f"/repos/{r}/milestones?state=open" for r in repos]                # 10
     paths += [f"/repos/{r}/issues?state=open&page={p}" for r in repos for p in (1, 2)]  # 20
     paths += [f"/repos/{r}/pulls?state=open&per_page=50&page={p}"
               for r in repos for p in (1, 2)]                                      # 20
     paths += [f"/repos/{r}/commits?per_page=30&page=1" for r in repos]            # 10
     paths += [f"/repos/{r}/branches/main" for r in repos]                         # 10
-    paths += [f"/orgs/{o}" for o in (org, "github", "python", "pallets", "encode")]  # 5
+    paths += [f"/repos/{r}/tags" for r in repos[:5]]                              # 5
     paths += [f"/repos/{r}/releases/latest" for r in repos[:5]]                   # 5
     assert len(set(paths)) == len(paths) == 100
     if count <= len(paths):
         # Spread a small sample over the kinds instead of taking only repos.
         step = len(paths) / count
         return [paths[int(i * step)] for i in range(count)]
-    return paths + [f"/repos/{org}/extra{i}" for i in range(count - len(paths))]
+    return paths + [f"/repos/{org}/api/issues/{i + 1}" for i in range(count - len(paths))]
+
+
+def repositories(paths: list[str]) -> int:
+    """How many repositories the paths lie in: a runner node looks each one up (its view
+    says whether it is public, access.py), once for the whole fleet."""
+    return len({"/".join(p.split("/")[:4]) for p in paths if p.startswith("/repos/")})
 
 
 def runner_order(paths: list[str], index: int, order: str, seed: int) -> list[str]:
@@ -180,24 +189,26 @@ def _runner(index: int, mode: str, base: str, paths: list[str], concurrency: int
 
 def arrival_offsets(count: int, arrival: str, window: float) -> list[float]:
     """When each runner starts, in seconds after the first: all at once (lockstep: matrix
-    jobs released together), or one after another, evenly over `window` (jobs arriving)."""
-    if arrival == "lockstep" or count == 1:
+    jobs released together), or one after another, evenly over `window` (jobs arriving).
+    Sequential runners start when the one before has finished: no offset of their own."""
+    if arrival in ("lockstep", "sequential") or count == 1:
         return [0.0] * count
     return [i * window / count for i in range(count)]
 
 
 def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int, order: str,
                 seed: int, cache_root: Path | None, offsets: list[float] | None = None,
-                arrive: list[Callable[[], None]] | None = None) -> dict:
+                arrive: list[Callable[[], None]] | None = None,
+                sequential: bool = False) -> dict:
     """Start one process per runner, release them together (each after its arrival
     offset), collect their samples. With `arrive`, runner i's arrival calls arrive[i]
     (start its node and wait until it is connected, as `actions start` does) and its
-    GETs begin right after."""
+    GETs begin right after. `sequential`: runner i arrives when runner i-1 has finished."""
     offsets = offsets or [0.0] * len(bases)
     ctx = multiprocessing.get_context("spawn")
     ready, out = ctx.Queue(), ctx.Queue()
     go, start_at = ctx.Event(), ctx.Value("d", 0.0)
-    gates = [ctx.Event() for _ in bases] if arrive else [None] * len(bases)
+    gates = [ctx.Event() for _ in bases] if arrive or sequential else [None] * len(bases)
     joined_s: list[float] = []
     procs = []
     for i, base in enumerate(bases):
@@ -228,7 +239,23 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
     go.set()
     joiners = []
     failed: list[BaseException] = []
-    if arrive:
+    reports = []
+    if sequential:
+        time.sleep(max(0.0, start_at.value - time.time()))  # the common start: the first job
+        try:
+            for i in range(len(bases)):
+                t0 = time.time()
+                if arrive:
+                    try:
+                        arrive[i]()
+                    except BaseException as exc:  # reported below; the runner still goes
+                        failed.append(exc)
+                    joined_s.append(time.time() - t0)
+                gates[i].set()
+                reports.append(out.get(timeout=600))
+        except queue_mod.Empty:
+            raise SystemExit(f"{mode}: a runner did not report within 600 s")
+    elif arrive:
         def join(i: int) -> None:
             time.sleep(max(0.0, start_at.value + offsets[i] - time.time()))
             t0 = time.time()
@@ -243,9 +270,8 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
                    for i in range(len(bases))]
         for thread in joiners:
             thread.start()
-    reports = []
     try:
-        for _ in procs:
+        while len(reports) < len(procs):
             reports.append(out.get(timeout=600))
     except queue_mod.Empty:
         raise SystemExit(f"{mode}: a runner did not report within 600 s")
@@ -275,7 +301,7 @@ def run_runners(mode: str, bases: list[str], paths: list[str], concurrency: int,
         "runner_s": [r["ended"] - r["started"] for r in reports],
         # Without nodes joining at arrival: how late the last runner began.
         "start_skew_ms": max(r["started"] - t0 - offsets[r["index"]]
-                             for r in reports) * 1000 if not arrive else 0.0,
+                             for r in reports) * 1000 if not (arrive or sequential) else 0.0,
         "node_join_s": statistics.median(joined_s) if joined_s else None,
         "latencies": latencies,
         "client_cpu_s": sum(r["cpu_s"] for r in reports),
@@ -508,7 +534,7 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
     try:
         got = run_runners(scenario, bases, paths, args.concurrency, args.order, args.seed,
                           cache_root, arrival_offsets(len(bases), arrival, args.stagger),
-                          arrive)
+                          arrive, sequential=arrival == "sequential")
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
@@ -533,6 +559,7 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
         "not_modified": stats["not_modified"],
         "client_requests": len(lat),
         "unique_paths": len(paths),
+        "repositories": repositories(paths),
         "statuses": got["statuses"],
         "answers": got["sources"],
         "arrival": arrival,
@@ -569,6 +596,12 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
         runner_stats = [n.stats() for n in fleet.runners]
         row["runner_upstream_requests"] = sum(r.get("upstream_requests", 0)
                                               for r in runner_stats)
+        # Asked with a client's own credentials: whether they are valid (free, once a
+        # freshness window per client), and what depends on who asks (none here).
+        row["runner_credential_checks"] = sum(r.get("credential_checks", 0)
+                                              for r in runner_stats)
+        row["runner_client_credential_requests"] = sum(
+            r.get("client_credential_requests", 0) for r in runner_stats)
         row["runner_peer_failures"] = sum(r.get("peer_failures", 0) for r in runner_stats)
         row["runner_warm_start_entries"] = sum(r.get("warm_start_entries", 0)
                                                for r in runner_stats)
@@ -593,7 +626,8 @@ COLUMNS = [("scenario", "scenario", "{}"), ("run", "run", "{}"), ("runners", "ru
            ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"),
            ("server_cpu_s", "server CPU s", "{:.2f}"),
            ("server_rss_mb", "server peak RSS MB", "{:.1f}"),
-           ("machine_cpu_busy_pct", "machine CPU busy %", "{:.0f}")]
+           ("machine_cpu_busy_pct", "machine CPU busy %", "{:.0f}"),
+           ("loadavg_1m_before", "load 1 min before", "{:.1f}")]
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -631,13 +665,18 @@ def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
     def faster(p2p: dict, base: dict, key: str) -> float:
         return base[key] / p2p[key] if p2p[key] > 0 else float("inf")
 
+    def once(row: dict) -> bool:
+        """Each unique request reached GitHub at most once for the fleet: each path, and
+        each repository's view (whether it is public) that the runner nodes looked up."""
+        return row["rate_limit_units"] <= row["unique_paths"] + row["repositories"]
+
     checks = []
-    cold, warm, staggered = (find("p2pcache", run) for run in RUNS)
+    cold, warm, staggered, sequential = (find("p2pcache", run) for run in RUNS)
     base = {run: find("no_cache", run) for run in RUNS}
     if cold:
-        checks.append(("cold lockstep: units = unique requests",
-                       cold["rate_limit_units"] <= cold["unique_paths"],
-                       f"{cold['rate_limit_units']} units for {cold['unique_paths']} paths"))
+        checks.append(("cold lockstep: units = unique requests", once(cold),
+                       f"{cold['rate_limit_units']} units for {cold['unique_paths']} paths "
+                       f"in {cold['repositories']} repositories"))
         if base["cold"]:
             x = faster(cold, base["cold"], "wall_s")
             checks.append(("cold lockstep: wall time no slower than 0.9x no cache", x >= 0.9,
@@ -651,19 +690,25 @@ def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
                            f"{x:.2f}x ({base['warm']['median_runner_s']:.2f} s vs "
                            f"{warm['median_runner_s']:.2f} s)"))
     if staggered:
-        checks.append(("staggered: units = unique requests",
-                       staggered["rate_limit_units"] <= staggered["unique_paths"],
+        checks.append(("staggered: units = unique requests", once(staggered),
                        f"{staggered['rate_limit_units']} units"))
         if base["staggered"]:
             x = faster(staggered, base["staggered"], "median_runner_s")
             checks.append(("staggered: median runner API time >= 5x faster than no cache",
                            x >= 5, f"{x:.2f}x ({base['staggered']['median_runner_s']:.2f} s "
                                    f"vs {staggered['median_runner_s']:.2f} s)"))
+    if sequential:
+        checks.append(("sequential: units = unique requests", once(sequential),
+                       f"{sequential['rate_limit_units']} units"))
+        if base["sequential"]:
+            x = faster(sequential, base["sequential"], "median_runner_s")
+            checks.append(("sequential: median runner API time >= 10x faster than no cache",
+                           x >= 10, f"{x:.2f}x ({base['sequential']['median_runner_s']:.2f} s "
+                                    f"vs {sequential['median_runner_s']:.2f} s)"))
     for r in rows:
         if r.get("series") == "scale":
-            checks.append((f"cold lockstep, {r['runners']} runners: units <= unique paths",
-                           r["rate_limit_units"] <= r["unique_paths"],
-                           f"{r['rate_limit_units']} units"))
+            checks.append((f"cold lockstep, {r['runners']} runners: units = unique requests",
+                           once(r), f"{r['rate_limit_units']} units"))
     return checks
 
 
@@ -678,7 +723,10 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
     labels = [f"{short[r['scenario']]}\n{r['run']}" for r in main]
     colors = {"no_cache": "#9e9e9e", "hishel": "#5b8ff9", "p2pcache": "#2ca02c"}
     panels = 3 if len(scale_rows) > 1 else 2
-    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 5.4))
+    bars_width = max(6.4, 0.75 * len(main))  # room for each bar's two-line label
+    widths = [bars_width, bars_width] + ([6.4] if panels == 3 else [])
+    fig, axes = plt.subplots(1, panels, figsize=(sum(widths), 5.4),
+                             gridspec_kw={"width_ratios": widths})
     n = main[0]["runners"] if main else 0
     paths = main[0]["unique_paths"] if main else 0
     for ax, key, title, fmt in (
@@ -692,7 +740,7 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
                       edgecolor=["none" if r["run"] == "cold" else "black" for r in main],
                       hatch=None)
         for bar, r in zip(bars, main):
-            bar.set_hatch({"warm": "//", "staggered": ".."}.get(r["run"]))
+            bar.set_hatch({"warm": "//", "staggered": "..", "sequential": "xx"}.get(r["run"]))
         for i, (v, text) in enumerate(zip(values, texts)):
             ax.annotate(text, (i, v), ha="center", va="bottom", fontsize=9,
                         xytext=(0, 2), textcoords="offset points")
@@ -729,10 +777,17 @@ def chart(rows: list[dict], scale_rows: list[dict], path: Path) -> None:
                                 for r in ordered], fontsize=8.5)
         ax.set_title("p2pcache cold: server node vs fleet size")
         ax.legend(handles=[b1, b2], loc="upper left", fontsize=8)
+    runs = {r["run"] for r in main}
+    legend = [text for run, text in (
+        ("cold", "cold: all start together"),
+        ("warm", "warm (//): the same after the freshness window"),
+        ("staggered", "staggered (..): one after another over "
+                      f"{max(r.get('stagger_s') or 0 for r in main):g} s"),
+        ("sequential", "sequential (xx): each job when the one before has finished, each a "
+                       "new runner node")) if run in runs]
     fig.suptitle(f"{n} runners x {paths} GETs over the same {paths} endpoints, "
-                 f"GitHub latency {main[0]['latency_ms']:.0f} ms. cold: all start together; "
-                 f"warm (//): the same after the freshness window; staggered (..): one after "
-                 f"another over {max(r.get('stagger_s') or 0 for r in main):g} s", fontsize=9)
+                 f"GitHub latency {main[0]['latency_ms']:.0f} ms.\n" + "; ".join(legend),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -756,6 +811,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="p2pcache freshness (P2P_CACHE_TTL); the warm run waits it out")
     p.add_argument("--scale", default="1,5,20", help="runner counts for the p2pcache scale runs")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--runs", default=",".join(RUNS),
+                   help="which runs (p2pcache's warm run measures a cold one first; the "
+                        "scale points come with cold)")
     p.add_argument("--batch", type=int, default=2, help="runner nodes booted at a time")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-chart", action="store_true")
@@ -770,8 +828,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    if set(args.runs) - set(RUNS) or not args.runs:
+        p.error(f"--runs: choose from {', '.join(RUNS)}")
     args.scale = sorted({int(s) for s in args.scale.split(",") if s.strip()}) \
-        if "p2pcache" in args.scenarios else []
+        if "p2pcache" in args.scenarios and "cold" in args.runs else []
     if "hishel" in args.scenarios:
         try:
             import hishel.httpx  # noqa: F401
@@ -809,48 +870,59 @@ def main(argv: list[str] | None = None) -> int:
     try:
         direct = [fake.url] * args.runners
         if "no_cache" in args.scenarios:
-            for run in RUNS:
+            for run in args.runs:
                 rows.append(measure(fake, "no_cache", run, direct, paths, args,
                                     arrival=ARRIVAL[run]))
         if "hishel" in args.scenarios:
-            for run in RUNS:
+            for run in args.runs:
                 # A new CI job: a new runner with an empty cache of its own.
                 cache_root = tmp / f"hishel-{run}"
                 rows.append(measure(fake, "hishel", run, direct, paths, args,
                                     cache_root=cache_root, arrival=ARRIVAL[run]))
                 shutil.rmtree(cache_root, ignore_errors=True)
-        if "p2pcache" in args.scenarios:
+        if "p2pcache" in args.scenarios and ("cold" in args.runs or "warm" in args.runs):
             fleet = Fleet(tmp, fake.url, args.ttl, args.batch)
             fleet.start_server()
             started = fleet.start_runners(args.runners)
             cold = measure(fake, "p2pcache", "cold", [n.url for n in fleet.runners], paths,
                            args, fleet=fleet, node_start_s=started)
             cold_done = time.time()
-            rows.append(cold)
-            scale_rows.append(cold)
+            if "cold" in args.runs:
+                rows.append(cold)
+                scale_rows.append(cold)
             notes += fleet.warnings()
-            # The warm run: new jobs after the freshness window, so new runner nodes with
-            # empty data dirs, started then (each takes the server's warm start as it
-            # joins); the same server node, whose refresh-ahead kept the hot entries fresh.
-            fleet.stop_runners()
-            wait = cold_done + args.ttl + 0.5 - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            started = fleet.start_runners(args.runners)
-            rows.append(measure(fake, "p2pcache", "warm", [n.url for n in fleet.runners],
-                                paths, args, fleet=fleet, node_start_s=started))
-            notes += fleet.warnings()
+            if "warm" in args.runs:
+                # The warm run: new jobs after the freshness window, so new runner nodes
+                # with empty data dirs, started then (each takes the server's warm start as
+                # it joins); the same server node, whose refresh-ahead kept the hot entries
+                # fresh.
+                fleet.stop_runners()
+                wait = cold_done + args.ttl + 0.5 - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                started = fleet.start_runners(args.runners)
+                rows.append(measure(fake, "p2pcache", "warm", [n.url for n in fleet.runners],
+                                    paths, args, fleet=fleet, node_start_s=started))
+                notes += fleet.warnings()
             fleet.stop()
+            fleet = None
+        if "p2pcache" in args.scenarios:
             # The staggered run: jobs arriving one after another over --stagger seconds, on
             # a fresh (empty) server node with the default TTL, so no entry goes stale
             # within the window: the first runner pays for the paths, later ones share.
-            fleet = Fleet(tmp, fake.url, 60.0, args.batch)
-            fleet.start_server("staggered")
-            arrive = fleet.runners_joining(args.runners)
-            rows.append(measure(fake, "p2pcache", "staggered", [n.url for n in fleet.runners],
-                                paths, args, fleet=fleet, arrival="staggered", arrive=arrive))
-            notes += fleet.warnings()
-            fleet.stop()
+            # The sequential run: jobs one after another, as a queue of jobs on separate
+            # machines meets the fleet: each a new runner node that joins a fresh server,
+            # takes its warm start and makes its GETs once the job before has finished.
+            for run in ("staggered", "sequential"):
+                if run not in args.runs:
+                    continue
+                fleet = Fleet(tmp, fake.url, 60.0, args.batch)
+                fleet.start_server(run)
+                arrive = fleet.runners_joining(args.runners)
+                rows.append(measure(fake, "p2pcache", run, [n.url for n in fleet.runners],
+                                    paths, args, fleet=fleet, arrival=run, arrive=arrive))
+                notes += fleet.warnings()
+                fleet.stop()
             for count in args.scale:
                 if count == args.runners:
                     continue  # the comparison run above is this point
@@ -898,7 +970,8 @@ def main(argv: list[str] | None = None) -> int:
     md = ["# Fleet benchmark results\n",
           f"{args.runners} runners x {len(paths)} GETs over the same {len(paths)} endpoints; "
           f"cold and warm: all starting together, staggered: one after another over "
-          f"{args.stagger:g} s; fake GitHub latency {args.latency_ms:.0f} ms; "
+          f"{args.stagger:g} s, sequential: each when the one before has finished; fake "
+          f"GitHub latency {args.latency_ms:.0f} ms; "
           f"{args.concurrency} GETs in flight per runner, order {args.order}; p2pcache TTL "
           f"{args.ttl:g} s. Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
           f"{machine['platform']}.\n",

@@ -92,18 +92,20 @@ def main() -> None:
                              env={"P2P_CACHE_WARM_START": "0"}).start()
         runner.wait_for_peers(1)
         try:
+            # Repository content: the fleet's to share (a repository object, a user, an
+            # organisation are each caller's own, docs/security.md 8.1).
             print(f"Warming the server with {PEER_N} entries ...", flush=True)
-            peer_paths = [f"/repos/bench/peer{i}" for i in range(PEER_N)]
+            peer_paths = [f"/repos/bench/r/contents/peer{i}" for i in range(PEER_N)]
             timed_gets(server.url, peer_paths, "miss")
-            miss = timed_gets(server.url, [f"/repos/bench/miss{i}" for i in range(MISS_N)],
+            miss = timed_gets(server.url, [f"/repos/bench/r/contents/miss{i}" for i in range(MISS_N)],
                               "miss")
             print("Measuring peer hits ...", flush=True)
             peer = timed_gets(runner.url, peer_paths, "peer")
             print("Measuring local hits ...", flush=True)
-            local = timed_gets(runner.url, ["/repos/bench/peer0"] * LOCAL_N, "hit")
+            local = timed_gets(runner.url, ["/repos/bench/r/contents/peer0"] * LOCAL_N, "hit")
             print(f"Measuring throughput ({CLIENT_PROCESSES} client processes, "
                   f"{THROUGHPUT_S:.0f} s) ...", flush=True)
-            rps = throughput(runner.url, "/repos/bench/peer0")
+            rps = throughput(runner.url, "/repos/bench/r/contents/peer0")
         finally:
             server.stop()
             runner.stop()

@@ -10,6 +10,10 @@
 # (from PATH, else a pinned uv fetched with pip) and falls back to pip alone;
 # P2P_CACHE_INSTALLER=pip skips uv. A VENV that already holds a working install (the action
 # restores it with actions/cache) is kept.
+#
+# Every VENV also gets bin/p2pcache-root, the entry a sudoers rule names for transparent
+# mode without giving jobs root (README): run as root, `bash runner/install.sh /opt/p2pcache`
+# makes the root-owned install that rule expects.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 reqs=$root/runner/requirements.txt
@@ -32,8 +36,24 @@ print(platform.python_version())')-$digest"
 fi
 
 venv=${1:?usage: install.sh VENV}
+
+# A file of its own (not the venv's python, a symlink to the system's interpreter), running
+# that interpreter isolated: -I ignores PYTHON* variables, user site-packages and the
+# working directory, whatever the caller's environment.
+root_entry() {
+    local dir
+    dir=$(cd "$venv" && pwd)
+    printf '%s\n' "#!$dir/bin/python -I" \
+        "# p2pcache's root entry: what README's sudoers rule for transparent mode names." \
+        "import sys" "" "from p2pcache.cli import main" "" "sys.exit(main())" \
+        >"$dir/bin/p2pcache-root.new"
+    chmod 0755 "$dir/bin/p2pcache-root.new"
+    mv -f "$dir/bin/p2pcache-root.new" "$dir/bin/p2pcache-root"
+}
+
 if [ -x "$venv/bin/p2pcache" ] && "$venv/bin/python" -c 'import p2pcache.cli' 2>/dev/null; then
     echo "✓ Reusing the cached runner environment"
+    root_entry
     exit 0
 fi
 rm -rf "$venv"
@@ -60,3 +80,4 @@ else
     "${pip[@]}" install --no-deps "$(grep -E '^setuptools==' "$reqs")"
     "${pip[@]}" install --no-deps --no-build-isolation -r "$reqs" "$root/node"
 fi
+root_entry

@@ -13,6 +13,15 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
 * rate-limit budgets are per credential (anonymous callers per client IP),
   with GitHub's headers and error bodies, so clients can tell primary from
   secondary limits the same way they would against the real thing;
+* GitHub's secondary limits are enforced per credential: past ``max_concurrent``
+  requests in flight (GitHub: 100) the next one is refused at once with 403 and
+  GitHub's message (no ``Retry-After``: "wait at least a minute"), and past
+  ``endpoint_points`` points a minute on one REST endpoint (GitHub: 900; a GET
+  costs 1, a write 5) with 403 and the seconds until the window has room in
+  ``Retry-After``.  An endpoint is the method and the path with its names and
+  ids as placeholders (``GET /repos/{owner}/{repo}/issues/{id}``), a close
+  enough reading of GitHub's routes.  The most requests in flight per caller
+  are in ``/_fake/stats`` (``max_in_flight``, by login as in the request log);
 * list endpoints page with GitHub's ``Link`` header format, naming the
   repository by id (``/repositories/<id>/issues?page=2``) as GitHub does, and
   the fake answers those paths too;
@@ -55,6 +64,7 @@ Command line::
 
     python3 tests/fakegithub.py --host 127.0.0.1 --port 0 --latency-ms 80 \
         [--token TOKEN ...] [--rate-limit 5000] [--anon-rate-limit 60] \
+        [--max-concurrent 100] [--endpoint-points 900] \
         [--unix-socket PATH] [--port-file PATH] [--verbose]
 
 In-process::
@@ -135,6 +145,14 @@ RESOURCES = {
     "code_scanning_autofix": (10, 10, 60),
 }
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# GitHub's secondary limits (per credential): requests in flight, and points a
+# minute per REST endpoint (a GET or HEAD costs 1, a write 5).
+MAX_CONCURRENT = 100
+ENDPOINT_POINTS = 900
+POINTS_WINDOW = 60.0
+SECONDARY_MESSAGE = ("You have exceeded a secondary rate limit. Please wait a few minutes"
+                     " before you try again. If you reach out to GitHub Support for help,"
+                     " please include the request ID {rid}.")
 REQUEST_LOG_SIZE = 1000
 # How often serve_forever checks for shutdown; the default 0.5 s would make
 # every stop() (one per test) that slow.
@@ -197,6 +215,34 @@ def _int_param(query: dict[str, str], name: str, default: int) -> int:
         return int(query.get(name, default))
     except (TypeError, ValueError):
         return default
+
+
+# Top-level collections whose next segment names one of them (/users/{username}).
+NAMED_ROOTS = frozenset({"users", "orgs", "repositories", "gists", "teams", "enterprises",
+                         "organizations", "installations", "applications", "apps"})
+
+
+def _login(cred: "_Credential | None") -> str:
+    """Who the request log and the in-flight counts name: a token's login, else
+    ``anonymous`` or ``bad credentials`` (never a credential itself)."""
+    if cred is None:
+        return "bad credentials"
+    return cred.login if cred.authenticated and cred.login else "anonymous"
+
+
+def _endpoint(method: str, norm: str) -> str:
+    """The REST endpoint a request spends secondary-limit points on: the method and the
+    route, names and ids as placeholders.  After ``/repos/{owner}/{repo}`` (or any other
+    first segment) collection names and ids alternate, as in GitHub's routes."""
+    parts = [p for p in norm.split("/") if p]
+    if parts[:1] == ["repos"] and len(parts) >= 3:
+        head, rest = ["repos", "{owner}", "{repo}"], parts[3:]
+    elif parts[:1] and parts[0] in NAMED_ROOTS and len(parts) >= 2:
+        head, rest = [parts[0], "{id}"], parts[2:]
+    else:
+        head, rest = parts[:1], parts[1:]
+    route = head + [p if i % 2 == 0 else "{id}" for i, p in enumerate(rest)]
+    return f"{'GET' if method == 'HEAD' else method} /" + "/".join(route)
 
 
 def _json_bytes(payload: object) -> bytes:
@@ -320,6 +366,8 @@ class FakeGitHub:
         rate_limit: int = 5000,
         *,
         anon_rate_limit: int = 60,
+        max_concurrent: int = MAX_CONCURRENT,
+        endpoint_points: int = ENDPOINT_POINTS,
         unix_socket: str | os.PathLike | None = None,
         verbose: bool = False,
     ) -> None:
@@ -335,6 +383,8 @@ class FakeGitHub:
         self.logins: dict[str, str] = dict(tokens) if isinstance(tokens, dict) else {}
         self.rate_limit = int(rate_limit)
         self.anon_rate_limit = int(anon_rate_limit)
+        self.max_concurrent = int(max_concurrent)
+        self.endpoint_points = int(endpoint_points)
         self.verbose = verbose
 
         # One lock guards every piece of mutable state below.  Handlers do
@@ -346,6 +396,9 @@ class FakeGitHub:
         # -> "admin" | "push" (default "pull").
         self._private: dict[str, set[str]] = {}
         self._permissions: dict[tuple[str, str], str] = {}
+        # Requests being answered now, per credential key: outside _reset_state,
+        # since a reset while requests are in flight must not lose count of them.
+        self._in_flight: Counter[str] = Counter()
         self._reset_state()
         # Repository ids are a pure function of the name, so this survives
         # reset(): an id a client saw stays resolvable, as on GitHub.
@@ -439,6 +492,9 @@ class FakeGitHub:
         self._graphql_ops: Counter[str] = Counter()
         self._graphql_points = 0
         self._reset_conversations()
+        self._in_flight_max: Counter[str] = Counter()  # per login (_login), since reset
+        self._points: dict[tuple[str, str], deque[tuple[float, int]]] = {}
+        self._secondary: Counter[str] = Counter()  # refusals: "concurrent" / "points"
 
     def reset(self) -> None:
         """Zero counters, budgets, versions, issues, pending failures and the log (tokens,
@@ -457,6 +513,10 @@ class FakeGitHub:
                 "by_status": dict(self._by_status),
                 "graphql": {"operations": dict(self._graphql_ops),
                             "points": self._graphql_points},
+                # The most requests in flight at once per caller (its login, as in the
+                # request log), and secondary-limit refusals by kind.
+                "max_in_flight": dict(self._in_flight_max),
+                "secondary_limited": dict(self._secondary),
             }
 
     def request_log(self) -> list[dict]:
@@ -536,6 +596,61 @@ class FakeGitHub:
         return {"admin": rank >= 3, "maintain": rank >= 3, "push": rank >= 2,
                 "triage": rank >= 2, "pull": True}
 
+    def set_limits(self, max_concurrent: int | None = None,
+                   endpoint_points: int | None = None) -> None:
+        """Change the secondary limits (tests lower them to make them bite)."""
+        for value in (max_concurrent, endpoint_points):
+            if value is not None and value < 1:
+                raise ValueError("limits must be 1 or more")
+        with self._lock:
+            if max_concurrent is not None:
+                self.max_concurrent = int(max_concurrent)
+            if endpoint_points is not None:
+                self.endpoint_points = int(endpoint_points)
+
+    def _arrive(self, authorization: str | None, client: str) -> tuple[str, bool]:
+        """A request arrived: count it in flight.  Returns its credential key and
+        whether it is over the concurrency limit (then it is refused at once)."""
+        with self._lock:
+            cred = self._credential(authorization, client)
+            key = cred.key if cred else f"invalid:{client}"
+            self._in_flight[key] += 1
+            now = self._in_flight[key]
+            label = _login(cred)
+            self._in_flight_max[label] = max(self._in_flight_max[label], now)
+            return key, now > self.max_concurrent
+
+    def _depart(self, key: str) -> None:
+        with self._lock:
+            self._in_flight[key] -= 1
+            if self._in_flight[key] <= 0:
+                del self._in_flight[key]
+
+    def _spend_points(self, key: str, req: "_Request", now: float) -> int | None:
+        """Spend the request's points on its endpoint's minute; None if they fit,
+        else the seconds until they would (nothing is spent then)."""
+        cost = 5 if req.method in WRITE_METHODS else 1
+        window = self._points.setdefault((key, _endpoint(req.method, req.norm)), deque())
+        while window and window[0][0] <= now - POINTS_WINDOW:
+            window.popleft()
+        spent = sum(points for _, points in window)
+        if spent + cost <= self.endpoint_points:
+            window.append((now, cost))
+            return None
+        freed = 0
+        for at, points in window:
+            freed += points
+            if spent - freed + cost <= self.endpoint_points:
+                return max(1, math.ceil(at + POINTS_WINDOW - now))
+        return int(POINTS_WINDOW)
+
+    def _secondary_limit(self, rid: str, kind: str, retry_after: int | None) -> _Reply:
+        self._secondary[kind] += 1
+        reply = _error(403, SECONDARY_MESSAGE.format(rid=rid), DOCS_SECONDARY)
+        if retry_after is not None:
+            reply.headers["Retry-After"] = str(retry_after)
+        return reply
+
     def set_latency(self, ms: float) -> None:
         # A single attribute store is atomic; handlers read it once per request.
         self.latency_ms = max(0.0, float(ms))
@@ -599,13 +714,15 @@ class FakeGitHub:
         h = hashlib.sha256(f"{self.port}:{self._seq}".encode()).hexdigest().upper()
         return f"{h[:4]}:{h[4:8]}:{h[8:14]}:{h[14:20]}:{self._seq:08X}"
 
-    def _process(self, req: "_Request") -> tuple[_Reply, dict[str, str]]:
+    def _process(self, req: "_Request", key: str = "",
+                 over_concurrency: bool = False) -> tuple[_Reply, dict[str, str]]:
         """Answer one API request; returns the reply and its full headers.
 
         Order of checks mirrors GitHub's edge: injected (infrastructure)
-        failures, then the API version, then authentication, then the budget
-        of the path's rate-limit resource, then the resource itself, then
-        conditional-request evaluation.
+        failures, then the API version, then authentication, then the
+        secondary limits (in flight, points a minute on the endpoint), then the
+        budget of the path's rate-limit resource, then the resource itself,
+        then conditional-request evaluation.
         """
         now = time.time()
         with self._lock:
@@ -632,6 +749,11 @@ class FakeGitHub:
             elif not cred.authenticated and req.norm == "/graphql":
                 reply = _error(401, "This endpoint requires you to be authenticated.",
                                DOCS_GRAPHQL_AUTH)
+            elif over_concurrency:
+                reply = self._secondary_limit(rid, "concurrent", None)
+            elif req.norm not in ("/graphql", "/rate_limit") and \
+                    (wait := self._spend_points(key or cred.key, req, now)) is not None:
+                reply = self._secondary_limit(rid, "points", wait)
             elif not cred.authenticated and (
                 req.method in WRITE_METHODS or req.norm == "/user"
                 or req.norm.startswith("/user/") or resource == "code_search"
@@ -693,10 +815,9 @@ class FakeGitHub:
                 "method": req.method,
                 "path": req.raw_path,
                 "if_none_match": req.if_none_match,
-                # Presence only: the fake must never echo a credential back.
+                # Presence and a hash only: never a credential itself.
                 "authorization_present": req.authorization is not None,
-                "login": cred.login if cred and cred.authenticated
-                else "anonymous" if cred else "bad credentials",
+                "login": _login(cred),
                 "headers": dict(req.headers),
                 "status": reply.status,
             })
@@ -2891,19 +3012,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._control(method, path, dict(pairs))
             return
 
-        # Simulated network + server time.  Sleeping in the handler thread
-        # (outside the lock) lets concurrent requests overlap like real ones.
-        delay = fake.path_latency_ms.get(path, fake.latency_ms)
-        if delay > 0:
-            time.sleep(delay / 1000.0)
+        key, over = fake._arrive(self.headers.get("Authorization"), self.address_string())
+        try:
+            # Simulated network + server time.  Sleeping in the handler thread
+            # (outside the lock) lets concurrent requests overlap like real ones.
+            # A request over the concurrency limit is refused at once, as GitHub does.
+            delay = fake.path_latency_ms.get(path, fake.latency_ms)
+            if delay > 0 and not over:
+                time.sleep(delay / 1000.0)
+            self._answer(fake, method, path, split.query, pairs, body, key, over)
+            self.wfile.flush()  # in flight until the answer has left
+        finally:
+            fake._depart(key)
 
+    def _answer(self, fake: "FakeGitHub", method: str, path: str, query: str,
+                pairs: list[tuple[str, str]], body: bytes, key: str, over: bool) -> None:
         default_host = UNIX_HOST if self.server.scheme == "https" else fake.url[7:]
         host = self.headers.get("Host") or default_host
         req = _Request(
             method=method,
             path=path,
             norm=_normalize(path),
-            raw_path=path + (f"?{split.query}" if split.query else ""),
+            raw_path=path + (f"?{query}" if query else ""),
             query_pairs=pairs,
             query=dict(pairs),
             host=host,
@@ -2919,7 +3049,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()
                      if k.lower() != "authorization"},
         )
-        reply, headers = fake._process(req)
+        reply, headers = fake._process(req, key, over)
         late = fake.read_delay_ms.get(path, 0) if method in ("GET", "HEAD") else 0
         if late > 0:
             time.sleep(late / 1000.0)
@@ -2951,7 +3081,8 @@ class _Handler(BaseHTTPRequestHandler):
                        head=method == "HEAD")
             return
         reads = {"/_fake/stats": fake.stats, "/_fake/requests": fake.request_log}
-        writes = ("/_fake/reset", "/_fake/mutate", "/_fake/fail", "/_fake/latency")
+        writes = ("/_fake/reset", "/_fake/mutate", "/_fake/fail", "/_fake/latency",
+                  "/_fake/limits")
         status, payload = 200, None
         try:
             if path in reads:
@@ -2976,6 +3107,12 @@ class _Handler(BaseHTTPRequestHandler):
                     retry_after = int(query.get("retry_after", 60))
                     fake.fail(failure, count, retry_after, query.get("path"))
                     payload = {"status": failure, "count": count, "retry_after": retry_after}
+                elif path == "/_fake/limits":
+                    fake.set_limits(
+                        int(query["concurrent"]) if "concurrent" in query else None,
+                        int(query["points"]) if "points" in query else None)
+                    payload = {"max_concurrent": fake.max_concurrent,
+                               "endpoint_points": fake.endpoint_points}
                 else:
                     fake.set_latency(float(query.get("ms", 0)))
                     payload = {"latency_ms": fake.latency_ms}
@@ -3004,6 +3141,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="hourly budget per token")
     parser.add_argument("--anon-rate-limit", type=int, default=60,
                         help="hourly budget per anonymous client IP")
+    parser.add_argument("--max-concurrent", type=int, default=MAX_CONCURRENT,
+                        help="secondary limit: requests in flight per credential")
+    parser.add_argument("--endpoint-points", type=int, default=ENDPOINT_POINTS,
+                        help="secondary limit: points a minute per credential and REST"
+                        " endpoint (GET 1, write 5)")
     parser.add_argument("--unix-socket", help="also answer on this Unix socket, as"
                         " https://api.github.com (for gh's http_unix_socket)")
     parser.add_argument("--port-file", help="write the bound port here")
@@ -3013,6 +3155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fake = FakeGitHub(args.host, args.port, args.latency_ms, args.token,
                       args.rate_limit, anon_rate_limit=args.anon_rate_limit,
+                      max_concurrent=args.max_concurrent,
+                      endpoint_points=args.endpoint_points,
                       unix_socket=args.unix_socket, verbose=args.verbose)
     if args.port_file:
         # Write-then-rename so a poller never reads a half-written file.

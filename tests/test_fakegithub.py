@@ -280,6 +280,88 @@ def test_fail_429_secondary_limit_with_retry_after(client):
     assert client.get("/repos/o/r").status_code == 200
 
 
+def test_past_the_concurrency_limit_github_refuses_at_once(fake, client):
+    assert client.post("/_fake/limits", params={"concurrent": 3}).json()["max_concurrent"] == 3
+    fake.set_latency(1000)
+    answers: list[httpx.Response] = []
+
+    def one(path: str) -> None:
+        answers.append(httpx.get(fake.url + path, headers=AUTH, timeout=10))
+
+    threads = [threading.Thread(target=one, args=(f"/repos/o/r{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # arrivals in order: the 4th finds 3 in flight
+    for t in threads:
+        t.join()
+    refused = [r for r in answers if r.status_code == 403]
+    assert sorted(r.status_code for r in answers) == [200] * 3 + [403] * 3
+    for r in refused:
+        assert "secondary rate limit" in r.json()["message"]
+        assert r.json()["documentation_url"].endswith("#about-secondary-rate-limits")
+        assert "Retry-After" not in r.headers, "GitHub's message only: wait a minute"
+        assert int(r.headers["X-RateLimit-Remaining"]) > 0, "not the primary limit"
+    s = stats(client)
+    assert s["secondary_limited"] == {"concurrent": 3}
+    assert s["max_in_flight"][fake.login_of(TOKEN)] >= 4
+    assert s["units"] == 3, "a refusal costs no primary unit"
+    # Another credential has limits of its own; and once answers are out, room again.
+    assert httpx.get(fake.url + "/repos/o/x").status_code == 200
+    assert client.get("/repos/o/y", headers=AUTH).status_code == 200
+
+
+def test_past_900_points_a_minute_on_one_endpoint_github_refuses(fake, client):
+    fake.set_limits(endpoint_points=6)
+    for i in range(6):  # six repositories: one endpoint, GET /repos/{owner}/{repo}
+        assert client.get(f"/repos/o/r{i}", headers=AUTH).status_code == 200
+    r = client.get("/repos/other/r", headers=AUTH)
+    assert r.status_code == 403 and "secondary rate limit" in r.json()["message"]
+    assert 55 <= int(r.headers["Retry-After"]) <= 60, "until the minute has room again"
+    # Other endpoints and other credentials keep their own minute.
+    assert client.get("/repos/o/r0/issues", headers=AUTH).status_code == 200
+    assert client.get("/users/octocat", headers=AUTH).status_code == 200
+    assert client.get("/repos/o/r0").status_code == 200
+    # A write costs 5: one fits in a fresh endpoint's 6, a second does not.
+    assert client.post("/repos/o/r0/issues/1/comments", headers=AUTH,
+                       json={"body": "x"}).status_code in (200, 201, 404)
+    r = client.post("/repos/o/r1/issues/2/comments", headers=AUTH, json={"body": "x"})
+    assert r.status_code == 403 and r.headers["Retry-After"]
+    assert stats(client)["secondary_limited"] == {"points": 2}
+    client.post("/_fake/reset")
+    assert client.get("/repos/o/r9", headers=AUTH).status_code == 200, "reset: a new minute"
+
+
+def test_endpoints_are_routes_with_placeholders():
+    from fakegithub import _endpoint
+
+    assert _endpoint("GET", "/repos/o/r") == _endpoint("HEAD", "/repos/a/b") == \
+        "GET /repos/{owner}/{repo}"
+    assert _endpoint("GET", "/repos/o/r/issues/7/comments") == \
+        "GET /repos/{owner}/{repo}/issues/{id}/comments"
+    assert _endpoint("GET", "/users/octocat") == "GET /users/{id}"
+    assert _endpoint("GET", "/user/repos") == "GET /user/repos"
+    assert _endpoint("POST", "/repos/o/r/issues") == "POST /repos/{owner}/{repo}/issues"
+
+
+def test_secondary_limits_from_the_command_line(tmp_path):
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, str(HERE / "fakegithub.py"), "--port-file",
+                             str(port_file), "--max-concurrent", "7", "--endpoint-points", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        assert [httpx.get(f"{url}/users/u{i}").status_code for i in range(3)] == [200, 200, 403]
+        limits = httpx.post(f"{url}/_fake/limits").json()
+        assert limits == {"max_concurrent": 7, "endpoint_points": 2}
+        assert httpx.post(f"{url}/_fake/limits", params={"points": 0}).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_latency_overlaps_across_threads(fake, client):
     # One second per answer: serial would take 5 s, overlapping ~1 s. The bounds are
     # that wide so a loaded machine cannot fail the test (no timing is measured here).
@@ -600,6 +682,7 @@ def test_stats_requests_log_and_reset(fake, client):
     assert client.post("/_fake/reset").status_code == 200
     assert stats(client) == {"requests": 0, "units": 0, "not_modified": 0,
                              "by_path": {}, "methods": {}, "by_status": {},
+                             "max_in_flight": {}, "secondary_limited": {},
                              "graphql": {"operations": {}, "points": 0}}
     assert client.get("/_fake/requests").json() == []
     again = client.get("/repos/o/r", headers={**AUTH, "If-None-Match": etag})

@@ -43,7 +43,9 @@ PROVIDER_MIRROR = Path(os.environ.get("P2PCACHE_TF_PROVIDER_MIRROR", "/opt/tf-pl
 AWS_PROVIDER = "registry.terraform.io/hashicorp/aws"
 
 # The inputs every cloud module shares, held identical (type, default, validation, message).
-SHARED_VARIABLES = ("port", "allowed_ipv4_cidrs", "allowed_ipv6_cidrs", "node_public_ip", "peer_id", "nodes")
+SHARED_VARIABLES = (
+    "port", "webhook_port", "allowed_ipv4_cidrs", "allowed_ipv6_cidrs", "node_public_ip", "peer_id", "nodes"
+)
 # The multiaddr outputs every cloud module and root configuration has, and the multiaddr module's
 # output each one is.
 MULTIADDR_OUTPUTS = {
@@ -52,7 +54,7 @@ MULTIADDR_OUTPUTS = {
     "bootstrap_multiaddr_list": "values",
 }
 IDENTIFIER_OUTPUTS = {
-    "aws": ("security_group_id", "security_group_arn", "ingress_rule_ids"),
+    "aws": ("security_group_id", "security_group_arn", "ingress_rule_ids", "webhook_rule_ids"),
     "gcp": ("firewall_ids", "firewall_names", "firewall_self_links"),
     "azure": ("network_security_group_id", "network_security_group_name", "security_rule_ids"),
 }
@@ -399,6 +401,8 @@ GOOD_VALUES = {
 }
 SHARED_BAD = [
     ("port", "70000", "port must be a whole number from 1 to 65535 (got 70000)."),
+    ("webhook_port", "70000", "webhook_port must be null (no webhooks) or a whole number from 1 to 65535"),
+    ("webhook_port", "9100", "other than port (got 9100)."),
     (
         "allowed_ipv4_cidrs",
         '["10.0.0.0/33"]',
@@ -721,6 +725,43 @@ def test_aws_root_apply_readback_idempotence_destroy(
         Filters=[{"Name": "group-id", "Values": [outputs["security_group_id"]]}]
     )
     assert left_rules["SecurityGroupRules"] == []
+
+
+def test_aws_root_opens_the_webhook_port_only_while_it_is_set(
+    terraform: Terraform, aws_root: Path, moto: Moto
+) -> None:
+    """webhook_port null (the default): only the peer port; set: the same CIDRs on that port
+    too, as rules of their own; null again: those rules go, and the peer port's stay as they
+    were (same rule IDs)."""
+    base = ["-var=region=us-east-1", "-var=name=p2pcache-webhook-test", "-var=nodes=[]"]
+    ec2 = moto.ec2()
+
+    def ingress() -> set[tuple[str, int]]:
+        group = _outputs(terraform, aws_root)["security_group_id"]
+        rules = ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [group]}]
+        )["SecurityGroupRules"]
+        return {(_cidr(r), r["FromPort"]) for r in rules if not r["IsEgress"] and r["FromPort"] == r["ToPort"]}
+
+    _apply(terraform, aws_root, *base)
+    assert ingress() == {("0.0.0.0/0", 9100), ("::/0", 9100)}
+    peer_rules = _outputs(terraform, aws_root)["ingress_rule_ids"]
+    assert _outputs(terraform, aws_root)["webhook_rule_ids"] == {}
+
+    applied = _apply(terraform, aws_root, *base, "-var=webhook_port=9443")
+    assert "Resources: 2 added, 0 changed, 0 destroyed." in applied
+    assert ingress() == {("0.0.0.0/0", 9100), ("::/0", 9100), ("0.0.0.0/0", 9443), ("::/0", 9443)}
+    outputs = _outputs(terraform, aws_root)
+    assert set(outputs["webhook_rule_ids"]) == {"0.0.0.0/0", "::/0"}
+    assert outputs["ingress_rule_ids"] == peer_rules
+
+    applied = _apply(terraform, aws_root, *base)
+    assert "Resources: 0 added, 0 changed, 2 destroyed." in applied
+    assert ingress() == {("0.0.0.0/0", 9100), ("::/0", 9100)}
+    assert _outputs(terraform, aws_root)["ingress_rule_ids"] == peer_rules
+
+    terraform.run(aws_root, "destroy", "-auto-approve", "-input=false", "-no-color", *base)
+    assert terraform.run(aws_root, "state", "list").stdout.strip() == ""
 
 
 def test_aws_root_plans_with_tfvars_example(terraform: Terraform, aws_root: Path) -> None:

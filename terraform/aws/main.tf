@@ -13,6 +13,7 @@ module "p2pcache_node" {
   name               = var.name
   vpc_id             = coalesce(var.vpc_id, one(data.aws_vpc.default[*].id))
   port               = var.port
+  webhook_port       = var.webhook_port
   allowed_ipv4_cidrs = var.allowed_ipv4_cidrs
   allowed_ipv6_cidrs = var.allowed_ipv6_cidrs
   node_public_ip     = var.node_public_ip

@@ -13,6 +13,11 @@ output "ingress_rule_ids" {
   value       = module.p2pcache_node.ingress_rule_ids
 }
 
+output "webhook_rule_ids" {
+  description = "IDs of the rules opening webhook_port, keyed by source CIDR; {} while it is null."
+  value       = module.p2pcache_node.webhook_rule_ids
+}
+
 output "bootstrap_multiaddr" {
   description = "The first node's multiaddr (the single-node form of bootstrap_multiaddrs); null until a node's address and peer ID are set."
   value       = module.p2pcache_node.bootstrap_multiaddr

@@ -11,6 +11,7 @@ module "p2pcache_node" {
   name                = var.name
   priority            = var.priority
   port                = var.port
+  webhook_port        = var.webhook_port
   allowed_ipv4_cidrs  = var.allowed_ipv4_cidrs
   allowed_ipv6_cidrs  = var.allowed_ipv6_cidrs
   node_public_ip      = var.node_public_ip

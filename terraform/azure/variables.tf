@@ -39,6 +39,12 @@ variable "port" {
   nullable    = false
 }
 
+variable "webhook_port" {
+  description = "TCP port where GitHub's webhook deliveries reach the node's host (the node's --webhook port, or its TLS terminator's); null opens nothing."
+  type        = number
+  default     = null
+}
+
 variable "allowed_ipv4_cidrs" {
   description = "IPv4 CIDR blocks allowed to reach the port (GitHub-hosted runners come from anywhere)."
   type        = list(string)

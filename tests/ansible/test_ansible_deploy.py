@@ -26,6 +26,8 @@ Order of events (the tests run in file order, on one set of hosts):
     in the secret (written once), and a runner with it as MCP_P2P_BOOTSTRAP_PEERS reaches
     every server on the lab's network;
   - `--tags firewall` alone, with a source restriction, then without;
+  - p2pcache_webhook_port set: the node receives a signed delivery through each firewall,
+    a second run changes nothing; unset: the rules go and the port is closed;
   - the UPnP host: the router maps 9100 to it, it publishes the router's address, and a
     runner on the WAN side dials that;
   - a reboot of the iptables host: the rule and the node come back.
@@ -36,6 +38,8 @@ are removed whatever happens. Outside CI a missing engine skips; under CI=true i
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -476,6 +480,86 @@ def test_tags_firewall_alone_restricts_and_reopens_the_port(lab: AnsibleLab,
     again = lab.playbook("--tags", "firewall", "--limit", hosts)
     assert {h: c["changed"] for h, c in again.recap.items()} == \
         {h: 0 for h in SYSTEMD_HOSTS}, again.explain()
+
+
+WEBHOOK_PORT = 9443
+WEBHOOK_SECRET = "webhook-secret-of-the-ansible-tests"
+
+
+def test_the_webhook_port_is_opened_only_while_it_is_set(lab: AnsibleLab, deployed: dict) -> None:
+    """Without p2pcache_webhook_port nothing listening on that port is reachable. With it
+    (and the secret from the controller's environment), the node receives GitHub's
+    deliveries there, through each firewall: a signed ping from outside is answered, and a
+    second run changes nothing. Unset again, the rules go and the port is closed, even to a
+    listener; the peer port stays open throughout."""
+    hosts = ",".join(SYSTEMD_HOSTS)
+    listener = (f"setsid python3 -m http.server {WEBHOOK_PORT} --bind 0.0.0.0 "
+                "--directory /var/empty </dev/null >/dev/null 2>&1 &")
+
+    def with_listener(check) -> None:
+        for host in SYSTEMD_HOSTS:
+            lab.exec(target(lab, host), "sh", "-c", listener)
+        try:
+            time.sleep(1)
+            check()
+        finally:
+            for host in SYSTEMD_HOSTS:
+                lab.exec(target(lab, host), "sh", "-c",
+                         f"pkill -f 'http[.]server {WEBHOOK_PORT}' || true")
+
+    def closed() -> None:
+        for host in SYSTEMD_HOSTS:
+            t = target(lab, host)
+            lab.exec(t, "python3", "-c", f"import socket; socket.create_connection(("
+                     f"'127.0.0.1', {WEBHOOK_PORT}), timeout=2)")  # it does listen...
+            assert not lab.can_connect(t.ip, WEBHOOK_PORT), f"{host}: {WEBHOOK_PORT} open"
+
+    with_listener(closed)
+    env = {**lab.secret_env, "P2P_CACHE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    on = lab.playbook("--limit", hosts, "--extra-vars",
+                      f'{{"p2pcache_webhook_port": {WEBHOOK_PORT}}}', *lab.secret_args, env=env)
+    assert on.returncode == 0, on.explain()
+    assert WEBHOOK_SECRET not in on.output
+    body = b'{"zen": "Keep it logically awesome.", "hook_id": 1}'
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    for host in SYSTEMD_HOSTS:
+        t = target(lab, host)
+        assert lab.can_connect(t.ip, 9100), host
+        deadline = time.monotonic() + 30
+        while not lab.can_connect(t.ip, WEBHOOK_PORT) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ping = httpx.post(f"http://{t.ip}:{WEBHOOK_PORT}/webhook", content=body, timeout=10,
+                          headers={"X-GitHub-Event": "ping", "X-GitHub-Delivery": "1-2-3",
+                                   "X-Hub-Signature-256": signature,
+                                   "Content-Type": "application/json"})
+        assert ping.status_code == 200 and ping.json()["outcome"] == "ping", (host, ping.text)
+        env_file = lab.exec(t, "cat", "/etc/p2pcache/p2pcache.env")
+        assert f"P2P_CACHE_WEBHOOK='0.0.0.0:{WEBHOOK_PORT}'" in env_file
+    ufw = lab.exec(target(lab, "ufw"), "ufw", "status")
+    assert re.search(rf"^{WEBHOOK_PORT}/tcp\s+ALLOW\s+Anywhere\s+# p2pcache", ufw, re.M), ufw
+    assert f"{WEBHOOK_PORT}/tcp" in lab.exec(target(lab, "firewalld"), "firewall-cmd",
+                                             "--permanent", "--list-ports").split()
+    rule = f"--dport {WEBHOOK_PORT} -m comment --comment p2pcache -j ACCEPT"
+    assert rule in lab.exec(target(lab, "iptables"), "ip6tables", "-S", "INPUT")
+    assert rule in lab.exec(target(lab, "iptables"), "cat", "/etc/iptables/rules.v4")
+    again = lab.playbook("--limit", hosts, "--extra-vars",
+                         f'{{"p2pcache_webhook_port": {WEBHOOK_PORT}}}', *lab.secret_args, env=env)
+    assert {h: c["changed"] for h, c in again.recap.items()} == \
+        {h: 0 for h in SYSTEMD_HOSTS}, again.explain()
+
+    off = lab.playbook("--limit", hosts, *lab.secret_args, env=lab.secret_env)
+    assert off.returncode == 0, off.explain()
+    assert not re.search(rf"^{WEBHOOK_PORT}/tcp", lab.exec(target(lab, "ufw"), "ufw", "status"),
+                         re.M)
+    assert f"{WEBHOOK_PORT}/tcp" not in lab.exec(target(lab, "firewalld"), "firewall-cmd",
+                                                 "--permanent", "--list-ports")
+    assert f"--dport {WEBHOOK_PORT}" not in lab.exec(target(lab, "iptables"), "cat",
+                                                     "/etc/iptables/rules.v4")
+    with_listener(closed)
+    for host in SYSTEMD_HOSTS:
+        assert lab.can_connect(target(lab, host).ip, 9100), host
+        assert "P2P_CACHE_WEBHOOK" not in lab.exec(target(lab, host), "cat",
+                                                   "/etc/p2pcache/p2pcache.env")
 
 
 def test_after_a_reboot_the_rule_and_the_node_are_back(lab: AnsibleLab, deployed: dict) -> None:

@@ -18,6 +18,11 @@ from typing import Callable
 
 OWNER, REPO = "octo", "conform"
 FULL = f"{OWNER}/{REPO}"
+# Identity: a private repository only the fleet's token reads, a token GitHub refuses, and
+# the login GitHub gives the client's token (conftest.py sets them up).
+FLEET_ONLY = "fleetonly"
+BAD_TOKEN = "ghp_conformancerevoked000000000000000000"
+CLIENT_LOGIN = "conformance-client"
 PER_PAGE = 40  # 95 issues: three pages, the last one short
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 60
@@ -122,6 +127,25 @@ def pygithub(t: Target) -> dict[str, dict]:
             return {"status": exc.status, "body": exc.data, "headers": _lower(exc.headers)}
         return {"status": 201}
 
+    def refused(call) -> dict:
+        try:
+            headers, data = call()
+        except GithubException as exc:
+            return {"status": exc.status, "body": exc.data, "headers": _lower(exc.headers)}
+        return {"status": 200, "body": data, "headers": _lower(headers)}
+
+    def whoami():
+        return refused(lambda: g.requester.requestJsonAndCheck("GET", "/user"))
+
+    def private_repo():
+        return refused(lambda: g.requester.requestJsonAndCheck(
+            "GET", f"/repos/{OWNER}/{FLEET_ONLY}/issues/1"))
+
+    def bad_token():
+        bad = Github(base_url=t.base, auth=Auth.Token(BAD_TOKEN), retry=None)
+        return refused(lambda: bad.requester.requestJsonAndCheck(
+            "GET", f"/repos/{FULL}/issues/1"))
+
     def rate_limit():
         r1 = g.get_rate_limit()
         g.get_user(f"probe-{t.name}")  # one uncached read
@@ -207,12 +231,12 @@ def githubkit_ops(t: Target) -> dict[str, dict]:
     def head():
         return seen(gh.request("HEAD", f"/repos/{FULL}"), {})
 
-    def failed(call) -> dict:
+    def failed(call, parse: bool = False) -> dict:
         try:
             r = call()
         except RequestFailed as exc:
             return seen(exc.response, exc.response.json())
-        return seen(r, {})
+        return seen(r, r.json() if parse else {})
 
     def not_found():
         return failed(lambda: gh.rest.repos.get(OWNER, "missing-repo"))
@@ -220,6 +244,16 @@ def githubkit_ops(t: Target) -> dict[str, dict]:
     def anonymous_write():
         anon = GitHub(base_url=t.base, http_cache=False, auto_retry=False)
         return failed(lambda: anon.rest.issues.create(OWNER, REPO, title="anonymous"))
+
+    def whoami():
+        return failed(lambda: gh.request("GET", "/user"), parse=True)
+
+    def private_repo():
+        return failed(lambda: gh.rest.issues.get(OWNER, FLEET_ONLY, 1))
+
+    def bad_token():
+        bad = GitHub(BAD_TOKEN, base_url=t.base, http_cache=False, auto_retry=False)
+        return failed(lambda: bad.rest.issues.get(OWNER, REPO, 1))
 
     def rate_limit():
         r1 = gh.rest.rate_limit.get()
@@ -240,7 +274,8 @@ def githubkit_ops(t: Target) -> dict[str, dict]:
 def javascript(client: str) -> Callable[[Target], dict[str, dict]]:
     def run(t: Target) -> dict[str, dict]:
         config = {"client": client, "base": t.base, "token": t.token, "name": t.name,
-                  "owner": OWNER, "repo": REPO, "perPage": PER_PAGE}
+                  "owner": OWNER, "repo": REPO, "perPage": PER_PAGE,
+                  "fleetOnly": FLEET_ONLY, "badToken": BAD_TOKEN}
         done = subprocess.run(["node", str(HERE / "driver.mjs"), json.dumps(config)],
                               capture_output=True, text=True, timeout=TIMEOUT * 3, cwd=HERE)
         if done.returncode != 0:
@@ -262,10 +297,11 @@ def gh(t: Target) -> dict[str, dict]:
     subprocess.run(["gh", "config", "set", "http_unix_socket", t.unix_socket], env=env,
                    check=True, capture_output=True, timeout=TIMEOUT)
 
-    def api(*args: str) -> dict:
+    def api(*args: str, token: str | None = None) -> dict:
         """`gh api -i ...` as an observation: the status line, headers, parsed body."""
-        done = subprocess.run(["gh", "api", "-i", *args], env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT)
+        done = subprocess.run(["gh", "api", "-i", *args],
+                              env={**env, "GH_TOKEN": token} if token else env,
+                              capture_output=True, text=True, timeout=TIMEOUT)
         head, _, body = done.stdout.replace("\r\n", "\n").partition("\n\n")
         lines = head.splitlines()
         if not lines or not lines[0].startswith("HTTP/"):
@@ -323,6 +359,15 @@ def gh(t: Target) -> dict[str, dict]:
 
     # anonymous_write: gh refuses to run without a token, so it never sends one.
 
+    def whoami():
+        return api("user")
+
+    def private_repo():
+        return api(f"repos/{OWNER}/{FLEET_ONLY}/issues/1")
+
+    def bad_token():
+        return api(f"repos/{FULL}/issues/1", token=BAD_TOKEN)
+
     def rate_limit():
         r1 = api("rate_limit")
         api(f"users/probe-{t.name}")
@@ -340,9 +385,8 @@ def gh(t: Target) -> dict[str, dict]:
 # --------------------------------------------------------------------------- #
 
 def curl(t: Target) -> dict[str, dict]:
-    auth = ["-H", f"Authorization: Bearer {t.token}"]
-
-    def call(url: str, *args: str, authed: bool = True) -> dict:
+    def call(url: str, *args: str, authed: bool = True, token: str | None = None) -> dict:
+        auth = ["-H", f"Authorization: Bearer {token or t.token}"]
         head = "-I" in args  # curl -I writes the headers where the body would go
         if url.startswith("/"):
             url = t.base + url
@@ -412,6 +456,15 @@ def curl(t: Target) -> dict[str, dict]:
     def anonymous_write():
         return call(f"/repos/{FULL}/issues", "-X", "POST", "--data", '{"title":"anonymous"}',
                     authed=False)
+
+    def whoami():
+        return call("/user")
+
+    def private_repo():
+        return call(f"/repos/{OWNER}/{FLEET_ONLY}/issues/1")
+
+    def bad_token():
+        return call(f"/repos/{FULL}/issues/1", token=BAD_TOKEN)
 
     def rate_limit():
         r1 = call("/rate_limit")

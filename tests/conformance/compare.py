@@ -15,7 +15,7 @@ import re
 # The operations, in the order every client runs them (write_read relies on paginate
 # having cached every page first, so it also checks that a write reaches those pages).
 OPS = ("get_repo", "paginate", "lazy_load", "conditional", "write_read", "head",
-       "not_found", "anonymous_write", "rate_limit")
+       "not_found", "anonymous_write", "rate_limit", "whoami", "private_repo", "bad_token")
 
 # Headers whose values must be the same through the node as straight from GitHub.
 SAME_VALUE = ("content-type", "x-github-media-type", "x-github-api-version-selected",
@@ -99,7 +99,7 @@ def expectation_failures(op: str, seen: dict) -> list[str]:
     status, body = seen.get("status"), seen.get("body") or {}
     want = {"get_repo": 200, "paginate": 200, "lazy_load": 200, "conditional": 304,
             "write_read": 201, "head": 200, "not_found": 404, "anonymous_write": 401,
-            "rate_limit": 200}[op]
+            "rate_limit": 200, "whoami": 200, "private_repo": 404, "bad_token": 401}[op]
     out = [] if status == want else [f"status {status}, GitHub answers {want}"]
     if op == "paginate" and sorted(body.get("numbers", [])) != list(range(1, 96)):
         out.append(f"paging did not visit issues 1..95 once each: {_short(body.get('numbers'))}")
@@ -113,6 +113,10 @@ def expectation_failures(op: str, seen: dict) -> list[str]:
             out.append("after the write, paging to the last page does not show issues 1..96"
                        f" once each (stale pages?): {len(listed)} items, {len(set(listed))}"
                        " distinct")
+    if op == "whoami" and body.get("login") != "conformance-client":
+        out.append(f"/user says {body.get('login')!r}: not the client's own identity")
+    if op == "get_repo" and body.get("permissions", {}).get("admin"):
+        out.append("the repository object shows the fleet's permissions, not the client's")
     if op == "rate_limit":
         if body.get("core_used_delta") != 1:
             out.append(f"/rate_limit core.used moved by {body.get('core_used_delta')} over one"

@@ -67,8 +67,13 @@ class Conformance:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.fake = FakeGitHub("127.0.0.1", 0, tokens=[FLEET_TOKEN, CLIENT_TOKEN],
-                               unix_socket=workdir / "fake.sock").start()
+        self.fake = FakeGitHub("127.0.0.1", 0, unix_socket=workdir / "fake.sock",
+                               tokens={FLEET_TOKEN: "fleet-bot",
+                                       CLIENT_TOKEN: clients.CLIENT_LOGIN}).start()
+        # Who sees what: the fleet's token is admin of the repository the clients use and
+        # alone reads a private one; clients see what their own token does (issue 19).
+        self.fake.set_permission(clients.FULL, FLEET_TOKEN, "admin")
+        self.fake.make_private(f"{clients.OWNER}/{clients.FLEET_ONLY}", readers=[FLEET_TOKEN])
         self._runs: dict[str, Runs] = {}
 
     def runs(self, client: str) -> Runs:

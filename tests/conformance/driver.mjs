@@ -57,6 +57,15 @@ const ops = {
   async not_found() {
     return failed(() => octokit.rest.repos.get({ owner, repo: "missing-repo" }));
   },
+  async whoami() {
+    return failed(() => octokit.rest.users.getAuthenticated());
+  },
+  async private_repo() {
+    return failed(() => octokit.rest.issues.get({ owner, repo: cfg.fleetOnly, issue_number: 1 }));
+  },
+  async bad_token() {
+    return failed(() => make(cfg.badToken).rest.issues.get({ owner, repo, issue_number: 1 }));
+  },
   async rate_limit() {
     const r1 = (await octokit.rest.rateLimit.get()).data;
     await octokit.rest.users.getByUsername({ username: `probe-${name}` });

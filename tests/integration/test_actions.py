@@ -216,3 +216,31 @@ def test_transparent_mode_is_the_actions_default_and_the_examples_leave_steps_un
         for step in (gh, script):
             assert "P2P_CACHE" not in json.dumps(step)
 
+
+
+def test_root_summary_for_a_job_signals_no_pid_the_job_wrote(tmp_path):
+    """Issue 21, finding 9: root's summary for another user goes by the identity root
+    recorded in its own directory; a PID file of the job's naming a process that looks like
+    a node (here a root process with p2pcache in its command line) gets nothing."""
+    from conftest import require
+    from p2pcache.intercept import start_time
+
+    require(os.geteuid() == 0, "root's summary for a job needs root")
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                               "p2pcache", "serve"])
+    try:
+        nobody = 65534
+        temp = tmp_path / "runner-temp"
+        state = temp / "p2pcache"
+        state.mkdir(parents=True, mode=0o700)
+        for path in (temp, state):
+            os.chown(path, nobody, nobody)
+        (state / "p2pcache-node.pid").write_text(f"{victim.pid} {start_time(victim.pid)}")
+        env = {"PATH": os.environ["PATH"], "SUDO_UID": str(nobody), "SUDO_GID": str(nobody),
+               "SUDO_USER": "nobody", "RUNNER_TEMP": str(temp), "HOME": "/root"}
+        done = run("summary", env, "--http", f"127.0.0.1:{free_port()}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert victim.poll() is None, "root's summary killed a process the job named"
+    finally:
+        victim.kill()
+        victim.wait()

@@ -38,6 +38,9 @@ def serve_env(tmp_path) -> dict[str, str]:
     ("--max-bytes", "P2P_CACHE_MAX_BYTES", "0.5"),
     ("--warm-start", "P2P_CACHE_WARM_START", "lots"),
     ("--warm-start", "P2P_CACHE_WARM_START", "99999999999"),
+    ("--upstream-concurrency", "P2P_CACHE_UPSTREAM_CONCURRENCY", "0"),
+    ("--upstream-concurrency", "P2P_CACHE_UPSTREAM_CONCURRENCY", "101"),
+    ("--webhook", "P2P_CACHE_WEBHOOK", "9200"),
 ])
 def test_bad_settings_are_one_line_and_status_2(tmp_path, flag, var, value):
     env = serve_env(tmp_path)

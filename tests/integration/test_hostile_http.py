@@ -17,6 +17,7 @@ import pytest
 from conftest import FLEET_TOKEN
 from evilupstream import EvilUpstream, raw_request, status_of
 from fakegithub import FakeGitHub
+from p2pcache.http_api import HEAD_TIMEOUT, MAX_CONNECTIONS
 
 
 def get(port: int, target: bytes, extra: bytes = b"") -> bytes:
@@ -242,16 +243,47 @@ def test_request_bodies_and_connections_are_bounded(nodes, fake):
     assert all(status in (413, 503, -1) for status in results), results
     alive(node)
 
-    # A flood of idle connections: past the cap they are told 503 and closed.
+    # A flood of idle connections: past the cap, the longest idle is closed for each new
+    # one, so a client whose request arrives is served and the node holds at most the cap.
+    fds = proc.num_fds()
     socks = [socket.create_connection(("127.0.0.1", node.http_port)) for _ in range(300)]
     try:
         time.sleep(0.5)
         extra = socket.create_connection(("127.0.0.1", node.http_port), timeout=5)
         extra.sendall(b"GET /-/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert status_of(extra.recv(4096)) == 503
+        assert status_of(extra.recv(4096)) == 200
         extra.close()
+        assert proc.num_fds() <= fds + MAX_CONNECTIONS + 5, (fds, proc.num_fds())
+        socks[0].settimeout(5)
+        assert socks[0].recv(1) == b""  # the first of the flood made room
     finally:
         for s in socks:
             s.close()
     time.sleep(0.5)
+    alive(node)
+    assert node.stats()["connections_evicted"] >= 300 + 1 - MAX_CONNECTIONS
+
+
+def test_a_silent_or_slow_client_is_closed_within_the_head_deadline(nodes):
+    """Before: a connection that sent nothing, or half a request head, was held 120 s.
+    Now its first head (and any head, once begun) must arrive within 10 s."""
+    node = nodes("solo")
+    silent = [socket.create_connection(("127.0.0.1", node.http_port)) for _ in range(5)]
+    slow = [socket.create_connection(("127.0.0.1", node.http_port)) for _ in range(5)]
+    for sock in slow:
+        sock.sendall(b"GET /repos/o/r HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+    began = time.monotonic()
+    closed_after = []
+    for sock in silent + slow:
+        sock.settimeout(max(0.1, began + HEAD_TIMEOUT + 10 - time.monotonic()))
+        try:
+            assert sock.recv(4096) == b""  # (or a reset): the node closed it
+            closed_after.append(time.monotonic() - began)
+        except ConnectionResetError:
+            closed_after.append(time.monotonic() - began)
+        except socket.timeout:
+            closed_after.append(float("inf"))
+        finally:
+            sock.close()
+    assert max(closed_after) < HEAD_TIMEOUT + 10, closed_after
     alive(node)

@@ -272,3 +272,63 @@ def test_a_client_with_its_own_token_is_not_held_to_the_fleets_view(nodes, fake)
     log = [(e["path"], e["login"]) for e in fake.request_log()]
     assert log.count(("/repos/octo/mine", "bad credentials")) == 1, "asked once a window"
     assert ("/repos/octo/mine/commits", "anonymous") in log
+
+
+def test_a_second_node_on_a_live_unix_socket_refuses_and_leaves_it_alone(nodes, tmp_path):
+    """Issue 21, finding 10: a node does not unlink a live node's socket; only a dead one
+    (its node killed) is replaced."""
+    sock = tmp_path / "api.sock"
+    first = nodes("first", args=["--unix-socket", str(sock)])
+    second = nodes("second", start=False, args=["--unix-socket", str(sock)])
+    second.start(wait=False)
+    assert second.proc.wait(60) == 2
+    said = second.log().strip()
+    assert said.count("\n") == 0 and "a live node already answers there" in said, said
+
+    def answers() -> int:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)),
+                          base_url="http://localhost") as client:
+            return client.get("/-/healthz").status_code
+
+    assert answers() == 200
+    assert first.stats()["peer_id"] and first.proc.poll() is None
+    first.kill()  # kill -9 leaves its socket behind: dead, so in nobody's way
+    assert sock.is_socket()
+    nodes("third", args=["--unix-socket", str(sock)])
+    assert answers() == 200
+
+
+def test_serve_unix_binds_over_a_dead_socket_only(tmp_path):
+    """The listener itself never unlinks a live socket, even when a second node got past
+    the start-up check (two nodes starting at once): it binds first, and replaces only a
+    socket that refuses connections."""
+    import socket as socket_mod
+
+    import pytest
+    import trio
+
+    from p2pcache import http_api
+
+    path = tmp_path / "api.sock"
+    live = socket_mod.socket(socket_mod.AF_UNIX)
+    live.bind(str(path))
+    live.listen(1)
+
+    async def serve_once() -> None:
+        with trio.fail_after(10):
+            await http_api.serve_unix(path, None, None, http_api.Limits())  # type: ignore
+
+    with pytest.raises(OSError):
+        trio.run(serve_once)
+    assert path.is_socket() and live.getsockname() == str(path)
+    probe = socket_mod.socket(socket_mod.AF_UNIX)
+    probe.connect(str(path))  # still the live listener's
+    probe.close()
+    live.close()  # now dead: the next listener replaces it
+
+    async def serve_and_stop() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(http_api.serve_unix, path, None, None, http_api.Limits())
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve_and_stop)

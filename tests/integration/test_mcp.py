@@ -12,9 +12,11 @@ import time
 from typing import Any, Awaitable, Callable
 
 import anyio
-import pytest
 import httpx
+import psutil
+import pytest
 from conftest import FLEET_TOKEN, NAMESPACE, free_port
+from evilupstream import EvilUpstream
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -344,3 +346,165 @@ def test_listen_elsewhere_than_loopback_is_refused():
                               stdin=subprocess.DEVNULL)
         assert done.returncode == 2, (value, done.stderr)
         assert "--listen" in done.stderr and done.stdout == ""
+
+
+# -- issue 21, findings 6 and 7: pages stay on the node, results stay small ------------------
+
+
+def result_size(result: Any) -> int:
+    """A tool result as the client received it: its text blocks and structured content."""
+    size = sum(len(c.text.encode()) for c in result.content if getattr(c, "text", None))
+    return size + len(json.dumps(result.structured_content or {}, ensure_ascii=False).encode())
+
+
+def hostile_links(trap: Any, node_port: int) -> list[str]:
+    """Next links a page can carry that name another host (the trap) than the node."""
+    at = f"127.0.0.9:{trap.port}"
+    return [f"<@{at}/x?page=2>", f"<//{at}/x?page=2>", f"<http://{at}/x?page=2>",
+            f"<http://127.0.0.1:{node_port}@{at}/x?page=2>", f"<https://{at}/x?page=2>",
+            "</-/stats>"]
+
+
+def test_paging_never_leaves_the_node(nodes):
+    """Before: a page whose Link said <@127.0.0.9:8999/...>; rel="next" made github_get
+    connect to 127.0.0.9:8999 and return that host's body as page 2. Now a next link is
+    followed only if it names a path on the node (as targets.py parses a request-target);
+    otherwise paging stops with a note, and nothing is asked of that host. The upstream
+    here is the attacker's own GitHub."""
+    trap = EvilUpstream(host="127.0.0.9", body=b'[{"trap": true}]')
+    evil = EvilUpstream(body=b'[{"page": 1}]')
+    try:
+        node = nodes("solo", upstream=evil.url)
+        links = hostile_links(trap, node.http_port)
+
+        async def body(client: ClientSession) -> Any:
+            results = []
+            for i, link in enumerate(links):
+                evil.headers = [b"Content-Type: application/json; charset=utf-8",
+                                b"Link: " + link.encode() + b'; rel="next"']
+                results.append(await client.call_tool("github_get", {
+                    "path": f"/gitignore/templates?v={i}", "paginate": True}))
+            # A next link on the upstream's own base is the node's to follow (rewritten).
+            evil.headers = [b"Content-Type: application/json; charset=utf-8",
+                            f'Link: <{evil.url}/gitignore/templates?v=x&page=2>; rel="next"'
+                            .encode()]
+            results.append(await client.call_tool("github_get", {
+                "path": "/gitignore/templates?v=ok", "paginate": True, "max_pages": 2}))
+            return results
+
+        results = session(mcp_env(node_http(node)), "--no-start", body=body)
+        # `p2pcache api --paginate` follows Links the same way.
+        evil.headers = [b"Content-Type: application/json; charset=utf-8",
+                        b"Link: " + links[0].encode() + b'; rel="next"']
+        cli = subprocess.run([sys.executable, "-m", "p2pcache", "api", "--paginate",
+                              "/gitignore/templates?v=cli"], env=mcp_env(node_http(node)),
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        trap.close()
+        evil.close()
+    assert trap.seen == [], [s.request_line for s in trap.seen]
+    assert cli.returncode == 1 and "paging stopped" in cli.stderr, cli.stderr
+    assert json.loads(cli.stdout) == [{"page": 1}]
+    for link, result in zip(links, results):
+        assert not result.is_error, text(result)
+        got = result.structured_content
+        assert got["pages"] == 1 and got["body"] == [{"page": 1}], (link, got)
+        assert got["next_path"] is None and "paging stopped" in got["note"], (link, got)
+        assert "is not a path on" in got["note"], got["note"]
+    followed = results[-1].structured_content
+    assert followed["pages"] == 2 and followed["note"] is None, followed
+
+
+def test_a_peers_hostile_link_is_not_followed(nodes):
+    """The same from a key-holding peer: the runner's page 1 is a peer answer whose Link names
+    another host; the runner's MCP session does not go there."""
+    trap = EvilUpstream(host="127.0.0.9", body=b'[{"trap": true}]')
+    evil = EvilUpstream(body=b'[{"page": 1}]',
+                        headers=[b"Content-Type: application/json; charset=utf-8",
+                                 f'Link: <@127.0.0.9:{trap.port}/x?page=2>; rel="next"'.encode()])
+    try:
+        server = nodes("server", upstream=evil.url)
+        runner = nodes("runner", bootstrap=server.multiaddr())
+        runner.wait_for_peers(1)
+
+        async def body(client: ClientSession) -> Any:
+            return await client.call_tool("github_get", {"path": "/gitignore/templates",
+                                                         "paginate": True})
+
+        result = session(mcp_env(node_http(runner)), "--no-start", body=body)
+    finally:
+        trap.close()
+        evil.close()
+    assert not result.is_error, text(result)
+    got = result.structured_content
+    assert got["sources"] == ["peer"] and got["pages"] == 1, got
+    assert "paging stopped" in got["note"] and trap.seen == []
+
+
+def mcp_server_rss(peak: list[int], stop: threading.Event) -> None:
+    """The highest RSS of this test's `p2pcache mcp` child while it runs."""
+    me = psutil.Process()
+    while not stop.is_set():
+        for child in me.children(recursive=True):
+            try:
+                if "mcp" in child.cmdline():
+                    peak[0] = max(peak[0], child.memory_info().rss)
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+
+
+def test_results_stay_within_4_mib(nodes):
+    """Before: one 60 MiB page became a 125.8 MB tool result (the MCP server at 476 MB RSS).
+    Now a result is at most 4 MiB, cut with a note saying what was left out and how to get
+    the rest, and the server reads no more of a page than fits."""
+    from p2pcache.mcp import MAX_RESULT_BYTES
+
+    item = {"number": 0, "title": "x" * 900, "url": "https://api.github.com/x"}
+    huge = ("[" + ",".join(json.dumps({**item, "number": i}) for i in range(66_000)) + "]")
+    evil = EvilUpstream(body=huge.encode())
+    assert len(evil.body) > 60 * 2**20
+    try:
+        node = nodes("solo", upstream=evil.url)
+
+        async def body(client: ClientSession) -> Any:
+            results = [await client.call_tool("github_get", {"path": "/gitignore/templates"})]
+            # Many pages that each fit, but not all together: paging stops between pages.
+            evil.body = ("[" + ",".join(json.dumps(item) for _ in range(600)) + "]").encode()
+            evil.headers = [b"Content-Type: application/json; charset=utf-8",
+                            f'Link: <{evil.url}/licenses?page=2>; rel="next"'.encode()]
+            results.append(await client.call_tool("github_get", {
+                "path": "/licenses", "paginate": True, "max_pages": 30}))
+            # Text (a file's raw content): its beginning.
+            evil.body = b"y" * (20 * 2**20)
+            evil.headers = [b"Content-Type: text/plain; charset=utf-8"]
+            results.append(await client.call_tool("github_get", {"path": "/emojis"}))
+            return results
+
+        peak, stop = [0], threading.Event()
+        watcher = threading.Thread(target=mcp_server_rss, args=(peak, stop), daemon=True)
+        watcher.start()
+        try:
+            listed, paged, raw = session(mcp_env(node_http(node)), "--no-start", body=body)
+        finally:
+            stop.set()
+            watcher.join(5)
+    finally:
+        evil.close()
+    print(f"MCP server peak RSS {peak[0] / 2**20:.0f} MiB; result sizes "
+          f"{[round(result_size(r) / 2**20, 2) for r in (listed, paged, raw)]} MiB")
+    for result in (listed, paged, raw):
+        assert not result.is_error, text(result)[:500]
+        assert result_size(result) <= MAX_RESULT_BYTES
+        assert "cut to stay within 4 MiB" in result.structured_content["note"] \
+            or "stopped before page" in result.structured_content["note"]
+    first = listed.structured_content
+    assert 0 < len(first["body"]) < 66_000 and first["body"][0]["number"] == 0
+    assert "per_page" in first["note"] and f"{len(evil.body):,}" not in first["note"]
+    pages = paged.structured_content
+    assert 1 < pages["pages"] < 30 and len(pages["body"]) == 600 * pages["pages"]
+    assert "stopped before page" in pages["note"] and "page=" in pages["next_path"]
+    text_page = raw.structured_content
+    assert isinstance(text_page["body"], str) and set(text_page["body"]) == {"y"}
+    assert "narrower path" in text_page["note"]
+    assert peak[0] < 300 * 2**20, f"the MCP server reached {peak[0] / 2**20:.0f} MiB"

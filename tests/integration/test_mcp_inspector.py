@@ -76,7 +76,12 @@ def test_inspector_lists_and_calls_every_tool(inspector, fake):
         assert code == 0 and not answer.get("isError"), (name, err)
         got[name] = answer["structuredContent"]
     stats = got["cache_stats"]
-    assert stats["upstream_requests"] == 5 and stats["local_hits"] == 1  # 1 repo + 4 pages
+    # The repository object (the MCP server's own, anonymous answer: it holds no token
+    # here), the repository's view for the fleet (whether it is public; its /repositories/ID
+    # spelling, which the pages' Links use, is the same repository), and 4 pages; the
+    # second repository call was a hit. The fleet's token spent 5 units.
+    assert stats["upstream_requests"] == 6 and stats["local_hits"] == 1
+    assert stats["identity_requests"] == 1 and stats["credential_checks"] == 0
     assert stats["rate_limits"]["core"]["remaining"] == 5000 - 5
     assert got["fleet_status"]["peer_id"] == stats["peer_id"]
     assert any(c["title"] == "node running" and c["status"] == "ok"

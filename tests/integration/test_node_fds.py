@@ -60,7 +60,11 @@ def test_running_out_of_descriptors_does_not_end_the_node(tmp_path, fake):
     hogs = []
     try:
         for _ in range(80):  # more than the node can accept
-            hogs.append(socket.create_connection(("127.0.0.1", node.http_port)))
+            hog = socket.create_connection(("127.0.0.1", node.http_port))
+            # A silent connection is closed after 10 s; one kept alive between requests
+            # stays (120 s), so these hold their descriptors past the next address check.
+            hog.sendall(b"GET /-/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            hogs.append(hog)
         node.wait_for_log("Could not check the node's address", timeout=45)
         assert node.proc.poll() is None, node.log()
         assert "Too many open files" in node.log()

@@ -15,7 +15,7 @@ import trio
 from hostile import (MiB, listening_sockets, open_fds, open_stream, peer_host, rss_bytes,
                      send_unfinished, was_reset)
 
-from conftest import FLEET_TOKEN, NAMESPACE
+from conftest import FLEET_TOKEN, NAMESPACE, wait_until
 from p2pcache.crypto import Sealer, derive_key
 from p2pcache.protocol import REQUEST, FrameDecoder, Message, ReplayGuard, open_frame, seal
 
@@ -301,3 +301,61 @@ def test_warm_starts_are_one_per_peer_a_minute_and_bad_budgets_are_refused(nodes
     assert len(offers[0].meta["entries"]) == 4 and len(offers[0].body) <= MAX_BYTES
     assert server.stats()["warm_offers"] == 1
     assert server.get("/-/healthz").status_code == 200
+
+
+def test_warm_offers_are_bounded_for_all_peers_together(nodes, fake):
+    """Before: one warm start per peer ID a minute, and peer IDs are free: 30 fresh IDs got
+    30 offers of 14.7 MB in 10 s (+6.6 s of server CPU). Now all peers together get 2 full
+    offers back to back, then one per 10 s (30 fresh IDs in 10 s: at most 3), smaller ones
+    costing what they weigh, and a refusal says when to ask again; a runner that joins
+    right after the flood still gets its warm start within about 10 s."""
+    from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL
+    from p2pcache.warmstart import MAX_BYTES
+
+    server = nodes("server")
+    # A full hot set, more than one offer holds: 100 list pages of issues and pulls.
+    for i in range(50):
+        for kind in ("issues", "pulls"):
+            server.get(f"/repos/hot/r{i}/{kind}?per_page=100")
+    warm = {"op": "warm", "key": "warm", "max_bytes": 10**12}
+
+    async def flood() -> list[dict]:
+        answers: list[dict] = []
+
+        async def fresh_id() -> None:
+            async with peer_host(server.multiaddr()) as host:
+                answers.append(await ask(host, warm))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                nursery.start_soon(fresh_id)
+        return answers
+
+    began = time.monotonic()
+    answers = trio.run(flood)
+    took = time.monotonic() - began
+    offers = [a for a in answers if "entries" in a]
+    refused = [a for a in answers if "error" in a]
+    print(f"30 fresh peer IDs in {took:.1f} s: {len(offers)} warm offers of "
+          f"{[sum(e['size'] for e in o['entries']) for o in offers]} bytes")
+    assert len(answers) == 30 and len(offers) + len(refused) == 30
+    assert all(sum(e["size"] for e in o["entries"]) > MAX_BYTES * 0.8 for o in offers)
+    assert 1 <= len(offers) <= WARM_BURST + took / WARM_FLEET_INTERVAL, (len(offers), took)
+    if took <= 10:
+        assert len(offers) <= 3
+    assert all(a["error"] == "no warm start offered now"
+               and 0 < a["retry_after"] <= WARM_FLEET_INTERVAL for a in refused), refused[:3]
+    assert server.stats()["warm_offers"] == len(offers)
+
+    joined = time.monotonic()
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+    wait_until(lambda: runner.stats()["warm_starts"] == 1, timeout=WARM_FLEET_INTERVAL + 15,
+               what="the runner's warm start")
+    deferred = "Warm start deferred" in runner.log()
+    print(f"a runner that joined right after got its warm start in "
+          f"{time.monotonic() - joined:.1f} s ({'deferred' if deferred else 'at once'})")
+    if deferred:  # `actions start` stopped waiting for it; it landed in the background
+        assert runner.stats()["warm_start"] == "done"
+    assert runner.stats()["warm_start_entries"] > 20
+    assert runner.get("/repos/hot/r0/issues?per_page=100").headers["x-p2p-cache"] == "hit"

@@ -76,7 +76,7 @@ def test_the_runner_node_joins_the_fleet_without_the_unused_dependencies(venv, n
         assert started.returncode == 0, started.stdout + started.stderr
         assert "✓ Connected to bootstrap peer" in started.stdout
         # Through the minimal install's Noise, Yamux and AES-GCM: the server node fetched it.
-        answer = httpx.get(f"http://{http}/repos/ci/minimal", timeout=30)
+        answer = httpx.get(f"http://{http}/repos/ci/minimal/commits", timeout=30)
         assert answer.status_code == 200 and answer.headers["x-p2p-cache"] == "peer"
         assert server.stats()["peer_requests_served"] >= 1
     finally:
@@ -97,6 +97,27 @@ def test_a_working_venv_is_kept_and_a_broken_one_replaced(action, venv):
     version = subprocess.run([str(venv / "bin" / "p2pcache"), "--version"], env=step_env(),
                              capture_output=True, text=True, timeout=60)
     assert version.returncode == 0, version.stderr
+
+
+def test_every_install_has_the_root_entry_of_transparent_mode(venv, tmp_path):
+    """bin/p2pcache-root: what README's sudoers rule names in a root-owned install. Its
+    interpreter runs isolated: a PYTHONPATH with a sitecustomize.py and a working directory
+    holding p2pcache/ (both run by the plain interpreter) are ignored."""
+    entry = venv / "bin" / "p2pcache-root"
+    assert entry.read_text().splitlines()[0] == f"#!{venv.resolve()}/bin/python -I"
+    assert entry.stat().st_mode & 0o777 == 0o755
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "sitecustomize.py").write_text("raise SystemExit('sitecustomize ran')")
+    (tmp_path / "p2pcache").mkdir()
+    (tmp_path / "p2pcache" / "__init__.py").write_text("raise SystemExit('workspace ran')")
+    env = {**step_env(), "PYTHONPATH": str(tmp_path / "evil")}
+    plain = subprocess.run([str(venv / "bin" / "python"), "-m", "p2pcache", "--version"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert plain.returncode != 0 and "ran" in plain.stderr  # the payloads are live
+    isolated = subprocess.run([str(entry), "--version"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert isolated.returncode == 0 and isolated.stdout.startswith("p2pcache "), \
+        isolated.stdout + isolated.stderr
 
 
 def test_the_cache_key_follows_the_environment_and_the_sources(action, tmp_path):

@@ -4,10 +4,15 @@ Images (the tests' Docker engine, tests/docker/setup.sh):
   - p2pcache-transparent-runner:<inputs> from runner/Dockerfile on the debootstrap base,
     with npm packages and wheels fetched on the host (the container reaches no registry);
     rebuilt only when runner/ or the base image changes (the tag is their hash);
-  - p2pcache:transparent-test, the node's image as `make image` builds it (layer cache);
-  - p2pcache-transparent-runner:test, the two together plus the client scripts and the
-    fake (a layer of copies, seconds).
-The container runs with --network none: everything it talks to is on its own loopback.
+  - p2pcache:transparent-test-<checkout>, the node's image as `make image` builds it (layer
+    cache);
+  - p2pcache-transparent-runner:test-<checkout>, the two together plus the client scripts,
+    the fake, the root entry that runner/install.sh adds to a venv (/opt/p2pcache is the
+    root-owned install README's sudoers rule names), and the user `selfhosted` (uid 1001)
+    for the tests of that rule (seconds).
+<checkout> keeps two checkouts on one engine (worktrees) from rebuilding each other's
+images under a running test. The container runs with --network none: everything it talks
+to is on its own loopback.
 
 (No conftest.py here, for the reason tests/docker/dockerlab.py gives.)
 """
@@ -34,10 +39,12 @@ from dockerlab import docker  # noqa: E402
 
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "p2pcache-base:bookworm")
 RUNNER_BASE = "p2pcache-transparent-runner"
-NODE_IMAGE = "p2pcache:transparent-test"
-TEST_IMAGE = "p2pcache-transparent-runner:test"
+CHECKOUT = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+NODE_IMAGE = f"p2pcache:transparent-test-{CHECKOUT}"
+TEST_IMAGE = f"p2pcache-transparent-runner:test-{CHECKOUT}"
 LABEL = "p2pcache.transparent-lab"
 VENV = "/opt/p2pcache/bin"
+SELFHOSTED = "selfhosted"  # uid 1001: no sudo but what a test gives it
 
 
 def missing_prerequisite() -> str | None:
@@ -83,8 +90,13 @@ def runner_base() -> tuple[str, float]:
     return tag, time.monotonic() - start
 
 
+_built: dict[str, float] = {}
+
+
 def build_images() -> dict[str, float]:
-    """All three images; returns the seconds each part took."""
+    """All three images (once per test run); returns the seconds each part took."""
+    if _built:
+        return dict(_built)
     took = {}
     base, took["runner_base_s"] = runner_base()
     start = time.monotonic()
@@ -97,13 +109,19 @@ def build_images() -> dict[str, float]:
         shutil.copytree(HERE / "clients", ctx / "clients")
         shutil.copy(HERE / "upstream_tls.py", ctx)
         shutil.copy(REPO / "tests" / "fakegithub.py", ctx)
+        shutil.copy(REPO / "runner" / "install.sh", ctx)
         (ctx / "Dockerfile").write_text(
             f"FROM {base}\n"
             f"COPY --from={NODE_IMAGE} /opt/p2pcache /opt/p2pcache\n"
+            "COPY install.sh /opt/p2pcache-action/runner/install.sh\n"
+            # README's step 1 (the venv is already there: install.sh keeps it, adds the entry)
+            "RUN bash /opt/p2pcache-action/runner/install.sh /opt/p2pcache"
+            f" && useradd --uid 1001 --create-home --shell /bin/bash {SELFHOSTED}\n"
             "COPY clients/ /opt/clients/\n"
             "COPY upstream_tls.py fakegithub.py /opt/fake/\n")
         docker("build", "--quiet", "-t", TEST_IMAGE, str(ctx), timeout=600)
     took["test_image_s"] = time.monotonic() - start
+    _built.update(took)
     return took
 
 
@@ -120,15 +138,20 @@ class Runner:
 
     def __init__(self) -> None:
         self.name = f"p2pcache-transparent-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        for old in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split():
-            docker("rm", "-f", old, check=False)  # what a dead test run left behind
+        listed = docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
+                        '{{.ID}} {{.Label "' + LABEL + '"}}').stdout.splitlines()
+        for line in listed:  # what a dead test run left behind (not a live run's)
+            cid, _, owner = line.partition(" ")
+            if not owner.isdigit() or not Path(f"/proc/{owner}").exists():
+                docker("rm", "-f", cid, check=False)
         docker("run", "-d", "--init", "--network", "none", "--name", self.name,
-               "--label", f"{LABEL}=1", TEST_IMAGE, "sleep", "infinity")
+               "--label", f"{LABEL}={os.getpid()}", TEST_IMAGE, "sleep", "infinity")
 
     def exec(self, command: str, user: str = "root", env: dict[str, str] | None = None,
-             check: bool = True, timeout: float = 120,
-             detach: bool = False) -> subprocess.CompletedProcess[str]:
-        args = ["exec", "-u", user, "-w", "/home/runner" if user == "runner" else "/"]
+             check: bool = True, timeout: float = 120, detach: bool = False,
+             workdir: str | None = None) -> subprocess.CompletedProcess[str]:
+        home = f"/home/{user}" if user in ("runner", SELFHOSTED) else "/"
+        args = ["exec", "-u", user, "-w", workdir or home]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
         if detach:
@@ -157,6 +180,58 @@ class Runner:
 
     def close(self) -> None:
         docker("rm", "-f", self.name, check=False)
+
+
+# -- the machine's "GitHub" and what transparent mode may change -------------------------
+
+TOKEN = "ghp_transparenttoken000000000000000000000"
+# How a test looks at the fake itself, bypassing whatever /etc/hosts says.
+DIRECT = "curl -sS --cacert /opt/fake/public-root.pem --resolve api.github.com:443:127.0.0.2"
+STATE_FILES = ("/etc/hosts", "/etc/ssl/certs/ca-certificates.crt")
+
+
+def start_github(box: Runner, certs: Path) -> None:
+    """The fake API over HTTPS on 127.0.0.2:443 as api.github.com, its certificate from a
+    test public root the system store trusts; a hosts line plays DNS; root's transparent
+    configuration names that root (the node verifies "GitHub" with it: certifi does not
+    hold it)."""
+    from upstream_tls import make_public_root
+
+    make_public_root(certs, "api.github.com")
+    for name in ("public-root.pem", "upstream.pem", "upstream.key"):
+        docker("cp", str(certs / name), f"{box.name}:/opt/fake/{name}")
+    box.exec("cp /opt/fake/public-root.pem /usr/local/share/ca-certificates/test-public-root.crt"
+             " && update-ca-certificates >/dev/null && echo '127.0.0.2 api.github.com' >>/etc/hosts"
+             " && mkdir -p /etc/p2pcache && printf '%s\\n' 'intercept = api.github.com'"
+             " 'upstream = https://api.github.com'"
+             " 'upstream_ca_bundle = /opt/fake/public-root.pem' >/etc/p2pcache/transparent.conf")
+    box.exec("python3 /opt/fake/upstream_tls.py --host 127.0.0.2 --port 443 "
+             "--cert /opt/fake/upstream.pem --key /opt/fake/upstream.key "
+             f"--token {TOKEN} >/var/log/fake.log 2>&1", detach=True)
+    deadline = time.monotonic() + 30
+    while box.exec(f"{DIRECT} -o /dev/null https://api.github.com/_fake/stats",
+                   check=False).returncode != 0:
+        assert time.monotonic() < deadline, box.read("/var/log/fake.log")
+        time.sleep(0.2)
+
+
+def fake_stats(box: Runner) -> dict:
+    return json.loads(box.exec(f"{DIRECT} https://api.github.com/_fake/stats").stdout)
+
+
+def system_state(box: Runner) -> dict:
+    return {"files": box.sha256(*STATE_FILES),
+            "local_cas": box.listing("/usr/local/share/ca-certificates"),
+            "store": box.listing("/etc/ssl/certs")}
+
+
+def differences(before: dict, now: dict) -> list[str]:
+    out = [f"{path} changed" for path in before["files"]
+           if before["files"][path] != now["files"].get(path)]
+    for key in ("local_cas", "store"):
+        out += [f"{key} lost {x}" for x in sorted(set(before[key]) - set(now[key]))]
+        out += [f"{key} gained {x}" for x in sorted(set(now[key]) - set(before[key]))]
+    return out
 
 
 def parse_env_file(text: str) -> dict[str, str]:

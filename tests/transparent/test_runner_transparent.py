@@ -7,7 +7,8 @@ The container's world, all on its loopback (--network none, no internet):
     below reaches it directly, so each capture shown here is the redirection's doing;
   - a server node (the fleet's), as another process;
   - the job: `p2pcache actions start --transparent` as the job's user `runner` (it goes
-    root through passwordless sudo, as the action does), then later steps, each a new
+    root through passwordless sudo, as the action does; root's side is the root-owned
+    install's entry, which passwordless sudo allows too), then later steps, each a new
     process with the environment the runner builds from GITHUB_ENV, calling
     https://api.github.com unmodified: curl, gh api, getOctokit(...).rest.repos.get from
     @actions/github, @octokit/rest, Node's fetch, requests from Debian and from pip;
@@ -15,9 +16,10 @@ The container's world, all on its loopback (--network none, no internet):
 
 The node resolves api.github.com before redirecting it (to 127.0.0.2 through the hosts
 line, as it would through DNS on a runner) and reaches "GitHub" there with SNI and Host
-api.github.com, verifying the certificate against its upstream roots
-(P2P_CACHE_UPSTREAM_CA_BUNDLE = the test public root, since certifi does not hold it), so
-the path a real job takes is taken here end to end.
+api.github.com, verifying the certificate against its upstream roots (root's
+/etc/p2pcache/transparent.conf names the test public root, since certifi does not hold it),
+so the path a real job takes is taken here end to end. test_root_boundary.py runs a job
+with no sudo but README's rule, and attacks root's side from it.
 """
 
 from __future__ import annotations
@@ -35,19 +37,15 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[0]))
 import runnerlab  # noqa: E402
 from conftest import require  # noqa: E402  (tests/conftest.py)
-from runnerlab import VENV, Runner, parse_env_file  # noqa: E402
-from upstream_tls import make_public_root  # noqa: E402
+from runnerlab import (DIRECT, TOKEN, VENV, Runner, differences, fake_stats,  # noqa: E402
+                       parse_env_file, start_github, system_state)
 
 pytestmark = pytest.mark.timeout(1800)
 
-TOKEN = "ghp_transparenttoken000000000000000000000"
 FLEET_SECRET = "transparent-fleet-secret-5d1e"
 NAMESPACE = "p2pcache-tests/transparent"
 TEMP = "/home/runner/work/_temp"
 FAKE = "https://api.github.com"
-# How a test looks at the fake itself, bypassing whatever /etc/hosts says.
-DIRECT = "curl -sS --cacert /opt/fake/public-root.pem --resolve api.github.com:443:127.0.0.2"
-STATE_FILES = ("/etc/hosts", "/etc/ssl/certs/ca-certificates.crt")
 GUARD_BOUND_S = 5.0  # the README's promise for a dead node
 
 
@@ -58,44 +56,12 @@ def runner(tmp_path_factory) -> Runner:
     took = runnerlab.build_images()
     box = Runner()
     try:
-        certs = tmp_path_factory.mktemp("certs")
-        make_public_root(certs, "api.github.com")
-        for name in ("public-root.pem", "upstream.pem", "upstream.key"):
-            runnerlab.docker("cp", str(certs / name), f"{box.name}:/opt/fake/{name}")
-        box.exec("cp /opt/fake/public-root.pem /usr/local/share/ca-certificates/test-public-root.crt"
-                 " && update-ca-certificates >/dev/null && echo '127.0.0.2 api.github.com' >>/etc/hosts"
-                 f" && mkdir -p {TEMP} && chown -R runner: /home/runner/work")
-        box.exec("python3 /opt/fake/upstream_tls.py --host 127.0.0.2 --port 443 "
-                 "--cert /opt/fake/upstream.pem --key /opt/fake/upstream.key "
-                 f"--token {TOKEN} >/var/log/fake.log 2>&1", detach=True)
-        deadline = time.monotonic() + 30
-        while box.exec(f"{DIRECT} -o /dev/null https://api.github.com/_fake/stats",
-                       check=False).returncode != 0:
-            assert time.monotonic() < deadline, box.read("/var/log/fake.log")
-            time.sleep(0.2)
+        start_github(box, tmp_path_factory.mktemp("certs"))
+        box.exec(f"mkdir -p {TEMP} && chown -R runner: /home/runner/work")
         box.took = took  # type: ignore[attr-defined]
         yield box
     finally:
         box.close()
-
-
-def fake_stats(box: Runner) -> dict:
-    return json.loads(box.exec(f"{DIRECT} https://api.github.com/_fake/stats").stdout)
-
-
-def system_state(box: Runner) -> dict:
-    return {"files": box.sha256(*STATE_FILES),
-            "local_cas": box.listing("/usr/local/share/ca-certificates"),
-            "store": box.listing("/etc/ssl/certs")}
-
-
-def differences(before: dict, now: dict) -> list[str]:
-    out = [f"{path} changed" for path in before["files"]
-           if before["files"][path] != now["files"].get(path)]
-    for key in ("local_cas", "store"):
-        out += [f"{key} lost {x}" for x in sorted(set(before[key]) - set(now[key]))]
-        out += [f"{key} gained {x}" for x in sorted(set(now[key]) - set(before[key]))]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +113,7 @@ def start(box: Runner, bootstrap: str = "") -> tuple[float, str]:
         user="runner", check=False, timeout=180, env=job_env({
             "GH_TOKEN": TOKEN, "P2P_CACHE_SECRET": FLEET_SECRET,
             "IPFS_ACCELERATE_GITHUB_REPO": NAMESPACE, "MCP_P2P_BOOTSTRAP_PEERS": bootstrap,
-            "P2P_CACHE_LISTEN_HOST": "127.0.0.1",
-            # "GitHub" is signed by the test root; certifi does not know it.
-            "P2P_CACHE_UPSTREAM_CA_BUNDLE": "/opt/fake/public-root.pem"}))
+            "P2P_CACHE_LISTEN_HOST": "127.0.0.1"}))
     took = time.monotonic() - began
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✓ Transparent mode: https://api.github.com goes through the node" in result.stdout
@@ -220,12 +184,14 @@ def test_node_without_the_extra_ca_variable_is_not_captured(runner, server):
 
 
 def test_a_peer_hit_through_the_interception(runner, server):
-    warm = runner.exec("curl -sf http://127.0.0.1:9181/repos/transparent/fleet -o /dev/null "
-                       "-w '%{http_code}'")
+    # Repository content is the fleet's (a repository object is each caller's own: it
+    # carries the caller's permissions).
+    warm = runner.exec("curl -sf http://127.0.0.1:9181/repos/transparent/fleet/commits "
+                       "-o /dev/null -w '%{http_code}'")
     assert warm.stdout == "200"
-    answer = call(runner, "curl", "transparent/fleet", step_env(runner))
+    answer = call(runner, "curl", "transparent/fleet/commits", step_env(runner))
     assert answer["cache"] == "peer", answer
-    assert fake_stats(runner)["by_path"]["/repos/transparent/fleet"] == 1
+    assert fake_stats(runner)["by_path"]["/repos/transparent/fleet/commits"] == 1
 
 
 def test_writes_and_graphql_pass_through(runner):
@@ -293,8 +259,9 @@ def test_without_sudo_it_says_so_in_one_line_and_uses_base_url_mode(runner, befo
     runnerlab.record(start_base_url_mode_s=round(time.monotonic() - began, 2))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if "Transparent mode" in line]
-    assert lines == ["⚠️  Transparent mode needs root (passwordless sudo); falling back to "
-                     "base-URL mode: send API calls to $P2P_CACHE_API_URL"]
+    assert lines == ["⚠️  Transparent mode needs root (passwordless sudo, or the sudoers rule "
+                     "of README's \"Transparent mode without giving jobs root\"); falling back "
+                     "to base-URL mode: send API calls to $P2P_CACHE_API_URL"]
     assert "P2P_CACHE_API_URL=http://127.0.0.1:9185" in runner.read("/home/nosudo/_temp/env")
     assert not differences(before, system_state(runner))
     runner.exec(f"{VENV}/p2pcache actions summary --http 127.0.0.1:9185", user="nosudo",

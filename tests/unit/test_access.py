@@ -132,6 +132,23 @@ def test_the_fleet_refused_or_blind_and_public_views():
     assert grants.public_since("/repos/o/r", 70, ttl=60) is None
 
 
+def test_forgetting_a_repository_forgets_every_word_about_it_and_nothing_else():
+    grants = Grants()
+    me, other = Caller("a" * 32), Caller("b" * 32)
+    for caller in (me, other):
+        grants.grant(caller, "/repos/o/r", True, until=60)
+        grants.grant(caller, "/repos/o/other", True, until=60)
+    grants.public("/repos/o/r", vouched_at=10)
+    grants.blind("/repos/o/r", until=60)
+    grants.forget("/repos/o/r")
+    assert grants.granted(me, "/repos/o/r", 1) is None
+    assert grants.granted(other, "/repos/o/r", 1) is None
+    assert grants.public_since("/repos/o/r", 11, ttl=60) is None
+    assert not grants.is_blind("/repos/o/r", 1)
+    assert grants.granted(me, "/repos/o/other", 1) is True
+    grants.forget("/repos/o/never-seen")  # nothing to forget is fine
+
+
 @pytest.mark.parametrize("status,limited,blind", [
     (401, False, True), (404, False, True), (403, False, True), (403, True, False),
     (429, True, False), (500, False, False), (200, False, False)])
@@ -152,3 +169,12 @@ def test_budgets_are_each_callers_own():
 
 
 Caller = access.Caller
+
+
+def test_a_repository_object_names_both_spellings_of_its_root():
+    facts = access.repository_facts(b'{"id": 42, "private": false, "visibility": "public"}')
+    assert facts.visibility == "public" and facts.id == 42
+    assert facts.roots("/repos/Octo/Repo") == ["/repos/octo/repo", "/repositories/42"]
+    for bad in (b'{"id": true}', b'{"id": -1}', b'{"id": "42"}', b'{"id": 1e30}'):
+        assert access.repository_facts(bad).id is None
+    assert access.repository_facts(b"nope").roots("/repos/o/r") == ["/repos/o/r"]

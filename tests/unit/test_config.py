@@ -56,6 +56,7 @@ def test_defaults():
     assert s.peer_timeout == 5.0
     assert s.peer_silence == 20.0
     assert s.max_bytes == 512 * 1024 * 1024
+    assert s.upstream_concurrency == 25
     assert s.http_base == "http://127.0.0.1:9180"
 
 
@@ -78,6 +79,8 @@ PAIRS = [
     ("ttl", "P2P_CACHE_TTL", "30", "90.5", "ttl", 30.0, 90.5),
     ("peer_timeout", "P2P_CACHE_PEER_TIMEOUT", "1.5", "7", "peer_timeout", 1.5, 7.0),
     ("max_bytes", "P2P_CACHE_MAX_BYTES", "1000", "2000", "max_bytes", 1000, 2000),
+    ("upstream_concurrency", "P2P_CACHE_UPSTREAM_CONCURRENCY", "1", "100",
+     "upstream_concurrency", 1, 100),
     ("data_dir", "P2P_CACHE_DATA_DIR", "/tmp/flagdir", "/tmp/envdir", "data_dir",
      Path("/tmp/flagdir"), Path("/tmp/envdir")),
     ("bootstrap", "MCP_P2P_BOOTSTRAP_PEERS", [ADDR1], ADDR2, "bootstrap",
@@ -304,6 +307,19 @@ def test_bad_positive_numbers(flag, var, value):
     assert var in str(info.value) and repr(value) in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["0", "101", "-1", "2.5", "lots", "²", " ", "1e2"])
+def test_bad_upstream_concurrency(value):
+    for flags, env, name in (({"upstream_concurrency": value}, {}, "--upstream-concurrency"),
+                             ({}, {"P2P_CACHE_UPSTREAM_CONCURRENCY": value},
+                              "P2P_CACHE_UPSTREAM_CONCURRENCY")):
+        if not value.strip() and not flags:
+            continue  # an empty variable means the default
+        with pytest.raises(ConfigError) as info:
+            cfg(flags, env)
+        assert name in str(info.value) and repr(value) in str(info.value)
+        assert "1 to 100" in str(info.value)
+
+
 def test_peer_silence_from_the_environment():
     assert cfg({}, {"P2P_CACHE_PEER_SILENCE": "4.5"}).peer_silence == 4.5
     for value in ("0", "-1", "abc", "nan", "inf"):
@@ -435,3 +451,39 @@ def test_refresh_ahead_flag_beats_env():
 def test_bad_refresh_ahead_is_a_config_error(value):
     with pytest.raises(ConfigError, match=f"P2P_CACHE_REFRESH_AHEAD={value!r}"):
         cfg(env={"P2P_CACHE_REFRESH_AHEAD": value})
+
+
+def test_webhooks_are_off_by_default():
+    settings = cfg()
+    assert settings.webhook is None and settings.webhook_secret is None
+
+
+def test_webhook_from_flag_or_env_with_its_secret():
+    env = {"P2P_CACHE_WEBHOOK_SECRET": "s3cret"}
+    assert cfg({"webhook": "127.0.0.1:9300"}, env).webhook == ("127.0.0.1", 9300)
+    settings = cfg(env={**env, "P2P_CACHE_WEBHOOK": "[::1]:9300"})
+    assert settings.webhook == ("::1", 9300) and settings.webhook_secret == b"s3cret"
+    assert cfg({"webhook": "0.0.0.0:1"}, {**env, "P2P_CACHE_WEBHOOK": "x:2"}).webhook == \
+        ("0.0.0.0", 1)
+
+
+@pytest.mark.parametrize("flags,env", [
+    ({"webhook": "127.0.0.1:9300"}, {}),
+    ({}, {"P2P_CACHE_WEBHOOK": "127.0.0.1:9300"}),
+    ({}, {"P2P_CACHE_WEBHOOK": "127.0.0.1:9300", "P2P_CACHE_WEBHOOK_SECRET": ""}),
+])
+def test_a_webhook_without_its_secret_is_a_config_error_naming_the_variable(flags, env):
+    with pytest.raises(ConfigError, match="P2P_CACHE_WEBHOOK_SECRET"):
+        cfg(flags, env)
+
+
+@pytest.mark.parametrize("value", ["9300", "host", ":9300", "h:0", "h:65536", "h:x"])
+def test_a_bad_webhook_address_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="P2P_CACHE_WEBHOOK"):
+        cfg(env={"P2P_CACHE_WEBHOOK": value, "P2P_CACHE_WEBHOOK_SECRET": "s"})
+
+
+def test_the_webhook_secret_is_never_in_the_settings_repr():
+    settings = cfg(env={"P2P_CACHE_WEBHOOK": "127.0.0.1:9300",
+                        "P2P_CACHE_WEBHOOK_SECRET": "do-not-print-me"})
+    assert "do-not-print-me" not in repr(settings)

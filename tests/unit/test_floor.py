@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from p2pcache.actions import set_event_floor
-from p2pcache.floor import (MAX_EVENT_BYTES, EventError, event_time, parse_not_before,
-                            parse_time, read_event)
+from p2pcache.floor import (MAX_EVENT_BYTES, EventError, event_time, parse_event,
+                            parse_not_before, parse_time)
 
 STARTED = 1_800_000_000.0
 T = "2024-05-01T12:00:00Z"
@@ -68,22 +67,20 @@ def test_parse_not_before():
             parse_not_before(bad, T_S)
 
 
-def test_read_event_is_bounded_and_refuses_what_is_not_a_plain_file(tmp_path):
-    good = tmp_path / "event.json"
-    good.write_text(json.dumps({"pull_request": {"updated_at": T}}))
-    assert read_event(str(good)) == {"pull_request": {"updated_at": T}}
-    link = tmp_path / "link.json"
-    link.symlink_to(good)
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
+def test_the_payload_is_read_bounded_and_parsed_tolerantly(tmp_path, capsys):
     huge = tmp_path / "huge.json"
     with huge.open("wb") as f:
         f.truncate(MAX_EVENT_BYTES + 1)
     garbage = tmp_path / "garbage.json"
     garbage.write_bytes(b"[" * 100_000)
-    for bad in (link, fifo, huge, garbage, tmp_path / "missing", tmp_path):
-        with pytest.raises(EventError):
-            read_event(str(bad))
+    for bad in (huge, garbage, tmp_path / "missing", tmp_path):
+        env = {"GITHUB_EVENT_NAME": "issues", "GITHUB_EVENT_PATH": str(bad)}
+        set_event_floor(env, now=STARTED)
+        assert float(env["P2P_CACHE_NOT_BEFORE"]) == STARTED, bad
+        out = capsys.readouterr().out
+        assert "Could not read the event payload" in out and "[[[" not in out
+    with pytest.raises(EventError):
+        parse_event(b"\xff{")
 
 
 def test_actions_start_takes_the_floor_from_the_event(tmp_path, capsys):

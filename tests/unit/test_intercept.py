@@ -129,7 +129,7 @@ def _system(tmp_path: Path) -> intercept.System:
     (tmp_path / "certs").mkdir()
     return intercept.System(hosts=hosts, ca_dir=tmp_path / "ca", bundle=tmp_path / "bundle",
                             certs_dir=tmp_path / "certs", update_command=("true",),
-                            records=tmp_path / "records")
+                            records=tmp_path / "records", ledger=tmp_path / "ledger")
 
 
 def _sha(path: Path) -> str:
@@ -237,3 +237,89 @@ def test_a_bad_intercept_host_is_one_line_and_exit_2(capsys):
     assert cli.main(["actions", "start", "--transparent", "--intercept", "10.0.0.1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--intercept" in err
+
+
+# -- after a reboot (issue 21, finding 3) and whose node a record names (finding 9) --------
+
+
+def _installed(system: intercept.System, tag: str = "p2pcache-0123456789ab",
+               **fields: object) -> intercept.Record:
+    record = intercept.Record(tag=tag, host=HOST, address="127.0.0.43",
+                              hosts_before=system.hosts.read_text(), hosts_after_sha256="",
+                              ca_file=str(system.ca_dir / f"{tag}.crt"), **fields)
+    intercept.install(record, b"CA PEM", system)
+    return record
+
+
+def test_a_lost_run_is_repaired_from_the_ledger_byte_for_byte(tmp_path):
+    system = _system(tmp_path)
+    before = _sha(system.hosts)
+    _installed(system)
+    assert (system.ledger / "p2pcache-0123456789ab.json").exists()
+    for path in system.records.glob("*.json"):  # /run is gone (a reboot)
+        path.unlink()
+    undone = intercept.recover(system)
+    assert undone == [f"{system.hosts}: {HOST} no longer redirected",
+                      f"trust store: per-job CA for {HOST} removed"]
+    assert _sha(system.hosts) == before
+    assert not list(system.ca_dir.iterdir()) and not list(system.ledger.iterdir())
+    assert intercept.recover(system) == []
+
+
+def test_leftovers_no_record_explains_are_found_in_etc_itself(tmp_path):
+    """The ledger lost too (or a start of a version before it): our tagged hosts lines and
+    CA files are enough to undo what they did."""
+    system = _system(tmp_path)
+    _installed(system)
+    shutil.rmtree(system.ledger)
+    shutil.rmtree(system.records)
+    with system.hosts.open("a") as f:
+        f.write("192.0.2.7 added-later\n")
+    assert intercept.leftovers_visible(system)
+    undone = intercept.recover(system)
+    assert undone == [f"{system.hosts}: {HOST} no longer redirected",
+                      f"trust store: per-job CA for {HOST} removed"]
+    assert system.hosts.read_text() == HOSTS + "\n192.0.2.7 added-later\n"
+    assert not intercept.leftovers_visible(system)
+
+
+def test_a_live_start_is_not_a_leftover(tmp_path):
+    system = _system(tmp_path)
+    _installed(system)
+    assert intercept.recover(system) == []  # its record is in /run: a job still runs
+    assert "127.0.0.43 api.github.com" in system.hosts.read_text()
+
+
+def test_a_record_of_another_boot_is_a_leftover(tmp_path):
+    system = _system(tmp_path)
+    _installed(system, boot_id="another-boot")
+    assert len(intercept.recover(system)) == 2
+    assert "127.0.0.43" not in system.hosts.read_text()
+
+
+def test_teardown_takes_only_the_records_chosen(tmp_path):
+    system = _system(tmp_path)
+    _installed(system, uid=1001)
+    assert intercept.teardown(system, lambda record: record.uid == 1002) == []
+    assert "127.0.0.43" in system.hosts.read_text()
+    assert len(intercept.teardown(system, lambda record: record.uid == 1001)) == 2
+
+
+def test_a_recorded_node_is_known_by_pid_start_time_and_executable():
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pid, started = child.pid, intercept.start_time(child.pid)
+        exe = intercept.exe_of(pid)
+        assert exe == os.path.realpath(sys.executable)
+        assert intercept.Record("t", HOST, "", "", "", "", node_pid=pid, node_start=started,
+                                node_exe=exe).node_alive()
+        for wrong in ({"node_exe": "/usr/bin/sleep"}, {"node_start": "1"}, {"node_pid": 1}):
+            fields = {"node_pid": pid, "node_start": started, "node_exe": exe, **wrong}
+            assert not intercept.Record("t", HOST, "", "", "", "", **fields).node_alive()
+    finally:
+        child.kill()
+        child.wait()

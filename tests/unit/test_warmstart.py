@@ -213,3 +213,47 @@ def test_the_offer_reads_only_the_bodies_it_sends(store, monkeypatch):
     assert len(message.meta["entries"]) == 3 and len(read) == 3
     head = store.head(cache_key(ask("/repos/o/r/big0")))
     assert head.body == b"" and head.size == store.get(cache_key(ask("/repos/o/r/big0"))).size
+
+
+def test_offers_are_bounded_for_all_peers_together_by_what_they_weigh():
+    """The responder's bound (mesh/answering.py): fresh peer IDs do not buy more offers.
+    Full offers: 2 back to back, then one per interval; small ones cost a fraction."""
+    from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL, WARM_INTERVAL
+    from p2pcache.warmstart import OfferBudget
+
+    def flood(size: int) -> list[int]:
+        offers = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+        granted = []
+        for i in range(30):  # 30 fresh peer IDs spread over 10 s
+            wait, charged = offers.admit(f"fresh{i}", i / 3)
+            if wait == 0:
+                offers.settle(charged, size)
+                granted.append(i)
+        return granted
+
+    assert len(flood(MAX_BYTES)) <= 3, "full offers (the red team's 14.7 MB)"
+    assert len(flood(MAX_BYTES // 2)) <= 5
+    assert len(flood(20_000)) == 30, "a small hot set is offered to every joining runner"
+
+    offers = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+    for peer in ("a", "b"):
+        _, charged = offers.admit(peer, 0.0)
+        offers.settle(charged, MAX_BYTES)
+    # a runner asking right after is told when to ask again, and is served then
+    wait, _ = offers.admit("runner", 0.5)
+    assert 0 < wait <= WARM_FLEET_INTERVAL
+    assert offers.admit("runner", 0.5 + wait)[0] == 0
+    # the peer's own minute still holds for a peer that got one
+    assert 0 < offers.admit("a", 30.0)[0] <= WARM_INTERVAL
+    # a bigger offer than estimated is charged after, and the next ones wait for it
+    offers = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+    offers.settle(offers.admit("x", 0.0)[1], 1)  # the first: tiny, so the estimate is small
+    wait, charged = offers.admit("y", 0.0)
+    assert wait == 0 and charged < 0.1  # built on the small estimate ...
+    offers.settle(charged, 2 * MAX_BYTES)  # ... it weighed a full offer (capped at one)
+    wait, _ = offers.admit("z", 0.0)
+    assert 0 < wait < 1, "the next is charged what the last weighed: a full offer"
+    later, charged = offers.admit("z", wait)
+    assert later == 0 and charged == 1.0
+    offers.settle(charged, MAX_BYTES)
+    assert offers.admit("w", wait)[0] > 5, "and the bucket is spent"

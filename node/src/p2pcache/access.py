@@ -99,19 +99,40 @@ def depends_on_caller(path: str, body: bytes) -> bool:
     return "releases" in below.split("/") and re.search(rb'"draft":\s*true', body) is not None
 
 
-def visibility(body: bytes) -> str | None:
-    """"public" or "private" from a repository object, None if it does not say. Anything
-    but a clearly public repository (private, internal, unknown) needs a caller's grant."""
+@dataclass(frozen=True)
+class RepositoryFacts:
+    """What a repository object says that decides who may read the repository."""
+
+    visibility: str | None  # "public", "private" (private, internal: needs a grant), None
+    id: int | None  # GitHub's numeric id: `/repositories/ID` is the same repository
+
+    def roots(self, root: str) -> list[str]:
+        """Both spellings of the repository's root, as grants name them (lower-case)."""
+        return [root.lower()] + ([f"/repositories/{self.id}"] if self.id is not None else [])
+
+
+def repository_facts(body: bytes) -> RepositoryFacts:
+    """Anything but a clearly public repository (private, internal, unknown) needs a
+    caller's grant."""
     try:
         repo = json.loads(body)
     except (ValueError, RecursionError):
-        return None
+        return RepositoryFacts(None, None)
     if not isinstance(repo, dict):
-        return None
+        return RepositoryFacts(None, None)
     if repo.get("visibility") == "public" or (
             "visibility" not in repo and repo.get("private") is False):
-        return "public"
-    return "private" if "private" in repo or "visibility" in repo else None
+        seen: str | None = "public"
+    else:
+        seen = "private" if "private" in repo or "visibility" in repo else None
+    rid = repo.get("id")
+    valid_id = type(rid) is int and 0 <= rid < 10**20
+    return RepositoryFacts(seen, rid if valid_id else None)
+
+
+def visibility(body: bytes) -> str | None:
+    """"public" or "private" from a repository object, None if it does not say."""
+    return repository_facts(body).visibility
 
 
 # -- the caller --------------------------------------------------------------------------
@@ -224,6 +245,14 @@ class Grants:
 
     def fleet_refused(self, now: float) -> bool:
         return now < self._fleet_refused_until
+
+    def forget(self, repo: str) -> None:
+        """Forget every word about who may read a repository: GitHub said it changed (a
+        member removed, the repository made private), so each caller is asked again."""
+        for key in [k for k in self._grants if k[1] == repo]:
+            del self._grants[key]
+        self._blind.pop(repo, None)
+        self._public.pop(repo, None)
 
     def _put(self, table: OrderedDict, key: object, value: object) -> None:
         table[key] = value

@@ -3,6 +3,12 @@
 The composite action (action.yml) only installs the package and calls these commands, so
 the logic is here, tested with a simulated Actions environment (temporary GITHUB_ENV,
 GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files).
+
+Transparent mode has two sides. The job's side runs as the job's user, makes its own state
+directory, and reaches root's side through sudo (boundary.Route) with a request on stdin.
+Root's side (`_start_for_job`, `_summary_for_job`) takes nothing else from the job
+(boundary.py says what it takes), writes the job's files only as the job's user
+(jobfiles.py), and keeps its own state in root's directories (intercept.py).
 """
 
 from __future__ import annotations
@@ -19,16 +25,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping
+
+from .boundary import (CONF_PATH, JOB_FILES, BoundaryError, JobRequest, RootConfig,
+                       Route, refused_args)
+from .jobfiles import JobFileError, JobUser, Wanted, open_files, write_all
 
 PID_FILE = "p2pcache-node.pid"
 LOG_FILE = "p2pcache-node.log"
 INTERCEPT_FILE = "intercept.json"
-# What a step started under sudo still needs of the job's environment (sudo drops GITHUB_*).
-SUDO_KEEP = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "RUNNER_TEMP",
-             "GITHUB_API_URL", "GITHUB_REPOSITORY", "GH_TOKEN", "GITHUB_TOKEN",
-             "MCP_P2P_BOOTSTRAP_PEERS", "IPFS_ACCELERATE_GITHUB_REPO", "PYTHONPATH",
-             "HOME", "XDG_RUNTIME_DIR")  # the last two: the same state dir without RUNNER_TEMP
 
 
 # -- pure formatting --------------------------------------------------------------------
@@ -98,42 +103,18 @@ class ActionsError(Exception):
 
 
 def append(path_var: str, text: str, env: Mapping[str, str]) -> None:
+    """The job's side appending to its own file (as itself: nothing is at stake)."""
     path = env.get(path_var)
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
 
 
-@dataclass(frozen=True)
-class JobUser:
-    """Whose job this is: under sudo the invoking user, else whoever runs us. The node and
-    every file it uses belong to this user, so the node never runs as root."""
-    uid: int
-    gid: int
-    home: str
-
-    @classmethod
-    def of(cls, env: Mapping[str, str]) -> JobUser:
-        import pwd
-
-        uid, gid = os.geteuid(), os.getegid()
-        if uid == 0 and env.get("SUDO_UID", "").isdigit() and env.get("SUDO_GID", "").isdigit():
-            uid, gid = int(env["SUDO_UID"]), int(env["SUDO_GID"])
-        try:
-            home = pwd.getpwuid(uid).pw_dir
-        except KeyError:
-            home = env.get("HOME", "/")
-        return cls(uid, gid, home)
-
-    @property
-    def is_other(self) -> bool:
-        return self.uid != os.geteuid()
-
-
 def state_dir(env: Mapping[str, str], user: JobUser | None = None, create: bool = True) -> Path:
-    """The step's private directory: RUNNER_TEMP/p2pcache (never a shared /tmp), mode 0700,
-    owned by the job's user. One that is a symlink, someone else's, or open to others is
-    refused: it holds the node's key and the PID that `summary` signals."""
+    """The job's private directory: RUNNER_TEMP/p2pcache (never a shared /tmp), mode 0700,
+    made by the job's side as the job's user (root's side never makes or walks it but
+    through jobfiles). One that is a symlink, someone else's, or open to others is refused:
+    it holds the node's data and the PID the job's summary signals."""
     import platformdirs
 
     user = user or JobUser.of(env)
@@ -144,8 +125,6 @@ def state_dir(env: Mapping[str, str], user: JobUser | None = None, create: bool 
         Path(base).mkdir(parents=True, exist_ok=True)
         try:
             path.mkdir(mode=0o700)
-            if user.is_other:
-                os.lchown(path, user.uid, user.gid)
         except FileExistsError:
             pass
     try:
@@ -158,23 +137,56 @@ def state_dir(env: Mapping[str, str], user: JobUser | None = None, create: bool 
     return path
 
 
-def new_file(path: Path, data: bytes, user: JobUser, mode: int = 0o600) -> int:
-    """A fresh file for the job's user: whatever was at PATH (a planted symlink or hard
-    link) is unlinked, never written through. Returns an open descriptor when data is None."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    if user.is_other:
-        os.fchown(fd, user.uid, user.gid)
-    if data:
-        os.write(fd, data)
-    return fd
+@dataclass
+class Job:
+    """Whose job a start serves, where its state is, and which of its files it writes."""
+    user: JobUser
+    state: Path
+    files: Mapping[str, str]  # GITHUB_ENV / GITHUB_OUTPUT -> path
 
 
-def write_new(path: Path, data: bytes, user: JobUser, mode: int = 0o600) -> None:
-    os.close(new_file(path, data, user, mode))
+class JobFiles:
+    """The job's files one start writes, opened up front as the job's user (jobfiles.py):
+    after that root only writes to descriptors, whatever the job renames."""
+
+    def __init__(self, job: Job, transparent: bool) -> None:
+        names = [LOG_FILE, PID_FILE] + ([INTERCEPT_FILE] if transparent else [])
+        wanted = [Wanted(str(job.state / name), "replace",
+                         0o644 if name == INTERCEPT_FILE else 0o600) for name in names]
+        exported = [name for name in JOB_FILES if job.files.get(name)]
+        wanted += [Wanted(job.files[name], "append") for name in exported]
+        fds = open_files(job.user, wanted)
+        self.log_path = job.state / LOG_FILE
+        self.log, self.pid = fds[0], fds[1]
+        self.intercept = fds[2] if transparent else None
+        self.exported = dict(zip(exported, fds[len(names):]))
+
+    def write(self, fd: int | None, text: str) -> None:
+        if fd is not None:
+            write_all(fd, text.encode())
+
+    def close(self) -> None:
+        for fd in (self.log, self.pid, self.intercept, *self.exported.values()):
+            if fd is not None:
+                os.close(fd)
+
+
+class NodeLog:
+    """The node's log, read back through the descriptor it was opened with (the path is
+    the job's: it may name another file by now)."""
+
+    TAIL = 64 * 1024
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd, self.path = fd, path
+
+    def read_text(self, errors: str = "replace") -> str:
+        size = os.fstat(self.fd).st_size
+        return os.pread(self.fd, min(size, self.TAIL), max(0, size - self.TAIL)).decode(
+            "utf-8", errors)
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 # -- start -------------------------------------------------------------------------------
@@ -184,30 +196,29 @@ FLAG_ENV = {"upstream": "GITHUB_API_URL", "data_dir": "P2P_CACHE_DATA_DIR",
             "listen_host": "P2P_CACHE_LISTEN_HOST", "announce": "P2P_CACHE_ANNOUNCE",
             "ttl": "P2P_CACHE_TTL", "peer_timeout": "P2P_CACHE_PEER_TIMEOUT",
             "max_bytes": "P2P_CACHE_MAX_BYTES"}
+NO_ROOT = ("⚠️  Transparent mode needs root (passwordless sudo, or the sudoers rule of "
+           "README's \"Transparent mode without giving jobs root\"); falling back to base-URL "
+           "mode: send API calls to $P2P_CACHE_API_URL")
+REPAIRED = "✓ Repaired what an earlier job left behind (a reboot, or a lost /run): "
 
 
 def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = None,
           transparent: bool = False, intercept_host: str | None = None,
-          flags: Mapping[str, object] | None = None, argv: Sequence[str] = ()) -> int:
+          flags: Mapping[str, object] | None = None) -> int:
     """Start a runner node in the background and wait (bounded) until it is useful; with
     transparent, also make every call of the job to https://HOST go through it."""
-    from . import config, intercept
-
     env = dict(os.environ if env is None else env)
-    host = intercept.check_host(intercept_host or intercept.DEFAULT_HOST) if transparent \
-        else ""
+    flags = dict(flags or {})
+    if os.geteuid() == 0 and JobUser.of(env).is_other:
+        return _start_for_job(port, http, wait, transparent, intercept_host, flags)
     if "P2P_CACHE_NOT_BEFORE" not in env:
-        # As the job's user, before any sudo: the payload is the job's file, and the floor
-        # then travels in P2P_CACHE_NOT_BEFORE, which sudo keeps.
+        # As the job's user: the payload is the job's file; root's side gets the floor in
+        # the request (boundary.NODE_ENV), never the file.
         set_event_floor(env)
     if transparent and os.geteuid() != 0:
-        if _sudo_works():
-            return _as_root(["actions", *argv], env)
-        print("⚠️  Transparent mode needs root (passwordless sudo); falling back to base-URL "
-              "mode: send API calls to $P2P_CACHE_API_URL", flush=True)
-        transparent = False
-    started = time.monotonic()
-    print("🚀 Initializing P2P cache for runner communication...", flush=True)
+        return _start_through_root(port, http, wait, env, flags, intercept_host)
+    from . import intercept
+
     user = JobUser.of(env)
     try:
         state = state_dir(env, user)
@@ -215,24 +226,99 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
         print(f"✗ {exc}", file=sys.stderr)
         return 1
     for name, var in FLAG_ENV.items():
-        value = (flags or {}).get(name)
-        if value not in (None, ""):
-            env[var] = str(value)
-    if (flags or {}).get("bootstrap"):
+        if flags.get(name) not in (None, ""):
+            env[var] = str(flags[name])
+    if flags.get("bootstrap"):
         env["MCP_P2P_BOOTSTRAP_PEERS"] = ",".join(map(str, flags["bootstrap"]))  # type: ignore
-    env.setdefault("P2P_CACHE_DATA_DIR", str(state / "data"))
+    host = intercept.check_host(intercept_host or intercept.DEFAULT_HOST) if transparent \
+        else None
+    job = Job(user, state, {name: env[name] for name in JOB_FILES if env.get(name)})
+    return _launch(port, http, wait, env, job, host)
+
+
+def _start_through_root(port: int, http: str, wait: float, env: dict[str, str],
+                        flags: Mapping[str, object], intercept_host: str | None) -> int:
+    """The job's side of a transparent start: its own state directory, then root's side
+    through sudo with the request (boundary.JobRequest) on stdin."""
+    args = ["actions", "start", "--transparent", "--port", str(port), "--http", http,
+            "--wait", f"{wait:g}"]
+    if intercept_host:
+        args += ["--intercept", intercept_host]
+    route = Route.find(args)
+    if route is None:
+        print(NO_ROOT, flush=True)
+        return start(port, http, wait, env, False, None, flags)
+    try:
+        state = state_dir(env)
+    except ActionsError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+    extra = {var: str(flags[name]) for name, var in FLAG_ENV.items()
+             if name != "upstream" and flags.get(name) not in (None, "")}
+    if flags.get("bootstrap"):
+        extra["MCP_P2P_BOOTSTRAP_PEERS"] = ",".join(map(str, flags["bootstrap"]))  # type: ignore
+    if flags.get("upstream"):
+        print(f"⚠️  --upstream is root's choice in transparent mode ({CONF_PATH}): ignored",
+              flush=True)
+    request = JobRequest.of(env, state, extra)
+    return route.run(args, request.encode())
+
+
+def _start_for_job(port: int, http: str, wait: float, transparent: bool,
+                   intercept_host: str | None, flags: Mapping[str, object]) -> int:
+    """Root's side of a transparent start, for the job's user: it takes from the job only
+    what boundary.py lists; the rest is root's configuration."""
+    from . import intercept
+
+    os.chdir("/")  # nothing relative to the job's working directory, ever
+    user = JobUser.of(os.environ)
+    refused = refused_args(flags)
+    if refused or not transparent:
+        print(f"✗ root's side of `actions start` takes --transparent, --port, --http and "
+              f"--wait only (given: {', '.join(refused) or 'no --transparent'}); run it as "
+              "the job's user, it asks sudo itself", file=sys.stderr)
+        return 2
+    try:
+        conf = RootConfig.load()
+        request = JobRequest.read(sys.stdin.fileno())
+    except BoundaryError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 2
+    if request.dropped:
+        print(f"⚠️  Not taken from the job (not in root's allowlist): "
+              f"{', '.join(request.dropped)}", flush=True)
+    env = {"PATH": intercept.ROOT_PATH, "LANG": "C.UTF-8", "HOME": user.home,
+           "USER": user.name, "LOGNAME": user.name, **request.env,
+           "GITHUB_API_URL": conf.upstream}
+    if conf.upstream_ca_bundle:
+        env["P2P_CACHE_UPSTREAM_CA_BUNDLE"] = conf.upstream_ca_bundle
+    refusal = None
+    if intercept_host and intercept.check_host(intercept_host) != conf.intercept:
+        refusal = f"this runner captures only {conf.intercept} ({CONF_PATH}), not " \
+                  f"{intercept.check_host(intercept_host)}"
+    job = Job(user, Path(request.state), request.files)
+    return _launch(port, http, wait, env, job, None if refusal else conf.intercept, refusal)
+
+
+# What root reads of the node's environment for itself: where to ask the node, and the
+# bootstrap list it prints. Nothing it would act on.
+ROOT_READS = ("P2P_CACHE_HTTP", "P2P_CACHE_PORT", "MCP_P2P_BOOTSTRAP_PEERS", "GITHUB_API_URL")
+
+
+def _launch(port: int, http: str, wait: float, env: dict[str, str], job: Job,
+            host: str | None, refusal: str | None = None) -> int:
+    from . import config, intercept
+
+    started = time.monotonic()
+    print("🚀 Initializing P2P cache for runner communication...", flush=True)
+    env.setdefault("P2P_CACHE_DATA_DIR", str(job.state / "data"))  # the node makes it
     env["P2P_CACHE_PORT"] = str(port)
     env["P2P_CACHE_HTTP"] = http
-    if user.is_other:
-        env["HOME"] = user.home  # the node runs as the job's user, not as root
     # A job's node lives for one job: it is a runner even when no server is configured.
     env.setdefault("P2P_CACHE_REFRESH_AHEAD", "0")
-    settings = config.load({}, env, need_data_dir=False)
-    data_dir = Path(env["P2P_CACHE_DATA_DIR"])
-    if not data_dir.exists():
-        data_dir.mkdir(mode=0o700, parents=True)
-        if user.is_other:
-            os.lchown(data_dir, user.uid, user.gid)
+    for_other = job.user.is_other
+    settings = config.load({}, {k: env[k] for k in ROOT_READS if k in env} if for_other
+                           else env, need_data_dir=False)
     for rejected in settings.bootstrap_rejected:
         print(f"⚠️  Ignoring bootstrap peer {rejected}")
     if settings.bootstrap:
@@ -243,35 +329,55 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
         print("   Runners will not connect to MCP server for P2P cache sharing", flush=True)
 
     plan: Interception | None = None
-    if transparent:
+    if refusal:
+        print(f"⚠️  Transparent mode is off: {refusal}; falling back to base-URL mode",
+              flush=True)
+    elif host:
         try:
-            plan = Interception.prepare(host, settings.upstream, state, user, env)
+            for line in intercept.recover(intercept.System()):
+                print(REPAIRED + line, flush=True)
+            plan = Interception.prepare(host, settings.upstream, job.user, env)
         except (intercept.InterceptError, OSError) as exc:
             print(f"⚠️  Transparent mode is off: {exc}; falling back to base-URL mode",
                   flush=True)
             plan = None
+    try:
+        files = JobFiles(job, plan is not None)
+    except JobFileError as exc:
+        print(f"✗ {exc}: refusing to write it", file=sys.stderr)
+        if plan:
+            plan.close_passed()
+        return 1
+    try:
+        return _run_node(env, job, files, settings, plan, wait, started, http)
+    finally:
+        files.close()
 
-    log_path = state / LOG_FILE
-    log = new_file(log_path, b"", user)
+
+def _run_node(env: dict[str, str], job: Job, files: JobFiles, settings: Any,
+              plan: Interception | None, wait: float, started: float, http: str) -> int:
+    from . import intercept
+
+    isolated = ["-I"] if job.user.is_other else []
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "p2pcache", "serve"], env=env, stdout=log,
+            [sys.executable, *isolated, "-m", "p2pcache", "serve"], env=env, stdout=files.log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            pass_fds=plan.pass_fds if plan else (), **_drop_to(user))
+            pass_fds=plan.pass_fds if plan else (), cwd="/" if job.user.is_other else None,
+            **_drop_to(job.user))
     finally:
-        os.close(log)
         if plan:
-            plan.close_socket()
-    node_start = intercept.start_time(proc.pid)
-    write_new(state / PID_FILE, f"{proc.pid} {node_start}".encode(), user)
+            plan.close_passed()
+    node = (proc.pid, intercept.start_time(proc.pid), os.path.realpath(sys.executable))
+    files.write(files.pid, f"{node[0]} {node[1]}")
     problems = (intercept.InterceptError, OSError, subprocess.SubprocessError)
     if plan:
         try:  # while the node starts: the trust store takes seconds
-            plan.trust(proc.pid, node_start)
+            files.write(files.intercept, json.dumps(plan.trust(*node, http)))
         except problems as exc:
             plan = plan.abandon(exc)
 
-    client_ready = _wait_ready(proc, settings, wait, log_path)
+    client_ready = _wait_ready(proc, settings, wait, NodeLog(files.log, files.log_path))
     if client_ready is None:
         if plan:
             plan.undo()
@@ -284,13 +390,13 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
         except problems as exc:
             plan = plan.abandon(exc)
     outputs = {"api-url": settings.http_base, "peer-id": str(stats.get("peer_id")),
-               "connected": "true" if connected else "false", "log": str(log_path),
+               "connected": "true" if connected else "false", "log": str(files.log_path),
                "transparent": "true" if plan else "false"}
-    append("GITHUB_OUTPUT", env_file_lines(outputs), env)
-    append("GITHUB_ENV", env_file_lines(exported), env)
+    files.write(files.exported.get("GITHUB_OUTPUT"), env_file_lines(outputs))
+    files.write(files.exported.get("GITHUB_ENV"), env_file_lines(exported))
     if plan:
-        print(f"✓ Transparent mode: https://{host} goes through the node for the rest of the "
-              f"job (ready in {time.monotonic() - started:.1f} s; trust store "
+        print(f"✓ Transparent mode: https://{plan.host} goes through the node for the rest of "
+              f"the job (ready in {time.monotonic() - started:.1f} s; trust store "
               f"{plan.trust_store_s:.1f} s)", flush=True)
     print(f"✓ P2P cache initialized (local API {settings.http_base}, "
           f"peer ID {stats.get('peer_id')})", flush=True)
@@ -301,7 +407,7 @@ def set_event_floor(env: dict[str, str], now: float | None = None) -> None:
     """P2P_CACHE_NOT_BEFORE from the event that triggered the job (floor.py): the job never
     reads a state GitHub vouched for before it. Outside Actions (no GITHUB_EVENT_NAME),
     nothing; a payload that cannot be read costs the floor its precision, never the job."""
-    from . import floor
+    from . import floor, jobfiles
 
     name = env.get("GITHUB_EVENT_NAME", "")
     if not name:
@@ -311,13 +417,15 @@ def set_event_floor(env: dict[str, str], now: float | None = None) -> None:
     path = env.get("GITHUB_EVENT_PATH", "")
     if path and name not in floor.NO_FLOOR:
         try:
-            payload = floor.read_event(path)
-        except floor.EventError as exc:
-            print(f"⚠️  Could not read the event payload GITHUB_EVENT_PATH ({exc}); the "
+            payload = floor.parse_event(jobfiles.read(
+                JobUser.of(env), os.path.abspath(path), floor.MAX_EVENT_BYTES))
+        except (jobfiles.JobFileError, floor.EventError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"⚠️  Could not read the event payload GITHUB_EVENT_PATH ({why}); the "
                   "event floor is the job's start", flush=True)
     when, source = floor.event_time(name, payload, started)
     if when is None:
-        env["P2P_CACHE_NOT_BEFORE"] = ""  # decided: none (sudo keeps it, root won't redo it)
+        env["P2P_CACHE_NOT_BEFORE"] = ""  # decided: none
         print(f"Event floor: none ({source})", flush=True)
         return
     env["P2P_CACHE_NOT_BEFORE"] = f"{when:.3f}"
@@ -391,55 +499,37 @@ def _drop_to(user: JobUser) -> dict[str, Any]:
     """Popen arguments that run the node as the job's user when we are root for it."""
     if not user.is_other:
         return {}
-    import pwd
-
-    try:
-        groups = os.getgrouplist(pwd.getpwuid(user.uid).pw_name, user.gid)
-    except KeyError:
-        groups = [user.gid]
-    return {"user": user.uid, "group": user.gid, "extra_groups": groups}
-
-
-def _sudo_works() -> bool:
-    try:
-        return subprocess.run(["sudo", "-n", "true"], capture_output=True,
-                              timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _as_root(args: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run this command again through `sudo -n`, keeping what the step needs of the job's
-    environment (sudo drops GITHUB_* and secrets by default)."""
-    keep = [name for name in env if name in SUDO_KEEP or name.startswith("P2P_CACHE_")]
-    command = ["sudo", "-n", f"--preserve-env={','.join(keep)}", sys.executable, "-m",
-               "p2pcache", *args]
-    return subprocess.run(command, env=dict(env)).returncode
+    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups or
+                                                                      (user.gid,))}
 
 
 class Interception:
     """Transparent mode for one start: the plan made before the node starts (addresses,
-    credentials, the bound socket), then install() once the node answers."""
+    credentials, the bound socket), then trust() and redirect() while and once it runs."""
 
-    def __init__(self, host: str, addresses: list[str], state: Path, user: JobUser,
-                 sock: socket.socket, ca_pem: bytes) -> None:
+    def __init__(self, host: str, addresses: list[str], user: JobUser, sock: socket.socket,
+                 ca_pem: bytes, credential_fds: tuple[int, int]) -> None:
         from . import intercept
 
-        self.host, self.addresses, self.state, self.user = host, addresses, state, user
-        self.sock, self.ca_pem = sock, ca_pem
+        self.host, self.addresses, self.user = host, addresses, user
+        self.sock, self.ca_pem, self.credential_fds = sock, ca_pem, credential_fds
         self.system = intercept.System()
         self.tag = f"p2pcache-{uuid.uuid4().hex[:12]}"
         self.trust_store_s = 0.0
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
-        return (self.sock.fileno(),)
+        return (self.sock.fileno(), *self.credential_fds)
 
-    def close_socket(self) -> None:
-        self.sock.close()  # the node holds its own copy now
+    def close_passed(self) -> None:
+        """The node holds its own copies now (or never will)."""
+        self.sock.close()
+        for fd in self.credential_fds:
+            os.close(fd)
+        self.credential_fds = ()
 
     @classmethod
-    def prepare(cls, host: str, upstream: str, state: Path, user: JobUser,
+    def prepare(cls, host: str, upstream: str, user: JobUser,
                 env: dict[str, str]) -> Interception:
         """Resolve HOST while it still means GitHub, make the credentials, bind 443; and
         tell the node (through env) to serve HTTPS and to reach HOST at those addresses."""
@@ -468,14 +558,15 @@ class Interception:
                 f"cannot listen on {intercept.LISTEN_ADDRESS}:443 ({exc.strerror})") from None
         sock.set_inheritable(True)
         creds = intercept.make_credentials(host)
-        cert, key = state / "tls-leaf.crt", state / "tls-leaf.key"
-        write_new(cert, creds.leaf_pem, user, 0o644)
-        write_new(key, creds.leaf_key_pem, user, 0o600)  # the node reads it, nobody else
-        env.update({"P2P_CACHE_HTTPS": f"fd:{sock.fileno()}", "P2P_CACHE_TLS_CERT": str(cert),
-                    "P2P_CACHE_TLS_KEY": str(key)})
+        # The leaf and its key reach the node in memory (sealed memfds it inherits): no
+        # file of them exists, in the job's directories or anywhere else.
+        cert, key = _sealed("p2pcache-leaf", creds.leaf_pem), _sealed("p2pcache-leaf-key",
+                                                                       creds.leaf_key_pem)
+        env.update({"P2P_CACHE_HTTPS": f"fd:{sock.fileno()}",
+                    "P2P_CACHE_TLS_CERT": f"/dev/fd/{cert}", "P2P_CACHE_TLS_KEY": f"/dev/fd/{key}"})
         if addresses:
             env["P2P_CACHE_UPSTREAM_ADDRESSES"] = ",".join(addresses)
-        return cls(host, addresses, state, user, sock, creds.ca_pem)
+        return cls(host, addresses, user, sock, creds.ca_pem, (cert, key))
 
     def check_tls(self, timeout: float = 10.0) -> None:
         """The node's listener answers for HOST with the leaf our CA signed."""
@@ -494,24 +585,25 @@ class Interception:
                                                    f"answer ({exc})") from None
                 time.sleep(0.1)
 
-    def trust(self, node_pid: int, node_start: str) -> None:
-        """The record, the guardian (watching the node from now on), the trust store."""
+    def trust(self, node_pid: int, node_start: str, node_exe: str,
+              http: str) -> dict[str, object]:
+        """The record (root's: the node's identity for summary and the guardian), the
+        guardian, the trust store. Returns what the job's state may know of it."""
         from . import intercept
 
-        intercept.records_dir(self.system)
         self.record = intercept.Record(
             tag=self.tag, host=self.host, address=intercept.LISTEN_ADDRESS,
             hosts_before=intercept.read_hosts(self.system.hosts), hosts_after_sha256="",
             ca_file=str(self.system.ca_dir / f"{self.tag}.crt"),
-            node_pid=node_pid, node_start=node_start)
+            node_pid=node_pid, node_start=node_start, node_exe=node_exe, uid=self.user.uid,
+            http=http)
         self.record.save(self.system)
         self.record.guardian_pid, self.record.guardian_start = intercept.start_guardian(
             self.tag, self.system)
-        write_new(self.state / INTERCEPT_FILE, json.dumps({
-            "host": self.host, "tag": self.tag, "ca_file": self.record.ca_file,
-            "guardian_pid": self.record.guardian_pid,
-            "guardian_start": self.record.guardian_start}).encode(), self.user, 0o644)
         self.trust_store_s = intercept.trust(self.record, self.ca_pem, self.system)
+        return {"host": self.host, "tag": self.tag, "ca_file": self.record.ca_file,
+                "guardian_pid": self.record.guardian_pid,
+                "guardian_start": self.record.guardian_start}
 
     def redirect(self) -> dict[str, str]:
         """Once the node answers HTTPS: HOST to the node. Returns what GITHUB_ENV gets."""
@@ -535,20 +627,35 @@ class Interception:
         from . import intercept
 
         try:
-            intercept.teardown(self.system)
+            intercept.teardown(self.system, lambda record: record.tag == self.tag)
         except (intercept.InterceptError, OSError) as exc:
             print(f"⚠️  Could not undo transparent mode: {exc}", file=sys.stderr)
+
+
+def _sealed(name: str, data: bytes) -> int:
+    """An inheritable in-memory file holding DATA, sealed against change."""
+    import fcntl
+
+    fd = os.memfd_create(name, os.MFD_ALLOW_SEALING)
+    write_all(fd, data)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    os.set_inheritable(fd, True)
+    return fd
 
 
 # -- summary -----------------------------------------------------------------------------
 
 
-def summary(port: int, http: str, stop: bool, env: Mapping[str, str] | None = None) -> int:
+def summary(port: int, http: str, stop: bool, env: Mapping[str, str] | None = None,
+            flags: Mapping[str, object] | None = None) -> int:
     """Write the counters to the job summary, then stop the node and undo transparent mode."""
     from .client import NodeClient, NodeUnavailable
     from .config import load
 
     env = dict(os.environ if env is None else env)
+    if os.geteuid() == 0 and JobUser.of(env).is_other:
+        return _summary_for_job(http, dict(flags or {}))
     env["P2P_CACHE_HTTP"] = http
     settings = load({}, env, need_data_dir=False)
     try:
@@ -563,17 +670,14 @@ def summary(port: int, http: str, stop: bool, env: Mapping[str, str] | None = No
         append("GITHUB_STEP_SUMMARY", text, env)
         print(text)
     if stop:
-        try:
-            stop_node(env)
-        except ActionsError as exc:
-            print(f"⚠️  {exc}", file=sys.stderr)
-        return undo_interception(env)
+        return undo_interception(env, port, http)
     return 0
 
 
 def stop_node(env: Mapping[str, str]) -> None:
-    """SIGTERM the node this step started, and only it: the PID file names a PID and its
-    start time, and the process must still be that one, running p2pcache."""
+    """SIGTERM the node this step started, and only it, as the job's user: the PID file
+    names a PID and its start time, and the process must still be that one, running
+    p2pcache. (Root never signals what this file says: see stop_recorded_nodes.)"""
     from .intercept import is_ours, wait_gone
 
     state = state_dir(env, create=False)
@@ -592,44 +696,121 @@ def stop_node(env: Mapping[str, str]) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def undo_interception(env: Mapping[str, str]) -> int:
-    """After the node stopped, the guardian takes the redirection away; wait for it, and do
-    it ourselves (as root, through sudo if need be) if it does not."""
+def undo_interception(env: Mapping[str, str], port: int = 9000,
+                      http: str = "127.0.0.1:9180") -> int:
+    """Stop the node and take transparent mode away: root's side does it (through sudo,
+    with nothing of the job's but the user sudo names) when transparent mode was on or
+    something of ours is still in /etc; else the job's side stops its own node."""
     from . import intercept
 
     try:
         state = state_dir(env, create=False)
         info = json.loads((state / INTERCEPT_FILE).read_text())
     except (OSError, ValueError, ActionsError):
-        info = None
-    if os.geteuid() == 0:
-        for line in intercept.teardown(intercept.System()):
+        state, info = None, None
+    if os.geteuid() == 0:  # root for itself: its own state, its own records
+        try:
+            stop_node(env)
+        except ActionsError as exc:
+            print(f"⚠️  {exc}", file=sys.stderr)
+        system = intercept.System()
+        for line in intercept.recover(system):
+            print(REPAIRED + line)
+        for line in intercept.teardown(system):
             print(f"✓ {line}")
-    elif info is not None:
-        tag = str(info.get("tag", ""))
-        guardian = int(info.get("guardian_pid", 0)), str(info.get("guardian_start"))
-        if intercept.is_ours(*guardian):  # it exits once the trust store is rebuilt
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and intercept.is_ours(*guardian):
-                time.sleep(0.1)
-        if _redirected(tag):
-            if not _sudo_works():
-                print("✗ Transparent mode is still on and sudo does not work: run "
-                      "`sudo python3 -m p2pcache.intercept teardown /run/p2pcache-intercept`",
+    elif info is not None or intercept.leftovers_visible(intercept.System()):
+        args = ["actions", "summary", "--port", str(port), "--http", http]
+        route = Route.find(args)
+        if route is not None:
+            route.run(args)
+        else:
+            try:
+                stop_node(env)
+            except ActionsError as exc:
+                print(f"⚠️  {exc}", file=sys.stderr)
+            if info is not None:
+                _wait_for_guardian(info)
+            if info is None or _redirected(str(info.get("tag", ""))):
+                print("✗ Transparent mode is still on and sudo does not work: as root, run "
+                      "`python3 -I -m p2pcache.intercept teardown` with p2pcache installed",
                       file=sys.stderr)
                 return 1
-            subprocess.run(["sudo", "-n", sys.executable, "-m", "p2pcache.intercept",
-                            "teardown", str(intercept.System().records)], check=False)
-    if info is not None:
+    else:
+        try:
+            stop_node(env)
+        except ActionsError as exc:
+            print(f"⚠️  {exc}", file=sys.stderr)
+    if info is not None and state is not None:
         (state / INTERCEPT_FILE).unlink(missing_ok=True)
-        for name in ("tls-leaf.key", "tls-leaf.crt"):
-            (state / name).unlink(missing_ok=True)
         if _redirected(str(info.get("tag", ""))):
             print("✗ Transparent mode could not be undone", file=sys.stderr)
             return 1
         print(f"✓ Transparent mode undone: {info.get('host')} resolves as before, the "
               "per-job CA is out of the trust store")
     return 0
+
+
+def _wait_for_guardian(info: Mapping[str, object]) -> None:
+    from . import intercept
+
+    guardian = int(info.get("guardian_pid", 0) or 0), str(info.get("guardian_start"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and intercept.is_ours(*guardian):
+        time.sleep(0.1)  # it exits once the trust store is rebuilt
+
+
+def _summary_for_job(http: str, flags: Mapping[str, object]) -> int:
+    """Root's side of summary, for the job's user: repair what earlier jobs left, stop the
+    node root started for this user at HTTP (by the identity root recorded), undo its
+    interception, and any whose node is gone."""
+    from . import intercept
+
+    os.chdir("/")
+    refused = refused_args(flags)
+    if refused:
+        print(f"✗ root's side of `actions summary` takes --port and --http only (given: "
+              f"{', '.join(refused)})", file=sys.stderr)
+        return 2
+    user = JobUser.of(os.environ)
+    system = intercept.System()
+    try:
+        for line in intercept.recover(system):
+            print(REPAIRED + line, flush=True)
+        def mine(record: intercept.Record) -> bool:
+            return record.uid == user.uid and record.http == http
+
+        stop_recorded_nodes(system, mine)
+        for line in intercept.teardown(
+                system, lambda record: mine(record) or not record.node_alive()):
+            print(f"✓ {line}", flush=True)
+    except (intercept.InterceptError, OSError) as exc:
+        print(f"✗ Could not undo transparent mode: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stop_recorded_nodes(system: Any, chosen: Callable[[Any], bool]) -> list[int]:
+    """SIGTERM the nodes of the records CHOSEN, each by the identity root recorded (PID,
+    start time, executable) in its own directory; returns their PIDs."""
+    from . import intercept
+
+    stopped = []
+    if not system.records.is_dir():
+        return stopped
+    for path in sorted(system.records.glob("*.json")):
+        try:
+            record = intercept.Record.load(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        if not chosen(record) or not record.node_alive():
+            continue
+        try:
+            os.kill(record.node_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        intercept.wait_gone(record.node_pid, record.node_start, 10)
+        stopped.append(record.node_pid)
+    return stopped
 
 
 def _redirected(tag: str) -> bool:

@@ -9,6 +9,7 @@ answer is stored (`_save`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from . import access, invalidation, policy, targets
 from .access import Caller, Scope, Verdict
 from .coalesce import Flights
 from .invalidation import Drop, Drops
+from .limits import Limits
 from .models import ApiRequest, ApiResponse, Entry
 from .policy import Action, RateLimit
 from .stats import Counters
@@ -32,6 +34,9 @@ from .upstream import CONDITIONALS, Credentials, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
+# What a store held when this process started was asked for before it: by a millisecond at
+# least (so what this process asks for at once, on a clock that has not moved, is its own).
+STARTED_BEFORE_S = 0.001
 # When the flight now storing an answer began asking (this node's clock): the entry is
 # `asked_at` then, and is not stored at all if a drop that covers it came meanwhile.
 _ASKED_AT: ContextVar[float | None] = ContextVar("asked_at", default=None)
@@ -67,6 +72,7 @@ class Refreshed:
 
     fetched_at: float | None  # when GitHub last vouched for the entry; None: nothing to refresh
     pause_until: float = 0.0  # refresh nothing before this (GitHub refused, failed, or holds)
+    paid: bool = False  # GitHub charged for it (a 200, or an error it counts): limits.PaidShare
 
 
 # Why a caller's own credentials answered it (each a counter; stats.py).
@@ -77,9 +83,7 @@ _RATE_LIMIT = targets.parse("/rate_limit")  # GitHub does not count asking it
 
 def _coalesced(outcome: _Outcome) -> _Outcome:
     """Another caller's flight answered: the same answer, counted as coalesced."""
-    r = outcome.response
-    return _Outcome(ApiResponse(r.status, r.headers, r.body, "coalesced", r.stale,
-                                r.fetched_at, own=r.own, vouched=r.vouched), "coalesced")
+    return _Outcome(dataclasses.replace(outcome.response, source="coalesced"), "coalesced")
 
 
 def _credential_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -88,8 +92,9 @@ def _credential_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 class _RefreshFailed(Exception):
-    def __init__(self, pause_until: float | None) -> None:
+    def __init__(self, pause_until: float | None, paid: bool = False) -> None:
         self.pause_until = pause_until
+        self.paid = paid
 
 
 class NotForPeers(ValueError):
@@ -101,7 +106,8 @@ class Cache:
                  peers: Peers | None = None, max_entry_bytes: int = 16 * 1024 * 1024,
                  clock: Callable[[], float] = time.time, lend_token: bool = False,
                  callers: access.Callers | None = None,
-                 not_before: float | None = None) -> None:
+                 not_before: float | None = None,
+                 limits: Limits | None = None) -> None:
         self.store = store
         self.upstream = upstream
         self.counters = counters
@@ -120,15 +126,15 @@ class Cache:
         self.looked_up: Callable[[ApiRequest, ApiResponse], None] = lambda req, resp: None
         self._budgets = access.Budgets()  # each caller's rate limits, as last seen
         self.rate_limits: dict[str, RateLimit] = {}
-        self._blocked_until = 0.0
-        self._limit_answer: ApiResponse | None = None
+        # GitHub's budgets per token: turns in flight, pauses (limits.py).
+        self.limits = limits if limits is not None else Limits(counters=counters, clock=clock)
         self._flights: Flights[_Outcome] = Flights()
         self._checks: Flights[object] = Flights()
         self._store_warned_at = 0.0
         # What changed since: entries asked for earlier are revalidated before use. What
         # the store held before this process started may have missed anything.
         self.drops = Drops(ttl)
-        self.drops.everything(clock())
+        self.drops.everything(clock() - STARTED_BEFORE_S)
         self.floor = not_before  # --not-before: GitHub's time, its clock
         # Our writes some server did not acknowledge: our reads of what they changed ask
         # for answers GitHub vouched for after the write (its Date) for a while.
@@ -206,8 +212,10 @@ class Cache:
         self.looked_up(lookup, view)
         if self._refuses_fleet(view, repo) or view.status != 200:
             return Verdict.FLEET_BLIND  # (not remembered when GitHub was only busy)
-        if access.visibility(view.body) == "public":
-            self.grants.public(repo, view.fetched_at or self.clock())
+        facts = access.repository_facts(view.body)
+        if facts.visibility == "public":
+            for spelling in facts.roots(root):  # /repos/O/R and /repositories/ID alike
+                self.grants.public(spelling, view.fetched_at or self.clock())
             return await self._valid(request, caller)
         if caller.anonymous:
             return Verdict.REFUSED  # private: GitHub's answer to anonymous is a 404
@@ -262,7 +270,8 @@ class Cache:
         response = (await self._own(asked, caller, "authorization_checks")).response
         until = self.clock() + self.ttl
         if response.status == 200:
-            self.grants.grant(caller, place.repo_key, True, until)
+            for spelling in access.repository_facts(response.body).roots(place.repo):
+                self.grants.grant(caller, spelling, True, until)
             self.grants.validated(caller, True, until)
             return Verdict.SHARED
         if response.status == 401:
@@ -382,6 +391,7 @@ class Cache:
         entries it covers: they stay, to be revalidated (free when GitHub says unchanged,
         which a deleted entry could not be), and are never served as they are."""
         self.drops.record(drop, self.clock())
+        self._forget_grants(drop)
         try:
             aliased = drop.aliased(await trio.to_thread.run_sync(self._repository_ids, drop))
         except StoreError as exc:
@@ -402,9 +412,23 @@ class Cache:
             self._store_failed(exc)
             return 0
 
+    async def drop(self, paths: list[str]) -> int:
+        """Drop, fleet-wide, the entries at these paths and under them (a webhook
+        delivery's paths, webhooks.py); how many stored entries they cover."""
+        return await self.dropped(Drop((), tuple(paths)), tell_fleet=True)
+
     def dropped_by_peer(self, drop: Drop) -> None:
         """A peer's drop: what it covers is unusable from now (`settle` does the rest)."""
         self.drops.record(drop, self.clock())
+        self._forget_grants(drop)
+
+    def _forget_grants(self, drop: Drop) -> None:
+        """Dropping a repository's root also forgets who may read it (its settings or
+        members may have changed): each caller is checked again."""
+        for tree in drop.trees:
+            place = access.place(tree)
+            if place.repo is not None and place.repo == tree.rstrip("/"):
+                self.grants.forget(place.repo_key)  # type: ignore[arg-type]
 
     async def settle(self, drop: Drop, limit: int) -> int:
         """A peer's drop, after it was applied: in the `/repositories/<id>` spellings this
@@ -483,10 +507,23 @@ class Cache:
                 lambda: self._asking(lambda: self._refill(request, key)))
         except _RefreshFailed as failed:
             return Refreshed(None if failed.pause_until is None else self._fetched_at(key),
-                             failed.pause_until or 0.0)
+                             failed.pause_until or 0.0, failed.paid)
         counted_as = "refreshes_skipped" if shared else outcome.counted_as
         setattr(self.counters, counted_as, getattr(self.counters, counted_as) + 1)
-        return Refreshed(outcome.response.fetched_at)
+        return Refreshed(outcome.response.fetched_at, paid=counted_as == "refreshes_changed")
+
+    @property
+    def _fleet_key(self) -> str:
+        return self.limits.key(self.upstream.authorization(None, Credentials.FLEET))
+
+    @property
+    def _blocked_until(self) -> float:
+        """Until when GitHub asked the node's token to wait (0: it did not)."""
+        return self.limits.paused_until(self._fleet_key) or 0.0
+
+    def paused_for(self) -> float:
+        """Seconds the node's token still waits on GitHub's word (0: it does not)."""
+        return max(0.0, self._blocked_until - self.clock())
 
     async def _refill(self, request: ApiRequest, key: str) -> _Outcome:
         entry = self.store.get(key)
@@ -517,8 +554,9 @@ class Cache:
             return _Outcome(self._from_entry(fresh, "miss", moment=response.headers),
                             "refreshes_changed")
         self.counters.refreshes_failed += 1
-        self._hold_if_limited(response, now)
-        raise _RefreshFailed(policy.refresh_pause_until(response, now))
+        # GitHub charges for what it answered, unless it refused or failed (limits.PaidShare).
+        paid = response.status < 500 and not policy.is_rate_limited(response)
+        raise _RefreshFailed(policy.refresh_pause_until(response, now), paid)
 
     def _fetched_at(self, key: str) -> float | None:
         entry = self.store.get(key)
@@ -588,13 +626,6 @@ class Cache:
     async def _from_upstream(self, request: ApiRequest, key: str,
                              entry: Entry | None) -> ApiResponse:
         now = self.clock()
-        if now < self._blocked_until:
-            # GitHub told us to wait: asking again would only extend the penalty.
-            if entry is not None:
-                return self._stale(entry)
-            assert self._limit_answer is not None
-            return ApiResponse(self._limit_answer.status, dict(self._limit_answer.headers),
-                               self._limit_answer.body, "miss")
         # An entry that reaches here cannot be served as it is (stale, dropped, under the
         # floor): revalidated if it has a validator.
         conditional = policy.conditional_headers(entry)
@@ -616,23 +647,37 @@ class Cache:
             fresh = policy.entry_from(key, request, response, now)
             self._save(fresh)
             return self._from_entry(fresh, "miss", moment=response.headers)
-        self._hold_if_limited(response, now)
         if entry is not None and policy.serve_stale_instead(response):
-            return self._stale(entry)
+            stale = self._stale(entry)
+            stale.paused_until = response.paused_until  # a peer is told "paused" instead
+            return stale
         response.source = "miss"
         return response
 
-    def _hold_if_limited(self, response: ApiResponse, now: float) -> None:
+    def _hold_if_limited(self, response: ApiResponse, key: str) -> None:
+        """A limit answer pauses its token for the time GitHub gave (limits.py); the answer
+        is marked with it, so a peer gets "paused" instead of our refusal."""
+        now = self.clock()
         until = policy.blocked_until(response, now)
-        if until is not None:
-            self._blocked_until, self._limit_answer = until, response
-            log.warning("GitHub rate limit: holding upstream requests for %.0f s",
-                        until - now)
+        if until is None:
+            return
+        if self.limits.pause(key, until, response):
+            log.warning("GitHub rate limit: holding upstream requests for %.0f s (%s)",
+                        until - now, "the node's token" if key == self._fleet_key
+                        else "a client's token")
+        response.paused_until = self.limits.paused_until(key)
 
     async def _upstream(self, request: ApiRequest, conditional: dict[str, str],
                         credentials: Credentials) -> ApiResponse:
-        self.counters.upstream_requests += 1
-        response = await self.upstream.send(request, conditional, credentials)
+        """One request to GitHub within its token's budget: nothing is sent while GitHub
+        asked the token to wait (its refusal is replayed), and at most N go at once."""
+        key = self.limits.key(self.upstream.authorization(request, credentials))
+        async with self.limits.turn(key) as refusal:
+            if refusal is not None:
+                return refusal  # asking again would only extend the penalty
+            self.counters.upstream_requests += 1
+            response = await self.upstream.send(request, conditional, credentials)
+        self._hold_if_limited(response, key)
         if credentials is Credentials.FLEET:  # a client's own budget is not the fleet's
             self.rate_limits = policy.seen_rate_limits(self.rate_limits, response.headers)
         return response

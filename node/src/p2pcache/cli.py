@@ -108,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "earlier is served without a revalidation (free when unchanged), "
                             "through the fleet; `actions start` sets it from the event "
                             "[env P2P_CACHE_NOT_BEFORE]")
+    serve.add_argument("--upstream-concurrency", default=None, metavar="N",
+                       help="requests in flight to GitHub per token (the node's, and each "
+                            "client's it forwards), 1 to 100; more wait their turn, "
+                            "round-robin across peers [env P2P_CACHE_UPSTREAM_CONCURRENCY, "
+                            "default 25]")
+    serve.add_argument("--webhook", default=None, metavar="HOST:PORT",
+                       help="receive GitHub's webhook deliveries at POST /webhook on this "
+                            "address (put a TLS terminator in front) and drop what each "
+                            "verified delivery says changed; needs the hook's secret in "
+                            "P2P_CACHE_WEBHOOK_SECRET [env P2P_CACHE_WEBHOOK, default off]")
     serve.add_argument("-v", "--verbose", action="store_true",
                        help="debug logs, including libp2p's")
 
@@ -263,7 +273,6 @@ def _http(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.argv = argv  # `actions start --transparent` runs itself again under sudo
     from .client import NodeUnavailable
     from .config import ConfigError
 
@@ -396,11 +405,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"Entries:            {stats['entries']} ({stats['bytes']:,} bytes)")
     remaining = stats.get("rate_limit_remaining")
     print(f"Rate limit left:    {'unknown' if remaining is None else remaining}")
+    if stats.get("webhook"):
+        print(f"Webhooks:           {stats['webhook_applied']} applied, "
+              f"{stats['webhook_duplicate']} duplicate, {stats['webhook_ignored']} ignored, "
+              f"{stats['webhook_bad_signature']} bad signature "
+              f"({stats['webhook_dropped']} entries dropped)")
     print(f"Bootstrap Multiaddr: {stats.get('bootstrap_multiaddr') or '(none)'}")
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from .client import LinkError
+
     headers = {}
     for item in args.header:
         name, sep, value = item.partition(":")
@@ -422,7 +438,11 @@ def cmd_api(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         if response.status_code >= 400:
             return 1
-        target = client.next_page(response) if args.paginate else None
+        try:
+            target = client.next_page(response) if args.paginate else None
+        except LinkError as exc:
+            print(f"p2pcache: paging stopped: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -558,11 +578,9 @@ def cmd_actions(args: argparse.Namespace) -> int:
             except InterceptError as exc:
                 print(f"p2pcache: {exc}", file=sys.stderr)
                 return 2
-        argv = sys.argv[1:] if args.argv is None else list(args.argv)
         return actions.start(args.port, args.http, args.wait, transparent=args.transparent,
-                             intercept_host=args.intercept, flags=vars(args),
-                             argv=argv[argv.index("actions") + 1:])
-    return actions.summary(args.port, args.http, stop=not args.keep_running)
+                             intercept_host=args.intercept, flags=vars(args))
+    return actions.summary(args.port, args.http, stop=not args.keep_running, flags=vars(args))
 
 
 # Commands that only talk to a running node over HTTP: they never load py-libp2p, whose

@@ -8,6 +8,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import targets
+from .targets import Base
+
 TIMEOUT = httpx.Timeout(60.0, connect=3.0)
 
 
@@ -47,12 +50,75 @@ class NodeClient:
         response.raise_for_status()
         return response.json()
 
+    def get_capped(self, target: str, headers: dict[str, str] | None,
+                   max_bytes: int) -> tuple[httpx.Response, bytes, bool]:
+        """GET, reading at most `max_bytes` of the body (a page can be 64 MiB): the response
+        (headers only), the bytes read, and whether that is the whole body."""
+        if self._auth and not target.startswith("/-/"):
+            headers = {**self._auth, **(headers or {})}
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with self._http.stream("GET", self.base + target, headers=headers,
+                                   timeout=TIMEOUT) as response:
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > max_bytes:
+                        break
+        except httpx.TransportError as exc:
+            raise NodeUnavailable(
+                f"no node answers at {self.base} ({exc.__class__.__name__}); start one with "
+                "`p2pcache serve`, or point --http / P2P_CACHE_HTTP at it") from None
+        return response, b"".join(chunks)[:max_bytes], size <= max_bytes
+
     def next_page(self, response: httpx.Response) -> str | None:
-        match = re.search(r'<([^>]+)>;\s*rel="next"', response.headers.get("link", ""))
-        if not match:
-            return None
-        url = urlsplit(match.group(1))
-        return url.path + ("?" + url.query if url.query else "")
+        """The next page's target on this node, None on the last page; LinkError if the
+        next link would leave the node."""
+        return next_target(response.headers.get("link", ""), self.base)
+
+
+class LinkError(ValueError):
+    """A next-page link that does not name a page of the API on the node."""
+
+
+def next_target(link: str, base: str) -> str | None:
+    """The origin-form target of the `rel="next"` URL in a Link header, if it names an API
+    path on `base` (the node) as targets.py parses a request-target: a path, or a URL with
+    the node's own scheme, host and port. A hostile page's `<@evil:8999/x>` glued onto the
+    base would name another host; LinkError for that, and for anything else."""
+    for url, params in re.findall(r"<([^>]*)>([^<]*)", link):
+        rel = re.search(r'\brel\s*=\s*"?([^";,]*)', params)
+        if rel and "next" in rel.group(1).lower().split():
+            return _target_on(url, base)
+    return None
+
+
+def _target_on(url: str, base: str) -> str:
+    shown = url if len(url) <= 200 else url[:200] + "..."
+    leaves = LinkError(f"the next page's link <{shown}> is not a path on {base}")
+    if not url or not all("!" <= c <= "~" for c in url) or "\\" in url:
+        raise leaves
+    if url.startswith("/") and not url.startswith("//"):
+        raw = url.partition("#")[0]
+    else:
+        node = Base.parse(base)
+        parts = urlsplit(url)
+        if parts.scheme.lower() != node.scheme or parts.netloc.lower() not in node.authorities:
+            raise leaves
+        path = parts.path
+        if node.path:
+            if not path.startswith(node.path + "/"):
+                raise leaves
+            path = path[len(node.path):]
+        raw = path + ("?" + parts.query if parts.query else "")
+    try:
+        target = targets.parse(raw)
+    except targets.TargetError:
+        raise leaves from None
+    if target.path == "/-" or target.path.startswith("/-/"):  # the node's own, not GitHub's
+        raise leaves
+    return str(target)
 
 
 class GlobalCache:
@@ -113,4 +179,5 @@ def get_global_cache() -> GlobalCache:
     return _global
 
 
-__all__ = ["GlobalCache", "NodeClient", "NodeUnavailable", "get_global_cache"]
+__all__ = ["GlobalCache", "LinkError", "NodeClient", "NodeUnavailable", "get_global_cache",
+           "next_target"]

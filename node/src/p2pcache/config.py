@@ -76,6 +76,10 @@ class Settings:
     # The event floor (floor.py): nothing GitHub vouched for at or before this time (its
     # clock, Unix seconds) is served without revalidation. None: no floor.
     not_before: float | None = None
+    upstream_concurrency: int = 25  # requests in flight to GitHub per token (limits.py)
+    # GitHub deliveries at POST /webhook (webhooks.py): host and port, and the hook's secret
+    webhook: tuple[str, int] | None = None
+    webhook_secret: bytes | None = field(default=None, repr=False)
 
     @property
     def http_base(self) -> str:
@@ -194,6 +198,16 @@ def _warm_start(name: str, value: object) -> int:
     if number > MAX_BYTES:
         raise ConfigError(name, value, f"at most {MAX_BYTES} bytes (one peer frame), or 0")
     return number
+
+
+def _concurrency(name: str, value: object) -> int:
+    from .limits import MAX_CONCURRENCY
+
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CONCURRENCY:
+        raise ConfigError(name, value, f"expected a whole number from 1 to {MAX_CONCURRENCY} "
+                          f"(GitHub allows {MAX_CONCURRENCY} requests in flight per token)")
+    return int(text)
 
 
 def _listen_host(name: str, value: str) -> str:
@@ -347,6 +361,20 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
     value, name = _pick(flags.get("warm_start"), env, "P2P_CACHE_WARM_START", "--warm-start")
     if value not in (None, ""):
         kw["warm_start_bytes"] = _warm_start(name, value)
+    value, name = _pick(flags.get("upstream_concurrency"), env,
+                        "P2P_CACHE_UPSTREAM_CONCURRENCY", "--upstream-concurrency")
+    if value not in (None, ""):
+        kw["upstream_concurrency"] = _concurrency(name, value)
+
+    value, name = _pick(flags.get("webhook"), env, "P2P_CACHE_WEBHOOK", "--webhook")
+    if value:
+        kw["webhook"] = _http(name, str(value))
+        secret = env.get("P2P_CACHE_WEBHOOK_SECRET", "")
+        if not secret:
+            raise ConfigError("P2P_CACHE_WEBHOOK_SECRET", "",
+                              f"required with {name}: the secret set in the webhook's "
+                              "settings on GitHub")
+        kw["webhook_secret"] = secret.encode()
 
     value, name = _pick(flags.get("not_before"), env, "P2P_CACHE_NOT_BEFORE", "--not-before")
     if value not in (None, ""):
@@ -372,7 +400,26 @@ def check_unix_socket(name: str, path: Path) -> Path:
         raise ConfigError(name, str(path), "its directory does not exist")
     if path.exists() and not path.is_socket():
         raise ConfigError(name, str(path), "a file that is not a socket is in the way")
+    if path.is_socket() and socket_answers(path):
+        raise ConfigError(name, str(path), "a live node already answers there: stop it, or "
+                          "choose another path")
     return path
+
+
+def socket_answers(path: Path, timeout: float = 2.0) -> bool:
+    """Something may be listening on the Unix socket PATH: only a socket that refuses
+    connections (its node is dead) or is gone counts as free; one we may not connect to,
+    or whose backlog is full, is someone's live socket."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    return True
 def _transparent(env: Mapping[str, str], kw: dict[str, object]) -> None:
     """The environment-only settings of transparent mode."""
     import ipaddress

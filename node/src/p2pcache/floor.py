@@ -2,16 +2,14 @@
 from its payload, so the job's node never serves a state GitHub vouched for before it.
 
 Pure: `event_time(name, payload, started)` picks, per event, the payload fields that are
-the event's time (docs/consistency.md has the table) and takes the latest; `read_event`
-is the one bounded, tolerant reader of the payload file (the job owns it).
+the event's time (docs/consistency.md has the table) and takes the latest; the payload file
+(the job's) is read by jobfiles.read, bounded, and parsed tolerantly by `parse_event`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from datetime import datetime
 
 MAX_EVENT_BYTES = 26 * 1024 * 1024  # GitHub caps a payload at 25 MB
@@ -59,7 +57,7 @@ NO_FLOOR = frozenset({"schedule"})
 
 
 class EventError(Exception):
-    """The payload could not be read: one line for the user (never its content)."""
+    """The payload could not be used: one line for the user (never its content)."""
 
 
 def event_time(name: str, payload: object, started: float) -> tuple[float | None, str]:
@@ -117,33 +115,10 @@ def parse_not_before(text: str, now: float) -> float:
     return value
 
 
-def read_event(path: str) -> object:
-    """The JSON payload at `path` (GITHUB_EVENT_PATH, a file the job controls): a regular
-    file reached without a symlink, at most MAX_EVENT_BYTES; EventError otherwise."""
+def parse_event(data: bytes) -> object:
+    """The payload's JSON (read by jobfiles.read: bounded, as the job's user); EventError
+    for anything that is not JSON, never its content."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise EventError(f"cannot open it ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise EventError("not a regular file")
-        if info.st_size > MAX_EVENT_BYTES:
-            raise EventError(f"larger than {MAX_EVENT_BYTES} bytes")
-        chunks, size = [], 0
-        while size <= MAX_EVENT_BYTES:
-            chunk = os.read(fd, 1024 * 1024)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_EVENT_BYTES:
-            raise EventError(f"larger than {MAX_EVENT_BYTES} bytes")
-    except OSError as exc:
-        raise EventError(f"cannot read it ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    try:
-        return json.loads(b"".join(chunks))
+        return json.loads(data)
     except (ValueError, RecursionError):
         raise EventError("not JSON") from None

@@ -10,6 +10,7 @@ URL the client used. The handler behind it gets only well-formed ApiRequests.
 from __future__ import annotations
 
 import ipaddress
+import errno
 import json
 import logging
 import os
@@ -18,11 +19,12 @@ import socket
 import stat
 import sys
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import h11
 import trio
@@ -37,9 +39,12 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 64 * 1024  # request line and header fields, all buffered bytes included
 READ_CHUNK = 16 * 1024
 MAX_REQUEST_BODY = 10 * 1024 * 1024  # per request; GET and HEAD carry none
-MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # all connections' bodies together
-MAX_CONNECTIONS = 256  # open client connections; more are told 503 and closed
-IDLE_TIMEOUT = 120.0
+MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # all bodies of one listener together
+# Per listener: a flood of one (any local process can open connections to the TCP API)
+# never refuses the clients of another (the HTTPS listener, the Unix socket).
+MAX_CONNECTIONS = 256
+IDLE_TIMEOUT = 120.0  # between requests on a kept-alive connection
+HEAD_TIMEOUT = 10.0  # a new connection's first request head; any head, once begun
 READ_TIMEOUT = 30.0
 SEND_TIMEOUT = 60.0
 
@@ -155,11 +160,76 @@ def _local_name(name: str, bound_host: str) -> bool:
 
 
 class Limits:
-    """What all connections of one node share: a connection cap and a body budget."""
+    """One listener's budgets: connections, and request bodies in flight. Nothing is shared
+    between listeners, so a local flood of one (slow bodies, idle connections) costs the
+    clients of another nothing.
 
-    def __init__(self) -> None:
-        self.connections = trio.CapacityLimiter(MAX_CONNECTIONS)
+    A connection that has no request head in hand (a TLS handshake, a head on its way, a
+    kept-alive connection between requests) is waiting on its client; at the cap, the one
+    that has waited longest is closed to admit the new one. So idle connections cost their
+    opener, and a client whose request arrives is served. Only when every connection is
+    busy answering is a new one refused.
+    """
+
+    def __init__(self, name: str = "The local API", max_connections: int = MAX_CONNECTIONS,
+                 on_evict: Callable[[], None] | None = None) -> None:
+        self.name = name
+        self.max_connections = max_connections
+        self.on_evict = on_evict
         self.body_bytes = 0
+        self.open: set[Slot] = set()
+        self._waiting: dict[Slot, None] = {}  # insertion order: longest waiting first
+        self._warned = False
+
+    def admit(self) -> Slot | None:
+        """A slot for a new connection, closing the longest-waiting one if at the cap;
+        None if every connection is busy."""
+        if len(self.open) >= self.max_connections:
+            if not self._waiting:
+                return None
+            victim = next(iter(self._waiting))
+            victim.evict()
+            if self.on_evict is not None:
+                self.on_evict()
+            if not self._warned:
+                self._warned = True
+                log.warning("⚠️  %s holds %d connections: closing the longest idle ones to "
+                            "admit new clients", self.name, self.max_connections)
+        slot = Slot(self)
+        self.open.add(slot)
+        return slot
+
+
+class Slot:
+    """One admitted connection's place in its listener's budget."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.evicted = False
+        self._scope: trio.CancelScope | None = None
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """While inside, the connection waits on its client and may be closed to make room:
+        the block is cancelled then, and `evicted` says why."""
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            self.limits._waiting[self] = None
+            try:
+                yield
+            finally:
+                self.limits._waiting.pop(self, None)
+                self._scope = None
+
+    def evict(self) -> None:
+        self.evicted = True
+        self.release()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def release(self) -> None:
+        self.limits.open.discard(self)
+        self.limits._waiting.pop(self, None)
 
 
 async def serve(host: str, port: int, handler: Handler, site: Site, limits: Limits,
@@ -174,13 +244,22 @@ async def serve_unix(path: Path, handler: Handler, site: Site, limits: Limits,
                      task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
     """The same API on a Unix socket, mode 0600: only this user's processes reach it (gh's
     `http_unix_socket` speaks plain HTTP with Host api.github.com over it)."""
+    from .config import socket_answers
+
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if path.is_socket():
-            path.unlink()  # a socket left by a killed node; anything else is not ours
         old_umask = os.umask(0o177)
         try:
-            await sock.bind(str(path))
+            try:
+                await sock.bind(str(path))
+            except OSError as exc:
+                # Only a socket nobody answers on (left by a killed node) is ours to
+                # replace: a live node's stays, whoever started second.
+                if exc.errno != errno.EADDRINUSE or not path.is_socket() \
+                        or await trio.to_thread.run_sync(socket_answers, path):
+                    raise
+                path.unlink()
+                await sock.bind(str(path))
         finally:
             os.umask(old_umask)
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
@@ -198,20 +277,27 @@ async def serve_unix(path: Path, handler: Handler, site: Site, limits: Limits,
 
 
 async def serve_connection(handler: Handler, stream: trio.abc.Stream, site: Site,
-                           limits: Limits) -> None:
+                           limits: Limits,
+                           handshake: Callable[[], Awaitable[bool]] | None = None) -> None:
     """One client connection, whatever it sends: nothing raised here may reach the
-    listener's nursery (that would end the node)."""
+    listener's nursery (that would end the node). `handshake` (TLS) runs first, counted
+    in the listener's budget as waiting on the client; False ends the connection."""
     try:
-        try:
-            limits.connections.acquire_on_behalf_of_nowait(stream)
-        except trio.WouldBlock:
-            with trio.move_on_after(1):
-                await stream.send_all(_BUSY)
+        slot = limits.admit()
+        if slot is None:
+            if handshake is None:  # on TLS a plain-text 503 would be noise: just close
+                with trio.move_on_after(1):
+                    await stream.send_all(_BUSY)
             return
         try:
-            await _Connection(handler, stream, site, limits).run()
+            if handshake is not None:
+                with slot.waiting():
+                    ready = await handshake()
+                if slot.evicted or not ready:
+                    return
+            await _Connection(handler, stream, site, limits, slot).run()
         finally:
-            limits.connections.release_on_behalf_of(stream)
+            slot.release()
     except Exception:  # a bug must cost one connection, never the node
         _log_once("⚠️  A local API connection failed; the node serves on")
     finally:
@@ -252,11 +338,12 @@ class _BadRequest(Exception):
 
 class _Connection:
     def __init__(self, handler: Handler, stream: trio.abc.Stream, site: Site,
-                 limits: Limits) -> None:
+                 limits: Limits, slot: Slot) -> None:
         self.handler = handler
         self.stream = stream
         self.site = site
         self.limits = limits
+        self.slot = slot
         # h11 counts only unparsed bytes; with reads of READ_CHUNK the buffer stays under
         # MAX_HEAD in all.
         self.conn = h11.Connection(h11.SERVER,
@@ -265,11 +352,12 @@ class _Connection:
 
     async def run(self) -> None:
         conn = self.conn
+        first = True
         try:
             while True:
-                with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                    event = await self._next_event()
-                if idle.cancelled_caught or not isinstance(event, h11.Request):
+                event = await self._request_head(first)
+                first = False
+                if not isinstance(event, h11.Request):
                     return
                 self.head = event.method.upper() == b"HEAD"
                 await self._exchange(event)
@@ -325,6 +413,32 @@ class _Connection:
             raise _BadRequest(400, f"a {method} request has no body")
         request = ApiRequest(method, target, headers)
         return ApiRequest(method, target, headers, b"", client_base(request, self.site))
+
+    async def _request_head(self, first: bool) -> h11.Event | None:
+        """The next request's head (or whatever h11 makes of the bytes); None if the client
+        waited too long, or the connection was closed to make room while it waited."""
+        event = None
+        with self.slot.waiting():
+            event = await self._head_within(first)
+        # Evicted: even a head that came in just then (its place went to a newcomer).
+        return None if self.slot.evicted else event
+
+    async def _head_within(self, first: bool) -> h11.Event | None:
+        begun = first or bool(self.conn.trailing_data[0])
+        deadline = trio.current_time() + (HEAD_TIMEOUT if begun else IDLE_TIMEOUT)
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            data = None
+            with trio.move_on_at(deadline):
+                data = await self.stream.receive_some(READ_CHUNK)
+            if data is None:
+                return None
+            if data and not begun:  # idle is fine; a head on its way must be quick
+                begun = True
+                deadline = min(deadline, trio.current_time() + HEAD_TIMEOUT)
+            self.conn.receive_data(data)  # b"" tells h11 the client closed
 
     async def _next_event(self) -> h11.Event:
         while True:

@@ -7,8 +7,11 @@ as soon as the node is gone, however it died. Teardown undoes what a record says
 under a lock, so it is idempotent, safe after a half-done start, and safe to run from the
 guardian and from `actions summary` at once.
 
-Every root-side file (records, the guardian's log, the lock) lives in RECORDS, owned by root
-and mode 0700; the job's user never writes anything root later reads.
+Every root-side file (records, the guardian's log, the lock) lives in RECORDS (/run), owned by
+root and mode 0700; the job's user never writes anything root later reads. /run is gone after
+a reboot while /etc keeps the changes, so each record also goes to LEDGER (/var/lib, root,
+0700) before the first change: the next start or summary undoes what a lost record did
+(recover()), and finds our hosts lines and CA files even when the ledger is gone too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -165,7 +169,8 @@ class System:
     bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
     certs_dir: Path = Path("/etc/ssl/certs")  # where update-ca-certificates links each CA
     update_command: tuple[str, ...] = ("update-ca-certificates",)
-    records: Path = Path("/run/p2pcache-intercept")
+    records: Path = Path("/run/p2pcache-intercept")  # this boot's: the processes of a start
+    ledger: Path = Path("/var/lib/p2pcache/intercept")  # survives a reboot, as /etc does
 
 
 def sha256(data: bytes) -> str:
@@ -231,18 +236,35 @@ class Record:
     node_start: str = ""
     guardian_pid: int = 0
     guardian_start: str = ""
+    uid: int = -1  # whose job: only that user's summary stops the node,
+    http: str = ""  # the one given the node's local API (two jobs on one machine differ)
+    node_exe: str = ""
+    boot_id: str = ""
 
     def save(self, system: System) -> Path:
-        path = record_path(system, self.tag)
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        write_private(tmp, json.dumps(self.__dict__, indent=1).encode())
-        os.replace(tmp, path)
-        return path
+        self.boot_id = self.boot_id or boot_id()
+        data = json.dumps(self.__dict__, indent=1).encode()
+        for directory in (ledger_dir(system), records_dir(system)):
+            path = directory / f"{self.tag}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            write_private(tmp, data)
+            os.replace(tmp, path)
+        return record_path(system, self.tag)
+
+    def forget(self, system: System) -> None:
+        record_path(system, self.tag).unlink(missing_ok=True)
+        (system.ledger / f"{self.tag}.json").unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Record:
-        return cls(**json.loads(path.read_text()))
+        fields = json.loads(path.read_text())
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+    def node_alive(self) -> bool:
+        """The node this start launched still runs: the PID, its start time and its
+        executable, all as root recorded them (never a PID the job wrote)."""
+        return is_process(self.node_pid, self.node_start, self.node_exe)
 
 
 def record_path(system: System, tag: str) -> Path:
@@ -251,16 +273,31 @@ def record_path(system: System, tag: str) -> Path:
 
 def records_dir(system: System) -> Path:
     """The root-only directory of records; refuse one that others could have prepared."""
+    return _private_dir(system.records)
+
+
+def ledger_dir(system: System) -> Path:
+    return _private_dir(system.ledger)
+
+
+def _private_dir(path: Path) -> Path:
     try:
-        system.records.mkdir(mode=0o700, parents=True)
+        path.mkdir(mode=0o700, parents=True)
     except FileExistsError:
         pass
-    st = os.lstat(system.records)
+    st = os.lstat(path)
     import stat
 
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise InterceptError(f"{system.records} is not a private directory of this user")
-    return system.records
+        raise InterceptError(f"{path} is not a private directory of this user")
+    return path
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 class _Lock:
@@ -326,8 +363,9 @@ def _update_trust_store(system: System) -> None:
                              f"{(result.stderr or result.stdout).strip()[-300:]}")
 
 
-def teardown(system: System) -> list[str]:
-    """Undo every record's changes; returns one line per thing undone. Idempotent."""
+def teardown(system: System, only: Callable[[Record], bool] | None = None) -> list[str]:
+    """Undo the changes of every record (or of those ONLY selects); returns one line per
+    thing undone. Idempotent."""
     done: list[str] = []
     if not system.records.is_dir():
         return done
@@ -338,9 +376,90 @@ def teardown(system: System) -> list[str]:
             except (OSError, ValueError, TypeError):
                 path.unlink(missing_ok=True)
                 continue
+            if only is not None and not only(record):
+                continue
             done += _undo(record, system)
-            path.unlink(missing_ok=True)
+            record.forget(system)
     return done
+
+
+_TAG = r"p2pcache-[0-9a-f]{12}"
+
+
+def leftovers_visible(system: System) -> bool:
+    """Something of ours is in /etc (a hosts line, a CA file): readable by anyone, so the
+    job's side can tell that root's summary has work even without a state of its own."""
+    try:
+        hosts = system.hosts.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError:
+        hosts = ""
+    return MARKER in hosts or any(re.fullmatch(_TAG, p.stem) for p in _our_ca_files(system))
+
+
+def recover(system: System) -> list[str]:
+    """Undo what starts of earlier boots (or whose records /run lost) left in /etc: from
+    the ledger first (byte for byte where nothing changed since), then whatever hosts line
+    or CA file of ours no live record explains. One line per thing undone."""
+    ledger = sorted(system.ledger.glob("*.json")) if system.ledger.is_dir() else []
+    if not ledger and not leftovers_visible(system) and not system.records.is_dir():
+        return []
+    done: list[str] = []
+    with _Lock(system):
+        this_boot = boot_id()
+        live = set()
+        for path in sorted(system.records.glob("*.json")):
+            try:
+                record = Record.load(path)
+            except (OSError, ValueError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            if record.boot_id and this_boot and record.boot_id != this_boot:
+                done += _undo(record, system)  # a /run that outlived its boot
+                record.forget(system)
+            else:
+                live.add(record.tag)
+        for path in ledger:
+            try:
+                record = Record.load(path)
+            except (OSError, ValueError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            if record.tag not in live:
+                done += _undo(record, system)
+                record.forget(system)
+        for record in _unexplained(system, live):
+            done += _undo(record, system)
+    return done
+
+
+def _our_ca_files(system: System) -> list[Path]:
+    try:
+        return [p for p in system.ca_dir.glob("p2pcache-*.crt") if re.fullmatch(_TAG, p.stem)]
+    except OSError:
+        return []
+
+
+def _unexplained(system: System, live: set[str]) -> list[Record]:
+    """Records rebuilt from /etc alone: our hosts lines carry the tag (and the host), our
+    CA files are named by it."""
+    try:
+        hosts = read_hosts(system.hosts)
+    except OSError:
+        hosts = ""
+    found: dict[str, str] = {}
+    for line in hosts.splitlines():
+        match = re.search(rf"^\S+\s+(\S+)\s+{re.escape(MARKER)} ({_TAG})$", line) \
+            or re.match(rf"^#({_TAG})#", line)
+        if match:
+            tag = match.group(match.lastindex or 1)
+            host = match.group(1) if match.lastindex == 2 else ""
+            found[tag] = found.get(tag) or host
+    for path in _our_ca_files(system):
+        found.setdefault(path.stem, "")
+    return [Record(tag=tag, host=host or "the intercepted host", address=LISTEN_ADDRESS,
+                   hosts_before="", hosts_after_sha256="",
+                   ca_file=str(system.ca_dir / f"{tag}.crt"))
+            for tag, host in sorted(found.items()) if tag not in live]
 
 
 def _undo(record: Record, system: System) -> list[str]:
@@ -385,6 +504,21 @@ def start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def exe_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def is_process(pid: int, started: str, exe: str) -> bool:
+    """PID is still the process recorded: same start time (which alone names one process
+    per boot) and, where root may read it (not in a container without CAP_SYS_PTRACE, for
+    another user's process), the same executable."""
+    return pid > 1 and bool(started) and start_time(pid) == started \
+        and exe_of(pid) in ("", exe)
+
+
 def is_ours(pid: int, started: str, word: str = "p2pcache") -> bool:
     """PID is still the process we started: same start time, and it runs p2pcache."""
     if pid <= 1 or not started or start_time(pid) != started:
@@ -405,17 +539,22 @@ def wait_gone(pid: int, started: str, timeout: float) -> bool:
     return start_time(pid) != started
 
 
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def start_guardian(tag: str, system: System) -> tuple[int, str]:
-    """The guardian: `python -m p2pcache.intercept guard TAG`, in a session of its own so it
-    outlives the step, the node and a kill of the node's process group."""
+    """The guardian: `python -I -m p2pcache.intercept guard TAG`, in a session of its own so
+    it outlives the step, the node and a kill of the node's process group. Isolated (-I:
+    no PYTHON* variables, no user site-packages, not the working directory on sys.path),
+    started in /, with an environment of its own."""
     log = os.open(records_dir(system) / f"{tag}.guardian.log",
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "p2pcache.intercept", "guard", tag, str(system.records)],
+            [sys.executable, "-I", "-m", "p2pcache.intercept", "guard", tag,
+             str(system.records), str(system.ledger)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                 "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "LANG": "C.UTF-8"})
+            cwd="/", env={"PATH": ROOT_PATH, "LANG": "C.UTF-8"})
     finally:
         os.close(log)
     return proc.pid, start_time(proc.pid)
@@ -456,22 +595,29 @@ def guard(tag: str, system: System, poll: float = 0.5) -> int:
                 time.sleep(poll)
     if not path.exists():
         return 0
-    return _finish(system, f"node {record.node_pid} ended")
+    return _finish(system, f"node {record.node_pid} ended", tag)
 
 
-def _finish(system: System, why: str) -> int:
-    for line in teardown(system):
+def _finish(system: System, why: str, tag: str | None = None) -> int:
+    """Tear down TAG's record (every record without one), and any whose node is gone."""
+    def chosen(record: Record) -> bool:
+        return tag is None or record.tag == tag or not record.node_alive()
+
+    for line in teardown(system, chosen):
         print(f"guardian ({why}): {line}", flush=True)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "guard":
-        return guard(argv[1], System(records=Path(argv[2])))
-    if len(argv) == 2 and argv[0] == "teardown":
-        return _finish(System(records=Path(argv[1])), "teardown")
-    print("usage: python -m p2pcache.intercept guard TAG RECORDS_DIR\n"
-          "       python -m p2pcache.intercept teardown RECORDS_DIR", file=sys.stderr)
+    if len(argv) == 4 and argv[0] == "guard":
+        return guard(argv[1], System(records=Path(argv[2]), ledger=Path(argv[3])))
+    if len(argv) == 1 and argv[0] == "teardown":
+        system = System()
+        for line in recover(system):
+            print(f"repaired: {line}")
+        return _finish(system, "teardown")
+    print("usage: python -I -m p2pcache.intercept guard TAG RECORDS_DIR LEDGER_DIR\n"
+          "       python -I -m p2pcache.intercept teardown", file=sys.stderr)
     return 2
 
 

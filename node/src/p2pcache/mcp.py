@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import inspect
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -29,16 +30,23 @@ import httpx
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import config, targets
-from .client import NodeClient, NodeUnavailable
+from .client import LinkError, NodeClient, NodeUnavailable
 
 log = logging.getLogger("p2pcache.mcp")
 
 DEFAULT_PAGES = 5
 MAX_PAGES = 30
+# A tool's result as the client receives it, all its content: an agent's context is not the
+# place for a 60 MiB page, and neither is this process's memory.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+# Page bytes read for one call. The result carries the body twice (structured, and as text for
+# clients that read only text), and escaping grows the text copy.
+READ_BUDGET = MAX_RESULT_BYTES * 3 // 8
+NOTE_RESERVE = 4096  # room kept for the note that says what was cut
 REACHABILITY_TIMEOUT = 20.0
 OWN_NODE_READY = 30.0
 # The headers an agent acts on: validators, paging, budgets, and where the answer came from.
@@ -66,8 +74,12 @@ class GitHubResponse(BaseModel):
                                     "X-P2P-Cache and X-GitHub-Request-Id of the first page")
     body: Any = Field(description="the JSON body (pages of a list concatenated), or text")
     pages: int = Field(description="how many pages were read")
-    next_path: str | None = Field(description="the next page's path when paging stopped at "
-                                  "max_pages (call again with it), else null")
+    next_path: str | None = Field(description="the next page's path when paging stopped "
+                                  "before the last page (max_pages reached, or the result was "
+                                  "full): call again with it; else null")
+    note: str | None = Field(default=None, description="set when the result is incomplete: "
+                             "what was left out (cut to stay within 4 MiB, or a next link "
+                             "that leaves the node, not followed) and how to get the rest")
 
 
 class Check(BaseModel):
@@ -97,10 +109,10 @@ def api_target(path: str) -> str:
     return str(target)
 
 
-def github_error(response: httpx.Response) -> str:
+def github_error(response: httpx.Response, data: bytes) -> str:
     """GitHub's own words for a failed request: its message and documentation URL."""
     try:
-        body = response.json()
+        body = json.loads(data)
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("message"):
@@ -108,7 +120,8 @@ def github_error(response: httpx.Response) -> str:
         if body.get("documentation_url"):
             detail += f" ({body['documentation_url']})"
     else:
-        detail = response.text[:500].strip() or response.reason_phrase
+        detail = data[:500].decode(response.encoding or "utf-8", "replace").strip() \
+            or response.reason_phrase
     return f"GitHub answered {response.status_code} {response.reason_phrase}: {detail}"
 
 
@@ -117,13 +130,134 @@ def _headers(response: httpx.Response) -> dict[str, str]:
             if name in HEADERS or name.startswith(HEADER_PREFIXES)}
 
 
-def _body(response: httpx.Response) -> Any:
+def page_body(response: httpx.Response, data: bytes, whole: bool) -> Any:
+    """A page's body: JSON if it says so, else text. Of a page read only in part, the whole
+    items of a JSON list (what an agent can use), else the text read."""
+    text = data.decode(response.encoding or "utf-8", "ignore" if not whole else "replace")
     if "json" in response.headers.get("content-type", ""):
+        if whole:
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+        items = _whole_items(text)
+        if items is not None:
+            return items
+    return text
+
+
+def _whole_items(text: str) -> list[Any] | None:
+    """The complete items at the start of a JSON list cut short; None if it is no list."""
+    decoder = json.JSONDecoder()
+    position = len(text) - len(text.lstrip())
+    if not text.startswith("[", position):
+        return None
+    items: list[Any] = []
+    position += 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
         try:
-            return response.json()
+            item, position = decoder.raw_decode(text, position)
         except ValueError:
-            pass
-    return response.text
+            return items
+        items.append(item)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_bytes(value: Any) -> int:
+    return len(_compact(value).encode())
+
+
+def result_bytes(structured: Any) -> int:
+    """What a result takes as the client receives it: the structured content, and the same
+    JSON again as a text block (escaped once more inside the message)."""
+    text = _compact(structured)
+    return len(text.encode()) + len(json.dumps(text, ensure_ascii=False).encode()) + 64
+
+
+def tool_result(value: BaseModel | dict[str, Any]) -> CallToolResult:
+    """A tool's answer, structured and as compact text, within MAX_RESULT_BYTES."""
+    structured = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    if result_bytes(structured) > MAX_RESULT_BYTES:  # a dict tool: cut its biggest members
+        structured, left_out = fit(structured, None)
+        structured["note"] = (f"cut to stay within {MAX_RESULT_BYTES // 2**20} MiB: "
+                              f"{left_out:,} bytes of JSON left out")
+    return CallToolResult(content=[TextContent(type="text", text=_compact(structured))],
+                          structured_content=structured)
+
+
+def fit(result: dict[str, Any], member: str | None) -> tuple[Any, int]:
+    """`result` with `member` (or, for None, the whole) cut until the result is within
+    MAX_RESULT_BYTES less NOTE_RESERVE; and how many bytes of JSON were left out."""
+    budget = MAX_RESULT_BYTES - NOTE_RESERVE
+    original = result if member is None else result[member]
+    before = limit = _json_bytes(original)
+    size = result_bytes(result)
+    while size > budget and limit > 0:
+        limit = int(limit * budget / size * 0.98)
+        kept = cut(original, limit)
+        result = kept if member is None else {**result, member: kept}
+        size = result_bytes(result)
+    if size > budget:  # nothing left to cut in `member`: cannot happen for our tools
+        raise ToolError(f"the result is over {MAX_RESULT_BYTES} bytes even when cut")
+    return result, before - _json_bytes(result if member is None else result[member])
+
+
+def cut(value: Any, limit: int) -> Any:
+    """`value` cut so its compact JSON takes at most about `limit` bytes: a list keeps its
+    first items, a string its beginning, an object cuts its biggest members first."""
+    if _json_bytes(value) <= limit:
+        return value
+    if isinstance(value, list):
+        kept: list[Any] = []
+        used = 2
+        for item in value:
+            used += _json_bytes(item) + 1
+            if used > limit:
+                break
+            kept.append(item)
+        return kept
+    if isinstance(value, str):
+        low, high = 0, len(value)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if _json_bytes(value[:middle]) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return value[:low]
+    if isinstance(value, dict):
+        out = dict(value)
+        for key in sorted(out, key=lambda k: _json_bytes(out[k]), reverse=True):
+            excess = _json_bytes(out) - limit
+            if excess <= 0:
+                break
+            out[key] = cut(out[key], max(0, _json_bytes(out[key]) - excess))
+        return out
+    return value
+
+
+def _per_page(items: int) -> str:
+    return (f"ask with per_page={min(100, max(1, items))} (or smaller) and paginate: when a "
+            "result is full, next_path says where to go on")
+
+
+def _cut_note(body: Any, kept: Any, left_out: int) -> str:
+    mib = MAX_RESULT_BYTES // 2**20
+    if isinstance(body, list) and isinstance(kept, list):
+        return (f"cut to stay within {mib} MiB: the first {len(kept)} of {len(body)} items "
+                f"are shown ({left_out:,} bytes left out). To get them all, "
+                + _per_page(len(kept)))
+    if isinstance(body, str):
+        return (f"cut to stay within {mib} MiB: the first {len(kept):,} characters are "
+                f"shown ({left_out:,} bytes left out); ask for a narrower path")
+    return (f"cut to stay within {mib} MiB: the biggest lists and strings of the body were "
+            f"shortened ({left_out:,} bytes left out); narrow the request (a smaller "
+            f"per_page, a narrower path or query)")
 
 
 class Tools:
@@ -153,15 +287,28 @@ class Tools:
         first: httpx.Response | None = None
         response: httpx.Response | None = None
         sources: list[str] = []
+        notes: list[str] = []
         body: Any = None
         pages = 0
+        budget = READ_BUDGET
+        full = (f"stopped before page {{}} to stay within {MAX_RESULT_BYTES // 2**20} MiB; "
+                "call again with next_path")
         while target and pages < (max_pages if paginate else 1):
-            response = self._get(target, headers)
+            if budget <= 0:
+                notes.append(full.format(pages + 1))
+                break
+            response, data, whole = self._get_capped(target, headers, budget)
             if response.status_code >= 400:
-                raise ToolError(github_error(response))
+                raise ToolError(github_error(response, data))
+            if not whole and pages:  # a later page that does not fit: it is next_path
+                notes.append(full.format(pages + 1))
+                break
+            budget -= len(data)
             pages += 1
             sources.append(response.headers.get("x-p2p-cache", "unknown"))
-            page = _body(response)
+            page = page_body(response, data, whole)
+            if not whole:
+                notes.append(self._partial_note(response, data, page))
             if first is None:
                 first, body = response, page
             elif isinstance(body, list) and isinstance(page, list):
@@ -171,11 +318,43 @@ class Tools:
                 for key, value in page.items():
                     if isinstance(value, list) and isinstance(body.get(key), list):
                         body[key].extend(value)
-            target = self.client.next_page(response)
+            target = None
+            if paginate:
+                try:
+                    target = self.client.next_page(response)
+                except LinkError as exc:
+                    notes.append(f"paging stopped: {exc}, so it was not asked for")
+            if not whole:
+                break
         assert first is not None and response is not None
-        return GitHubResponse(status=response.status_code, source=sources[0], sources=sources,
-                              headers=_headers(first), body=body, pages=pages,
-                              next_path=target if paginate else None)
+        result = GitHubResponse(status=response.status_code, source=sources[0],
+                                sources=sources, headers=_headers(first), body=body,
+                                pages=pages, next_path=target if paginate else None)
+        dumped = result.model_dump(mode="json")
+        if result_bytes(dumped) > MAX_RESULT_BYTES - NOTE_RESERVE:
+            dumped, left_out = fit(dumped, "body")
+            notes.append(_cut_note(body, dumped["body"], left_out))
+            result = GitHubResponse.model_validate(dumped)
+        result.note = "; ".join(notes) or None
+        return result
+
+    @staticmethod
+    def _partial_note(response: httpx.Response, data: bytes, page: Any) -> str:
+        length = response.headers.get("content-length", "")
+        size = f"{int(length):,} bytes" if length.isdigit() else "larger"
+        if isinstance(page, list):
+            shown, advice = f"its first {len(page)} items are shown", _per_page(len(page))
+        else:
+            shown, advice = f"its first {len(data):,} bytes are shown", "ask for a narrower path"
+        return (f"cut to stay within {MAX_RESULT_BYTES // 2**20} MiB: the page is {size}, "
+                f"{shown}; {advice}")
+
+    def _get_capped(self, target: str, headers: dict[str, str] | None,
+                    max_bytes: int) -> tuple[httpx.Response, bytes, bool]:
+        try:
+            return self.client.get_capped(target, headers, max_bytes)
+        except NodeUnavailable as exc:
+            raise ToolError(str(exc)) from None
 
     def cache_stats(self) -> dict[str, Any]:
         return self._json("/-/stats")
@@ -231,36 +410,37 @@ def build_server(tools: Tools) -> MCPServer:
         max_pages: Annotated[int, Field(
             description=f"paging bound (default {DEFAULT_PAGES}, at most {MAX_PAGES}); "
                         "next_path says where to go on", ge=1, le=MAX_PAGES)] = DEFAULT_PAGES,
-    ) -> GitHubResponse:
+    ) -> Annotated[CallToolResult, GitHubResponse]:
         """GET any GitHub REST API path through the fleet's shared cache (read-only).
 
         Answers like GitHub (same status, body, ETag, Link, rate-limit headers) and says
         where the answer came from: hit, peer, miss, revalidated or coalesced. Cached and
         peer answers cost no GitHub rate limit. A GitHub error (404, 403 ...) is a tool
-        error carrying GitHub's message.
+        error carrying GitHub's message. A result stays within 4 MiB: `note` says what was
+        cut and how to get the rest.
         """
-        return await anyio.to_thread.run_sync(tools.github_get, path, accept, paginate,
-                                              max_pages)
+        return tool_result(await anyio.to_thread.run_sync(tools.github_get, path, accept,
+                                                          paginate, max_pages))
 
     @tool
-    async def cache_stats() -> dict[str, Any]:
+    async def cache_stats() -> Annotated[CallToolResult, dict[str, Any]]:
         """The node's counters: hit_rate, api_calls_saved, peer_hits, local_hits, misses,
         upstream_requests, not_modified (free 304s), coalesced, entries, bytes, and
         rate_limits (GitHub's remaining budget per resource: core, search, graphql ...)."""
-        return await anyio.to_thread.run_sync(tools.cache_stats)
+        return tool_result(await anyio.to_thread.run_sync(tools.cache_stats))
 
     @tool
-    async def fleet_status() -> dict[str, Any]:
+    async def fleet_status() -> Annotated[CallToolResult, dict[str, Any]]:
         """This node in the fleet: peer_id, bootstrap_multiaddr (what runners put into
         MCP_P2P_BOOTSTRAP_PEERS), connected_peers, and reachability (whether a peer could
         dial this node from outside; tested within about 20 s, null when no peer can try)."""
-        return await anyio.to_thread.run_sync(tools.fleet_status)
+        return tool_result(await anyio.to_thread.run_sync(tools.fleet_status))
 
     @tool
-    async def doctor() -> DoctorReport:
+    async def doctor() -> Annotated[CallToolResult, DoctorReport]:
         """`p2pcache doctor`: configuration, bootstrap peers dialled, the node running and
         reachable, host firewall; each check with status ok/warn/fail/info and its fixes."""
-        return await anyio.to_thread.run_sync(tools.doctor)
+        return tool_result(await anyio.to_thread.run_sync(tools.doctor))
 
     return server
 
@@ -379,4 +559,5 @@ def serve(settings: config.Settings, start_node: bool = True,
     return 0
 
 
-__all__ = ["DEFAULT_PAGES", "MAX_PAGES", "Tools", "api_target", "build_server", "listen_address", "serve"]
+__all__ = ["DEFAULT_PAGES", "MAX_PAGES", "MAX_RESULT_BYTES", "Tools", "api_target", "build_server",
+           "listen_address", "serve"]

@@ -31,6 +31,9 @@ class ApiResponse:
     generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
     own: bool = False  # the caller's own answer (its credentials), never the fleet's
     vouched: float | None = None  # GitHub's own Date of the answer that last vouched for it
+    # GitHub asked the node's token to wait until then (unix s); nothing was asked for this
+    # answer, or GitHub refused it. Peers are told "paused" instead (limits.py).
+    paused_until: float | None = None
 
 
 @dataclass

@@ -5,6 +5,7 @@ owns the one nursery they all run in.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import signal
 import socket
@@ -17,12 +18,13 @@ import trio
 from libp2p.peer.id import ID
 
 from . import (__version__, access, addresses, http_api, identity, invalidation, pinned, policy,
-               tls, warmstart)
+               tls, warmstart, webhooks)
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
 from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
 from .invalidation import Bucket, Drop
+from .limits import Limits as GitHubLimits
 from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
 from .publish import PublishError, publish_secret, write_file
@@ -60,8 +62,10 @@ class Node:
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
         self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
+        self.limits = GitHubLimits(settings.upstream_concurrency, self.counters)
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
-                           lend_token=settings.lend_token, callers=access.Callers(
+                           lend_token=settings.lend_token, limits=self.limits,
+                           callers=access.Callers(
                                identity.derived_key(self.key_pair, "callers")),
                            not_before=settings.not_before)
         # Peers' drops apply at once (cache.dropped_by_peer); the store is read for them
@@ -74,15 +78,19 @@ class Node:
                                                                         time.time())
         self.refresher = Refresher(self.cache, settings.ttl, asks=self.asks) \
             if settings.refresh_ahead else None
-        self.http_limits = Limits()
+        # Each listener its own budgets: a local flood of one never refuses another's clients.
+        self.tcp_limits = Limits("The local API", on_evict=self._evicted)
+        self.unix_limits = Limits("The Unix socket", on_evict=self._evicted)
+        self.https_limits = Limits("The HTTPS listener", on_evict=self._evicted)
         self.mesh: Mesh | None = None
         self.http_base = settings.http_base
         self.started_at = time.time()
         self.upnp: UpnpMapper | None = None
         self.echo_ip: str | None = None
         self.published: str | None = None
-        # "off", "waiting" (for the first server, or its answer) or "done" (taken, empty,
-        # refused or failed): what `actions start` waits for, briefly, before the job goes on.
+        # "off", "waiting" (for the first server, or its answer), "deferred" (the server said
+        # when to ask again: taken later, in the background) or "done" (taken, empty, refused
+        # or failed): `actions start` waits, briefly, while it is "waiting".
         self.warm_start = "waiting" if settings.bootstrap and settings.warm_start_bytes \
             else "off"
 
@@ -107,10 +115,15 @@ class Node:
                 if self.mesh is not None:
                     # Before the API answers, so /-/multiaddr is final once healthz is up.
                     await self._discover_address(nursery)
+                if s.webhook:  # before the API: healthz up means deliveries are received
+                    await self._start_webhooks(nursery)
                 await self._start_http(nursery)
                 if s.https:
                     await self._start_https(nursery)
                 await self._publish()
+                log.info("GitHub budget: at most %d requests in flight per token; a rate-limit "
+                         "answer pauses its token for the time GitHub asks",
+                         s.upstream_concurrency)
                 _running = self
                 task_status.started(self)
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
@@ -176,7 +189,7 @@ class Node:
         site = Site("http", self.upstream.base, self.http_base, bound_host=s.http_host)
         try:
             await nursery.start(http_api.serve, s.http_host, s.http_port, self.handle_http,
-                                site, self.http_limits)
+                                site, self.tcp_limits)
         except OSError as exc:
             raise StartupError(f"cannot serve the local API on {s.http_host}:{s.http_port}: "
                                f"{exc.strerror or exc}") from None
@@ -185,7 +198,7 @@ class Node:
                 # gh (http_unix_socket) believes it speaks https to the host it names.
                 await nursery.start(http_api.serve_unix, s.unix_socket, self.handle_http,
                                     Site("https", self.upstream.base, self.http_base),
-                                    self.http_limits)
+                                    self.unix_limits)
             except OSError as exc:
                 raise StartupError(f"cannot serve the local API on the Unix socket "
                                    f"{s.unix_socket}: {exc.strerror or exc}") from None
@@ -205,12 +218,35 @@ class Node:
             # no rebinding page can complete a handshake here.
             site = Site("https", self.upstream.base, self.http_base)
             await nursery.start(tls.serve, s.https, context, self.handle_http, site,
-                                self.http_limits)
+                                self.https_limits)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot serve HTTPS for {self.upstream.base.host} on "
                                f"{s.https}: {getattr(exc, 'strerror', None) or exc}") from None
         log.info("✓ HTTPS for %s on %s (transparent mode)", self.upstream.base.host,
                  "the socket we were given" if s.https.startswith("fd:") else s.https)
+
+    async def _start_webhooks(self, nursery: trio.Nursery) -> None:
+        s = self.settings
+        assert s.webhook and s.webhook_secret
+        host, port = s.webhook
+        # The seam for fleet-wide invalidation: what a delivery changed is dropped here
+        # today; the same call can drop it everywhere.
+        listener = webhooks.WebhookListener(s.webhook_secret, self._drop_for_webhook,
+                                            self.counters)
+        try:
+            await nursery.start(listener.serve, host, port)
+        except OSError as exc:
+            raise StartupError(f"cannot receive webhooks on {host}:{port}: "
+                               f"{exc.strerror or exc}") from None
+        shown = f"[{host}]" if ":" in host else host
+        log.info("✓ Webhooks on http://%s:%d%s (GitHub deliveries; put a TLS terminator in "
+                 "front)", shown, port, webhooks.PATH)
+
+    async def _drop_for_webhook(self, paths: list[str], reason: str) -> None:
+        self.counters.webhook_dropped += await self.cache.drop(paths)
+
+    def _evicted(self) -> None:
+        self.counters.connections_evicted += 1
 
     async def _discover_address(self, nursery: trio.Nursery) -> None:
         s = self.settings
@@ -350,7 +386,15 @@ class Node:
         began = time.monotonic()
         asked_at = self.cache.clock()  # a drop after this covers what the offer holds
         budget = self.settings.warm_start_bytes
-        message = await self.mesh.warm(server, budget)
+
+        def deferred(seconds: float) -> None:
+            # The server is busy with other joiners: `actions start` need not wait for it.
+            if self.warm_start == "waiting":
+                self.warm_start = "deferred"
+                log.info("Warm start deferred: %s offers one again in %.1f s (the job goes on; "
+                         "it lands when it comes)", short(server), seconds)
+
+        message = await self.mesh.warm(server, budget, deferred)
         if message is None:
             return
         try:
@@ -450,6 +494,12 @@ class Node:
             "rate_limit_reset": self.cache.rate_limit.reset,
             "rate_limits": {name: bucket.as_dict()
                             for name, bucket in sorted(self.cache.rate_limits.items())},
+            "upstream_concurrency": self.limits.concurrency,
+            "upstream_in_flight": self.limits.in_flight,
+            "upstream_in_flight_max": self.limits.in_flight_max,
+            "upstream_queued": self.limits.queued,
+            # Rounded up: 0 only once the pause is over (a peer asked then is not told wait).
+            "upstream_paused_s": math.ceil(self.cache.paused_for() * 10) / 10,
             "listen_addrs": self.listen_addrs(),
             "bootstrap_multiaddr": self.bootstrap_multiaddr(),
             "bootstrap_peers": [p.multiaddr for p in self.settings.bootstrap],
@@ -457,6 +507,7 @@ class Node:
             "ttl": self.settings.ttl,
             "refresh_ahead": self.refresher is not None,
             "warm_start": self.warm_start,
+            "webhook": "%s:%d" % self.settings.webhook if self.settings.webhook else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": __version__,
         })

@@ -5,7 +5,8 @@ Asks are noted in memory (bounded; the least recently asked key is forgotten fir
 the request that refetches the entry: GET, the canonical Target and the headers that select
 the representation, never a client's credentials. What is due is policy.refresh_due's
 choice; the refresh itself is Cache.refresh, the key's single flight. Bounds: a few in
-flight, a budget per minute, and a pause whenever GitHub refuses or fails.
+flight, a budget per minute, a pause whenever GitHub refuses or fails, and a share of the
+token's hourly limit for refreshes GitHub charges for (limits.PaidShare: 304s are free).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Callable
 
 import trio
 
-from . import policy
+from . import limits, policy
 from .cache import Cache, Refreshed
 from .models import ApiRequest, ApiResponse
 
@@ -96,7 +97,7 @@ class Refresher:
 
     def __init__(self, cache: Cache, ttl: float, *, max_in_flight: int = MAX_IN_FLIGHT,
                  per_minute: int = PER_MINUTE, clock: Callable[[], float] = time.time,
-                 asks: Asks | None = None) -> None:
+                 asks: Asks | None = None, paid: limits.PaidShare | None = None) -> None:
         self.cache = cache
         self.ttl = ttl
         self.max_in_flight = max_in_flight
@@ -106,6 +107,7 @@ class Refresher:
         self._refreshing: set[str] = set()
         self._sent: deque[float] = deque()  # start times within the last minute
         self._paused_until = 0.0
+        self.paid = paid if paid is not None else limits.PaidShare()
         self._slot_freed = trio.Event()
         # Often enough to act within the lead, rarely enough to cost nothing when idle.
         self.tick = max(0.05, min(1.0, policy.refresh_lead(ttl) / 4))
@@ -130,21 +132,30 @@ class Refresher:
             if len(self._refreshing) >= self.max_in_flight:
                 return  # the rest wait for a free slot, a tick away
             if now < self._paused_until or len(self._sent) >= self.per_minute:
-                if hot.skipped_for != hot.fetched_at:  # counted once per entry version
-                    hot.skipped_for = hot.fetched_at
-                    self.cache.counters.refreshes_skipped += 1
+                self._held(hot, "refreshes_skipped")
+                continue
+            if not self.paid.reserve(now, self.cache.rate_limit.limit):
+                self._held(hot, "refreshes_over_budget")
                 continue
             self._refreshing.add(key)
             self._sent.append(now)
             nursery.start_soon(self._refresh, key, hot.request)
 
+    def _held(self, hot: _Hot, counter: str) -> None:
+        if hot.skipped_for != hot.fetched_at:  # counted once per entry version
+            hot.skipped_for = hot.fetched_at
+            setattr(self.cache.counters, counter, getattr(self.cache.counters, counter) + 1)
+
     async def _refresh(self, key: str, request: ApiRequest) -> None:
+        limits.ASKER.set("refresh-ahead")  # its turns to GitHub are its own (limits.Turns)
+        result = Refreshed(None, paid=True)  # if it failed unexpectedly: assume it was paid
         try:
             result = await self.cache.refresh(request)
         except Exception:  # a background task must never take the node down with it
             log.exception("Refresh-ahead failed unexpectedly; pausing it")
-            result = Refreshed(None, self.clock() + policy.REFRESH_PAUSE_S)
+            result = Refreshed(None, self.clock() + policy.REFRESH_PAUSE_S, paid=True)
         finally:
+            self.paid.settle(result.paid)
             self._refreshing.discard(key)
             self._slot_freed.set()
         self.asks.refreshed(key, result.fetched_at)

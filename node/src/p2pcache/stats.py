@@ -24,7 +24,9 @@ class Counters:
     not_modified: int = 0  # of which GitHub answered 304 (free of rate limit)
     stale_served: int = 0  # expired entries served because GitHub failed or limited us
     peer_requests_served: int = 0  # requests peers asked of this node
-    peer_failures: int = 0  # asks to peers that timed out or broke (then GitHub was asked)
+    # asks to peers that timed out, broke or got no usable answer, "paused" included (then
+    # GitHub was asked)
+    peer_failures: int = 0
     auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
@@ -40,6 +42,8 @@ class Counters:
     invalidations_refused: int = 0
     invalidated_by_peers: int = 0
     floor_revalidations: int = 0  # fresh entries revalidated for the floor (--not-before)
+    # local API connections closed while idle, to admit a new one at a listener's cap
+    connections_evicted: int = 0
     store_errors: int = 0  # entries that could not be written (disk full ...)
     # Reads asked with a client's own credentials (access.py), and why: they spent the
     # client's budget, not the fleet's, and are no peer hit nor a call saved.
@@ -49,6 +53,12 @@ class Counters:
     authorization_checks: int = 0  # ... whether it may read a private repository
     fleet_blind_requests: int = 0  # the fleet's token cannot read it (or is refused)
     refused_requests: int = 0  # GitHub refused the client (bad token, no access): its answer
+    # GitHub's budgets (limits.py). Gauges of the moment are in the stats snapshot
+    # (upstream_in_flight, upstream_in_flight_max, upstream_queued).
+    upstream_waited: int = 0  # requests that waited for a turn (the token's slots were full)
+    upstream_paused: int = 0  # pauses begun: GitHub said stop to a token (secondary or primary)
+    peer_requests_paused: int = 0  # peer requests answered "paused": nothing asked of GitHub
+    peer_paused_answers: int = 0  # "paused" answers a peer gave this node (then GitHub asked)
     # Refresh-ahead (refresh.py) is not a client request: none of the above but
     # upstream_requests counts it. refreshes = changed + not_modified + failed.
     refreshes: int = 0  # conditional requests sent to GitHub ahead of staleness
@@ -56,12 +66,24 @@ class Counters:
     refreshes_not_modified: int = 0  # answered 304 (free)
     refreshes_failed: int = 0  # any other answer, or GitHub unreachable
     refreshes_skipped: int = 0  # due but not sent: already fresh, or held by the bounds
+    refreshes_over_budget: int = 0  # due but not sent: the paid share of the budget is spent
     # Warm start (warmstart.py): entries taken from a server as a runner joined, and the
     # offers this node made to joining runners. Not requests either.
     warm_starts: int = 0  # offers taken (one per server connection)
     warm_start_entries: int = 0  # entries stored from them
     warm_start_bytes: int = 0  # body bytes of those entries
     warm_offers: int = 0  # offers this node sent to joining runners
+    # GitHub webhook deliveries (webhooks.py, server nodes with --webhook), each counted
+    # once, by outcome; and the entries their drops removed here.
+    webhook_applied: int = 0  # verified; what it changed was queued to be dropped
+    webhook_ping: int = 0
+    webhook_duplicate: int = 0  # a delivery GUID seen before: no second effect
+    webhook_ignored: int = 0  # an event that changes nothing cached (answered 202)
+    webhook_malformed: int = 0  # verified, but no payload GitHub sends (400)
+    webhook_bad_signature: int = 0  # X-Hub-Signature-256 missing or wrong (401)
+    webhook_too_large: int = 0  # over GitHub's 25 MB (413)
+    webhook_busy: int = 0  # refused for connections, memory or queued drops (503)
+    webhook_dropped: int = 0  # entries this node dropped for verified deliveries
 
     @property
     def hit_rate(self) -> float:
@@ -92,7 +114,8 @@ class StatsCollector(Collector):
             family = CounterMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}")
             family.add_metric([], stats[name])
             yield family
-        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved"):
+        for name in ("connected_peers", "entries", "bytes", "hit_rate", "api_calls_saved",
+                     "upstream_in_flight", "upstream_in_flight_max", "upstream_queued"):
             yield GaugeMetricFamily(f"p2pcache_{name}", f"p2pcache {name.replace('_', ' ')}",
                                     value=stats[name])
         buckets = stats.get("rate_limits") or {}

@@ -51,13 +51,16 @@ async def serve(address: str, context: ssl.SSLContext, handler: http_api.Handler
 
 async def _connection(handler: http_api.Handler, site: http_api.Site, limits: http_api.Limits,
                       stream: trio.SSLStream) -> None:
-    try:
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await stream.do_handshake()
-    except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
-        # A client that does not trust the CA (yet) hangs up here: say so once, quietly.
-        log.debug("TLS handshake failed: %s", exc)
-        with trio.move_on_after(1):
-            await stream.aclose()
-        return
-    await http_api.serve_connection(handler, stream, site, limits)
+    async def handshake() -> bool:
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
+            # A client that does not trust the CA (yet) hangs up here: say so once, quietly.
+            log.debug("TLS handshake failed: %s", exc)
+            return False
+        return True
+
+    # Counted from accept: a connection that never finishes its handshake takes a place in
+    # the listener's budget, and is the first to go when a client needs it.
+    await http_api.serve_connection(handler, stream, site, limits, handshake)

@@ -52,6 +52,16 @@ class Upstream:
             follow_redirects=False, transport=transport,
         )
 
+    def authorization(self, request: ApiRequest | None, credentials: Credentials) -> str | None:
+        """The Authorization value `send` uses: whose budget the request spends."""
+        fleet = f"Bearer {self._token}" if self._token else None
+        if credentials is Credentials.FLEET:
+            return fleet
+        client_auth = request.headers.get("authorization") if request is not None else None
+        if client_auth:
+            return client_auth
+        return fleet if credentials is Credentials.CLIENT_OR_FLEET else None
+
     def _headers(self, request: ApiRequest, conditional: dict[str, str],
                  credentials: Credentials) -> dict[str, str]:
         if credentials is Credentials.FLEET:

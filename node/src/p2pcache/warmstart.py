@@ -46,6 +46,50 @@ class WarmStartError(ValueError):
     """An offer that does not hold together: nothing of it is taken."""
 
 
+class OfferBudget:
+    """How many warm offers a server makes, for all peers together (peer IDs cost nothing
+    to make, so a per-peer bound alone bounds nothing): offers cost what they weigh. A
+    bucket holds `burst` full offers (MAX_BYTES each) and refills one every `interval`
+    seconds; an offer is charged its size (at least `floor` of a full one), estimated from
+    the last offer before it is built and settled once its size is known. So 30 fresh IDs
+    asking for a full hot set in 10 s get 3 offers, while a small hot set (a fleet's usual
+    hundred entries) is offered to every joining runner. One offer per peer a minute too.
+    Times are the caller's clock; pure."""
+
+    def __init__(self, per_peer: float, burst: float, interval: float,
+                 floor: float = 1 / 64, full: int = MAX_BYTES) -> None:
+        self.per_peer, self.burst, self.interval = per_peer, burst, interval
+        self.floor, self.full = floor, full
+        self._tokens = float(burst)
+        self._filled_at: float | None = None
+        self._estimate = 1.0  # the last offer's weight: the next one's charge before it is built
+        self._last: dict[str, float] = {}
+
+    def admit(self, peer: str, now: float) -> tuple[float, float]:
+        """(0, charged) if an offer may be built now, else (seconds to wait, 0)."""
+        if self._filled_at is not None:
+            self._tokens = min(self.burst,
+                               self._tokens + (now - self._filled_at) / self.interval)
+        self._filled_at = now
+        self._last = {p: t for p, t in self._last.items() if now - t < self.per_peer}
+        last = self._last.get(peer)
+        if last is not None:
+            return self.per_peer - (now - last), 0.0
+        charge = self._estimate
+        if self._tokens < charge:
+            return (charge - self._tokens) * self.interval, 0.0
+        self._tokens -= charge
+        self._last[peer] = now
+        return 0.0, charge
+
+    def settle(self, charged: float, size: int) -> None:
+        """The offer weighed `size` bytes: charge the difference, remember it as the next
+        estimate. The bucket may go below empty: the next offers then wait for it."""
+        weight = max(self.floor, min(1.0, size / self.full))
+        self._tokens -= weight - charged
+        self._estimate = weight
+
+
 def candidates(asks: Asks, now: float, ttl: float) -> list[tuple[str, ApiRequest, int]]:
     """The keys asked for recently, with the request that refetches each and how often it
     was asked. Taken on the event loop, where `asks` changes; the store is read afterwards,

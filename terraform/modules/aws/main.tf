@@ -35,6 +35,33 @@ resource "aws_vpc_security_group_ingress_rule" "ipv6" {
   tags = merge(var.tags, { Name = "${var.name}-libp2p-ipv6" })
 }
 
+# GitHub's webhook deliveries (webhook_port), from the same CIDRs; none while it is null.
+resource "aws_vpc_security_group_ingress_rule" "webhook_ipv4" {
+  for_each = var.webhook_port == null ? toset([]) : toset(var.allowed_ipv4_cidrs)
+
+  security_group_id = aws_security_group.this.id
+  description       = "p2pcache GitHub webhook deliveries"
+  ip_protocol       = "tcp"
+  from_port         = var.webhook_port
+  to_port           = var.webhook_port
+  cidr_ipv4         = each.value
+
+  tags = merge(var.tags, { Name = "${var.name}-webhook-ipv4" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "webhook_ipv6" {
+  for_each = var.webhook_port == null ? toset([]) : toset(var.allowed_ipv6_cidrs)
+
+  security_group_id = aws_security_group.this.id
+  description       = "p2pcache GitHub webhook deliveries"
+  ip_protocol       = "tcp"
+  from_port         = var.webhook_port
+  to_port           = var.webhook_port
+  cidr_ipv6         = each.value
+
+  tags = merge(var.tags, { Name = "${var.name}-webhook-ipv6" })
+}
+
 resource "aws_vpc_security_group_egress_rule" "all_ipv4" {
   count = var.allow_all_egress ? 1 : 0
 

@@ -21,6 +21,14 @@ output "ingress_rule_ids" {
   )
 }
 
+output "webhook_rule_ids" {
+  description = "IDs (sgr-...) of the rules opening webhook_port, keyed by source CIDR; {} while webhook_port is null."
+  value = merge(
+    { for cidr, rule in aws_vpc_security_group_ingress_rule.webhook_ipv4 : cidr => rule.id },
+    { for cidr, rule in aws_vpc_security_group_ingress_rule.webhook_ipv6 : cidr => rule.id },
+  )
+}
+
 output "bootstrap_multiaddr" {
   description = "The first known node's multiaddr, /ip4/<ip>/tcp/<port>/p2p/<peer_id> (or /ip6/...): node_public_ip and peer_id if both are set, else the first of nodes; null while no node is known. With one server node, the value for the MCP_P2P_BOOTSTRAP_PEERS secret."
   value       = module.multiaddr.value

@@ -8,6 +8,9 @@ resource "azurerm_network_security_group" "this" {
 }
 
 locals {
+  # The peer port, and GitHub's webhook deliveries when webhook_port is set.
+  ports = compact([tostring(var.port), var.webhook_port == null ? "" : tostring(var.webhook_port)])
+
   # An NSG rule cannot mix IPv4 and IPv6 prefixes: one rule per address family, each with its
   # own (unique) priority.
   rules = {
@@ -22,7 +25,7 @@ resource "azurerm_network_security_rule" "this" {
   for_each = local.rules
 
   name                        = "${var.name}-libp2p-${each.key}"
-  description                 = "p2pcache node: libp2p peers on TCP ${var.port} (${each.key})"
+  description                 = "p2pcache node: libp2p peers on TCP ${var.port}${var.webhook_port == null ? "" : ", webhook deliveries on TCP ${var.webhook_port}"} (${each.key})"
   resource_group_name         = var.resource_group_name
   network_security_group_name = azurerm_network_security_group.this.name
   priority                    = each.value.priority
@@ -31,7 +34,7 @@ resource "azurerm_network_security_rule" "this" {
   protocol                    = "Tcp"
   source_port_range           = "*"
   source_address_prefixes     = each.value.prefixes
-  destination_port_range      = tostring(var.port)
+  destination_port_ranges     = local.ports
   destination_address_prefix  = "*"
 }
 

@@ -13,6 +13,17 @@ variable "port" {
   }
 }
 
+variable "webhook_port" {
+  description = "TCP port where GitHub's webhook deliveries reach the node's host: the node's own --webhook port, or that of the TLS terminator in front of it (443, say). Opened to the same CIDRs as port; null (the default) opens nothing."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.webhook_port == null || try(var.webhook_port >= 1 && var.webhook_port <= 65535 && floor(var.webhook_port) == var.webhook_port && var.webhook_port != var.port, false)
+    error_message = "webhook_port must be null (no webhooks) or a whole number from 1 to 65535 other than port (got ${jsonencode(var.webhook_port)})."
+  }
+}
+
 variable "allowed_ipv4_cidrs" {
   description = "IPv4 CIDR blocks allowed to reach the node's port. The default opens it to everyone, because GitHub-hosted runners connect from addresses all over the cloud."
   type        = list(string)

@@ -1,4 +1,7 @@
 locals {
+  # The peer port, and GitHub's webhook deliveries when webhook_port is set.
+  ports = compact([tostring(var.port), var.webhook_port == null ? "" : tostring(var.webhook_port)])
+
   # A GCP firewall rule cannot mix IPv4 and IPv6 source ranges: one rule per address family.
   source_ranges = {
     for family, ranges in { ipv4 = var.allowed_ipv4_cidrs, ipv6 = var.allowed_ipv6_cidrs } :
@@ -12,7 +15,7 @@ resource "google_compute_firewall" "this" {
   name        = "${var.name}-${each.key}"
   project     = var.project
   network     = var.network
-  description = "p2pcache node: libp2p peers on TCP ${var.port} (${each.key})"
+  description = "p2pcache node: libp2p peers on TCP ${var.port}${var.webhook_port == null ? "" : ", webhook deliveries on TCP ${var.webhook_port}"} (${each.key})"
   direction   = "INGRESS"
   priority    = var.priority
 
@@ -21,7 +24,7 @@ resource "google_compute_firewall" "this" {
 
   allow {
     protocol = "tcp"
-    ports    = [tostring(var.port)]
+    ports    = local.ports
   }
 }
 

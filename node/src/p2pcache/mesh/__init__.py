@@ -143,8 +143,9 @@ class Mesh:
         """Tell the fleet (cache.Peers): True once every bootstrap server acknowledged."""
         return await self.invalidating.send(drop)
 
-    async def warm(self, peer: ID, max_bytes: int) -> Message | None:
-        return await self.asker.warm(peer, max_bytes)
+    async def warm(self, peer: ID, max_bytes: int,
+                   deferred: Callable[[float], None] | None = None) -> Message | None:
+        return await self.asker.warm(peer, max_bytes, deferred)
 
     async def ping(self, peer: ID) -> bool:
         return await self.asker.ping(peer)

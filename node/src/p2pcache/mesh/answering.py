@@ -14,7 +14,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from .. import dialback
+from .. import dialback, limits
 from .. import headers as fields
 from .. import targets
 from ..crypto import SealError
@@ -22,7 +22,8 @@ from ..models import ApiRequest, ApiResponse
 from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_SKEW_MS, REQUEST,
                         RESPONSE, FrameDecoder, FrameError, Message, StaleMessage, encode_body,
                         open_frame, seal)
-from .asking import MAX_PEER_PATH, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
+from ..warmstart import OfferBudget
+from .asking import MAX_PEER_PATH, PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
 from .invalidating import OP
 
@@ -40,6 +41,11 @@ MAX_INBOUND_STREAMS = 256  # inbound cache streams open at once, all peers toget
 MAX_PARTIAL_BYTES = 4 * 1024 * 1024  # unfinished request frames buffered, all peers together
 WARM_AT_ONCE = 2  # warm-start answers being built or written at once
 WARM_INTERVAL = 60.0  # seconds: one warm start per peer
+# Peer IDs cost nothing to make, so the peer's minute alone bounds nothing: all peers
+# together get WARM_BURST full offers back to back, then one per WARM_FLEET_INTERVAL (a
+# bucket of bytes: smaller offers cost less, warmstart.OfferBudget).
+WARM_BURST = 2
+WARM_FLEET_INTERVAL = 10.0
 
 # A peer's GET, and the time (GitHub's clock) its answer must have been vouched after.
 Serve = Callable[[ApiRequest, "float | None"], Awaitable[ApiResponse]]
@@ -62,9 +68,10 @@ class Responder:
         self._inbound_total = 0
         self._partial_bytes = 0  # bytes of unfinished request frames, all streams
         self._dialbacks = dialback.Limiter()
-        # A warm start's answer is one big frame: few at once, one per peer a minute.
+        # A warm start's answer is one big frame: few at once, one per peer a minute, and
+        # few in all.
         self._warm_slots = trio.Semaphore(WARM_AT_ONCE)
-        self._warm_asked: dict[ID, float] = {}
+        self._warm_offers = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
 
     async def serve_stream(self, stream: INetStream) -> None:
         """libp2p runs this per inbound stream; an exception here would take down the
@@ -75,6 +82,9 @@ class Responder:
             self.limited(peer, refusal)
             await reset(stream)
             return
+        # This peer's requests take their turns to GitHub as one asker (limits.Turns): a
+        # flood from it waits behind itself, not in front of other peers.
+        limits.ASKER.set(f"peer:{peer}")
         try:
             write_lock = trio.Lock()
             async with trio.open_nursery() as nursery:
@@ -205,6 +215,11 @@ class Responder:
     async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
         request = peer_request(meta)
         response = await self.serve(request, not_before(meta, time.time()))
+        if response.paused_until is not None:
+            # GitHub asked our token to wait: the asker asks with its own meanwhile, at once.
+            self.mesh.counters.peer_requests_paused += 1
+            wait = max(0.0, response.paused_until - time.time())
+            return {"error": PAUSED, "paused": True, "retry_after": round(wait, 1)}, b""
         if response.generated:  # we could not reach GitHub: the asker may do better
             return {"error": "upstream unreachable from this peer"}, b""
         if len(response.body) > MAX_FRAME_BYTES - 1024 * 1024:
@@ -223,17 +238,19 @@ class Responder:
     async def _answer_warm(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
                            meta: dict[str, object], key: str) -> None:
         peer = stream.muxed_conn.peer_id
-        now = trio.current_time()
-        self._warm_asked = {p: t for p, t in self._warm_asked.items()
-                            if now - t < WARM_INTERVAL}
         budget = meta.get("max_bytes")
-        if self.offer is None or peer in self._warm_asked or type(budget) is not int:
-            refusal = Message({"error": "no warm start offered now"})
-            await self._send(stream, write_lock, request_id, key, refusal)
+        wait = charged = 0.0
+        if self.offer is not None and type(budget) is int:  # a bad ask spends nothing
+            wait, charged = self._warm_offers.admit(str(peer), trio.current_time())
+        if self.offer is None or type(budget) is not int or wait > 0:
+            refusal: dict[str, object] = {"error": "no warm start offered now"}
+            if wait > 0:  # a runner that joined during a flood asks again, and is served
+                refusal["retry_after"] = math.ceil(wait * 10) / 10
+            await self._send(stream, write_lock, request_id, key, Message(refusal))
             return
-        self._warm_asked[peer] = now
         async with self._warm_slots:  # holds the big frame's memory until it is written
             offered = await self.offer(budget)
+            self._warm_offers.settle(charged, len(offered.body))
             answer = await trio.to_thread.run_sync(encode_body, offered, meta.get("encodings"))
             self.mesh.counters.warm_offers += 1
             with trio.move_on_after(WARM_TIMEOUT):

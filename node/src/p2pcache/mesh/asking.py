@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 from libp2p.abc import INetStream
@@ -35,8 +35,10 @@ log = logging.getLogger("p2pcache.mesh")
 OPEN_STREAM_TIMEOUT = 5.0
 MAX_PEER_PATH = 8192  # characters of a path a peer may ask for
 TOO_LARGE = "response too large for the mesh"
+PAUSED = "paused: GitHub asked this node's token to wait"
 MAX_SERVERS_ASKED = 3  # for one request, before asking GitHub directly
 WARM_TIMEOUT = 30.0  # seconds to build and move one warm-start answer
+WARM_RETRY_FOR = 30.0  # seconds a joining runner keeps asking a server busy with others
 PATIENCE_CAP = 6  # x the peer timeout: the longest wait for a server that keeps answering
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
@@ -91,6 +93,9 @@ class PeerChannel:
         message = await self.call(meta, key, patience)
         if message is not None and message.meta.get("error") == TOO_LARGE:
             raise AskGitHub(TOO_LARGE)  # every server would fetch it and say the same
+        if message is not None and message.meta.get("paused") is True:
+            self.asker.paused(self.peer, message.meta.get("retry_after"))
+            raise AskGitHub(PAUSED)  # with our own token, at once; never back through it
         return None if message is None else _peer_answer(message)
 
     async def call(self, meta: dict[str, object], key: str,
@@ -214,6 +219,7 @@ class Asker:
         self.peer_timeout = peer_timeout
         self._channels: dict[ID, PeerChannel] = {}
         self._opening: dict[ID, trio.Lock] = {}
+        self._paused_until: dict[ID, float] = {}  # as servers told us, for the log
 
     async def ask(self, request: ApiRequest, key: str, etag: str | None,
                   not_before: float | None = None) -> PeerAnswer | None:
@@ -259,20 +265,47 @@ class Asker:
             self.mesh.start_soon(channel.read_loop)
             return channel
 
+    def paused(self, peer: ID, retry_after: object) -> None:
+        """A server said GitHub asked its token to wait: counted, and said once a pause."""
+        self.mesh.counters.peer_paused_answers += 1
+        wait = float(retry_after) if isinstance(retry_after, (int, float)) \
+            and not isinstance(retry_after, bool) and math.isfinite(retry_after) else 0.0
+        now = time.time()
+        if now >= self._paused_until.get(peer, 0.0):
+            log.warning("⚠️  Server %s is paused by GitHub's rate limit for %.0f s more: this "
+                        "node asks GitHub with its own token meanwhile", short(peer), wait)
+        if len(self._paused_until) > 1000:
+            self._paused_until = {p: t for p, t in self._paused_until.items() if t > now}
+        self._paused_until[peer] = max(now + min(max(wait, 1.0), 3600.0),
+                                       self._paused_until.get(peer, 0.0))
+
     def channel_closed(self, channel: PeerChannel) -> None:
         if self._channels.get(channel.peer) is channel:
             del self._channels[channel.peer]
 
-    async def warm(self, peer: ID, max_bytes: int) -> Message | None:
-        """Ask a server for its hot entries (warm start); None if it had none for us."""
-        with trio.move_on_after(WARM_TIMEOUT):
-            channel = await self._channel(peer)
-            if channel is not None:
-                answer = await channel.call({"op": "warm", "key": "warm", "max_bytes": max_bytes,
-                                             "encodings": [ENCODING]}, "warm")
-                if answer is not None and "error" not in answer.meta:
-                    return answer
-        return None
+    async def warm(self, peer: ID, max_bytes: int,
+                   deferred: Callable[[float], None] | None = None) -> Message | None:
+        """Ask a server for its hot entries (warm start); None if it had none for us. A
+        server that is busy with other joiners says when to ask again: we do, for a while,
+        and tell `deferred` how long we wait."""
+        give_up = trio.current_time() + WARM_RETRY_FOR
+        while True:
+            answer = None
+            with trio.move_on_after(WARM_TIMEOUT):
+                channel = await self._channel(peer)
+                if channel is not None:
+                    answer = await channel.call({"op": "warm", "key": "warm",
+                                                 "max_bytes": max_bytes,
+                                                 "encodings": [ENCODING]}, "warm")
+            if answer is None or "error" not in answer.meta:
+                return answer
+            retry = answer.meta.get("retry_after")
+            if type(retry) not in (int, float) or not 0 < retry <= WARM_RETRY_FOR \
+                    or trio.current_time() + retry > give_up:
+                return None
+            if deferred is not None:
+                deferred(retry)
+            await trio.sleep(retry)
 
     # -- asking peers for checks (doctor) -------------------------------------------------
 

@@ -83,3 +83,40 @@ run "apply_exposes_identifiers" {
     error_message = "ingress_rule_ids maps each CIDR to its rule's ID."
   }
 }
+
+run "no_webhook_rules_by_default" {
+  command = plan
+
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.webhook_ipv4) == 0 && length(aws_vpc_security_group_ingress_rule.webhook_ipv6) == 0
+    error_message = "webhook_port defaults to null: no port but the peer port may be opened."
+  }
+}
+
+run "webhook_port_opens_one_rule_per_cidr" {
+  command = plan
+
+  variables {
+    webhook_port       = 443
+    allowed_ipv4_cidrs = ["203.0.113.0/24", "198.51.100.0/24"]
+    allowed_ipv6_cidrs = ["2001:db8::/32"]
+  }
+
+  assert {
+    condition     = toset(keys(aws_vpc_security_group_ingress_rule.webhook_ipv4)) == toset(["203.0.113.0/24", "198.51.100.0/24"]) && keys(aws_vpc_security_group_ingress_rule.webhook_ipv6) == ["2001:db8::/32"]
+    error_message = "webhook_port is opened to each CIDR of the peer port, once."
+  }
+
+  assert {
+    condition = alltrue([
+      for rule in concat(values(aws_vpc_security_group_ingress_rule.webhook_ipv4), values(aws_vpc_security_group_ingress_rule.webhook_ipv6)) :
+      rule.ip_protocol == "tcp" && rule.from_port == 443 && rule.to_port == 443
+    ])
+    error_message = "Every webhook rule must open exactly TCP 443."
+  }
+
+  assert {
+    condition     = alltrue([for rule in values(aws_vpc_security_group_ingress_rule.ipv4) : rule.from_port == 9100 && rule.to_port == 9100])
+    error_message = "The peer port's rules stay on 9100."
+  }
+}

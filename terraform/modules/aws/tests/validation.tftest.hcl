@@ -181,3 +181,21 @@ run "nodes_repeat_node_public_ip" {
   }
   expect_failures = [var.nodes]
 }
+
+run "webhook_port_above_65535" {
+  command = plan
+  variables { webhook_port = 70000 }
+  expect_failures = [var.webhook_port]
+}
+
+run "webhook_port_not_whole" {
+  command = plan
+  variables { webhook_port = 443.5 }
+  expect_failures = [var.webhook_port]
+}
+
+run "webhook_port_is_the_peer_port" {
+  command = plan
+  variables { webhook_port = 9100 }
+  expect_failures = [var.webhook_port]
+}
