@@ -66,19 +66,26 @@ class Invalidating:
     # -- sending ours ------------------------------------------------------------------------
 
     async def send(self, drop: Drop) -> bool:
-        """Tell every connected peer (waiting up to ACK_TIMEOUT for them): True if every
-        bootstrap server acknowledged, so our own next reads cannot race them."""
+        """Tell every connected peer, waiting (up to ACK_TIMEOUT) only for our bootstrap
+        servers, the ones our next reads go to: True if every one acknowledged. Other peers
+        (a server's runners) are told in the background."""
         origin = str(self.mesh.peer_id)
         metas = [{"op": OP, "key": OP, "id": uuid.uuid4().hex, "origin": origin,
                   **part.as_meta()} for part in drop.chunks()]
         for meta in metas:
             self.seen.first(str(meta["id"]), time.monotonic())  # our own, if it comes back
             self._remember(meta)
-        peers = self.mesh.connected_peers()
+        servers = []
+        for peer in self.mesh.connected_peers():
+            if peer in self.mesh.bootstrap.ids:
+                servers.append(peer)
+            else:
+                for meta in metas:
+                    self.mesh.start_soon(self._forward_to, peer, meta)
         acked: set[ID] = set()
         with trio.move_on_after(ACK_TIMEOUT):
             async with trio.open_nursery() as nursery:
-                for peer in peers:
+                for peer in servers:
                     nursery.start_soon(self._send_all, peer, metas, acked)
         for meta in metas:
             pending = self._pending.get(str(meta["id"]))
@@ -129,11 +136,16 @@ class Invalidating:
         for message_id, pending in list(self._pending.items()):
             if now - pending.made > self.keep_for:
                 del self._pending[message_id]
-            elif server not in pending.acked and await self._call(server, pending.meta,
-                                                                   ACK_TIMEOUT):
-                pending.acked.add(server)
-                if self.mesh.bootstrap.ids <= pending.acked:
-                    self._pending.pop(message_id, None)
+                continue
+            for attempt in range(3):  # a stream that broke: a fresh one, while connected
+                if server in pending.acked or server not in self.mesh.bootstrap.servers():
+                    break
+                if await self._call(server, pending.meta, ACK_TIMEOUT):
+                    pending.acked.add(server)
+                else:
+                    await trio.sleep(0.2 * (attempt + 1))
+            if self.mesh.bootstrap.ids <= pending.acked:
+                self._pending.pop(message_id, None)
 
     # -- receiving others' --------------------------------------------------------------------
 
