@@ -490,3 +490,24 @@ def test_sticky_comments_with_octokit_through_different_runners(nodes, fake, tmp
     assert sticky_octokit(r1, "run 3") == "updated"
     (ours,) = fake.comments("octo/sticky", 7)
     assert ours["body"] == f"{MARKER}\nrun 3"
+
+
+def test_a_webhook_delivery_on_the_server_reaches_its_runners(nodes, fake):
+    """A server with --webhook drops what a verified delivery says changed fleet-wide: its
+    runner's fresh entry goes too, and its next read is GitHub's new state."""
+    from test_webhook_deliveries import COMMENTS as HOOKED, ROOT as HOOKED_ROOT
+    from test_webhook_deliveries import comment_payload, webhook_node
+
+    server, hook = webhook_node(nodes)
+    runner = nodes("runner", bootstrap=server.multiaddr())
+    runner.wait_for_peers(1)
+    repo_id = server.get(HOOKED_ROOT).json()["id"]
+    before = bodies(runner.get(HOOKED))
+    assert runner.get(HOOKED).headers["x-p2p-cache"] == "hit"
+    made = httpx.post(fake.url + HOOKED, json={"body": "made on github.com"}, headers=AUTH)
+    assert made.status_code == 201
+    assert bodies(runner.get(HOOKED)) == before, "nobody told the fleet yet"
+    assert hook.deliver("issue_comment", comment_payload(repo_id)).status_code == 200
+    wait_until(lambda: runner.stats()["invalidations_applied"] >= 1, timeout=10,
+               what="the runner applied the server's drop")
+    assert bodies(runner.get(HOOKED)) == before + ["made on github.com"]
