@@ -25,9 +25,10 @@ $(PY): node/pyproject.toml
 
 venv: $(PY)
 
-## bench: the benchmarks (latency, the fleet comparison, read-your-writes, how far one server and several go,
-## what a runner loads, how fast it starts, where a GET's CPU goes, how long a GraphQL body takes
-## to read, webhook deliveries); figures go to bench/results/
+## bench: the benchmarks (latency, the fleet comparison, read-your-writes, how far one server
+## and several go, what a runner loads, how fast it starts, what a job pays with the server
+## down, where a GET's CPU goes, how long a GraphQL body takes to read, webhook deliveries);
+## figures go to bench/results/
 bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
@@ -36,6 +37,7 @@ bench: $(PY)
 	$(PY) bench/scale.py
 	$(PY) bench/runner_deps.py
 	$(PY) bench/runner_start.py
+	$(PY) bench/server_down.py
 	$(PY) bench/profile_get.py
 	$(PY) bench/graphql_parse.py
 	$(PY) bench/webhooks.py

@@ -6,9 +6,11 @@ for an IP address fails verification, with cryptography's verifier and with open
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import ipaddress
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -237,6 +239,85 @@ def test_a_bad_intercept_host_is_one_line_and_exit_2(capsys):
     assert cli.main(["actions", "start", "--transparent", "--intercept", "10.0.0.1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--intercept" in err
+
+
+# -- the trust store: one CA added without rebuilding the rest ----------------------------
+
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _store(tmp_path: Path, bundle: bytes) -> intercept.System:
+    """A trust store like Debian's, in tmp_path, with a hook that writes down its stdin."""
+    system = _system(tmp_path)
+    system.bundle.write_bytes(bundle)
+    hooks = tmp_path / "update.d"
+    hooks.mkdir()
+    hook = hooks / "record-stdin"
+    hook.write_text(f"#!/bin/sh\ncat >> {tmp_path / 'hook-stdin'}\n")
+    hook.chmod(0o755)
+    skipped = hooks / "not.run"  # run-parts runs no name with a dot
+    skipped.write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\n")
+    skipped.chmod(0o755)
+    (tmp_path / "update-ran").unlink(missing_ok=True)
+    return dataclasses.replace(system, update_command=("touch", str(tmp_path / "update-ran")),
+                               hooks_dir=hooks)
+
+
+def _record(system: intercept.System, tag: str = "p2pcache-t1") -> intercept.Record:
+    return intercept.Record(tag=tag, host=HOST, address="127.0.0.43", hosts_before="",
+                            hosts_after_sha256="", ca_file=str(system.ca_dir / f"{tag}.crt"))
+
+
+def test_the_ca_is_added_as_update_ca_certificates_would_without_running_it(tmp_path):
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is a Debian base package; it must be here"
+    before = SYSTEM_CA.read_bytes() if SYSTEM_CA.exists() else b""
+    system = _store(tmp_path, before)
+    creds = intercept.make_credentials(HOST)
+    intercept.trust(_record(system), creds.ca_pem, system)
+    assert not (tmp_path / "update-ran").exists(), "no full rebuild on the way in"
+    assert system.bundle.read_bytes() == before + creds.ca_pem
+    assert system.bundle.stat().st_mode & 0o777 == 0o644
+    link = system.certs_dir / "p2pcache-t1.pem"
+    assert link.is_symlink() and Path(os.readlink(link)) == system.ca_dir / "p2pcache-t1.crt"
+    assert (tmp_path / "hook-stdin").read_text() == f"+{link}\n"
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "leaf.pem").write_bytes(creds.leaf_pem)
+    for where in (["-CAfile", str(system.bundle)], ["-CApath", str(system.certs_dir)]):
+        verified = subprocess.run([openssl, "verify", *where, "-verify_hostname", HOST,
+                                   str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+        assert verified.returncode == 0, (where, verified.stdout + verified.stderr)
+    # The subject-hash link is the one `openssl rehash` makes for it.
+    ours = sorted(p.name for p in system.certs_dir.iterdir())
+    for p in system.certs_dir.iterdir():
+        if p.name != link.name:
+            p.unlink()
+    subprocess.run([openssl, "rehash", str(system.certs_dir)], check=True, capture_output=True)
+    assert sorted(p.name for p in system.certs_dir.iterdir()) == ours
+
+
+def test_a_planted_temporary_bundle_is_replaced_not_written_through(tmp_path):
+    system = _store(tmp_path, b"-----BEGIN CERTIFICATE-----\nno newline at the end")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    system.bundle.with_name(system.bundle.name + ".new").symlink_to(victim)
+    creds = intercept.make_credentials(HOST)
+    intercept.trust(_record(system), creds.ca_pem, system)
+    assert victim.read_text() == "untouched"
+    assert system.bundle.read_bytes() == (b"-----BEGIN CERTIFICATE-----\nno newline at the end\n"
+                                          + creds.ca_pem)
+
+
+def test_a_store_it_does_not_know_gets_the_full_rebuild(tmp_path):
+    system = _store(tmp_path, b"")
+    system.bundle.unlink()  # no bundle where the store should have one
+    intercept.trust(_record(system), intercept.make_credentials(HOST).ca_pem, system)
+    assert (tmp_path / "update-ran").exists()
+
+
+def test_the_machines_hooks_run_only_for_the_machines_store(tmp_path):
+    assert intercept.System().hooks == Path("/etc/ca-certificates/update.d")
+    assert _system(tmp_path).hooks is None
 
 
 # -- after a reboot (issue 21, finding 3) and whose node a record names (finding 9) --------

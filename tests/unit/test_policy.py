@@ -650,3 +650,56 @@ class TestDropsAndFloor:
                                                                      NOW + 5)
         peer = ApiResponse(200, {"etag": '"e"'}, b"{}", "peer", vouched=1714564000.0)
         assert entry_from("k", req("/repos/o/r"), peer, NOW).vouched == 1714564000.0
+
+
+class TestSuspicion:
+    """A server whose ask waited out the peer timeout (SILENCE 20 s, asks time out at 5 s)."""
+
+    def test_a_timed_out_server_is_skipped_and_pinged_at_once(self):
+        live = Liveness(20, heard=0)
+        assert live.usable
+        live.suspect(5)
+        assert not live.usable
+        assert live.ping_due(5), "no waiting for the quiet interval"
+        live.pinged(5)
+        assert not live.ping_due(6), "one ping at a time"
+        assert not live.usable and not live.dead(24.9)
+
+    def test_any_word_after_the_suspicion_clears_it(self):
+        for word in ("answer", "pong"):
+            live = Liveness(20, heard=0)
+            live.suspect(5)
+            live.pinged(5)
+            if word == "pong":
+                live.ponged(9)
+            else:
+                live.hear(9)
+            assert live.usable, word
+
+    def test_a_word_from_before_the_suspicion_does_not_clear_it(self):
+        live = Liveness(20, heard=0)
+        live.suspect(5)
+        live.hear(4)  # read late, sent before the ask timed out
+        assert not live.usable
+
+    def test_a_second_timeout_keeps_the_first_moment(self):
+        live = Liveness(20, heard=0)
+        live.suspect(5)
+        live.suspect(8)
+        assert live.suspected == 5
+        live.hear(6)
+        assert live.usable
+
+    def test_a_suspect_that_stays_silent_is_still_dropped_on_time(self):
+        live = Liveness(20, heard=0)
+        live.suspect(5)
+        live.pinged(5)
+        assert live.dead(25) and not live.usable
+
+    def test_a_slow_but_alive_server_is_suspect_only_for_a_ping_round_trip(self):
+        live = Liveness(20, heard=0)
+        live.suspect(5)
+        assert live.ping_due(5)
+        live.pinged(5)
+        live.ponged(5.001)
+        assert live.usable and not live.ping_due(6)

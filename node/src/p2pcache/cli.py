@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any, Sequence
@@ -217,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the runner node's libp2p port (default 9000)")
     actions.add_argument("--http", default="127.0.0.1:9180", metavar="HOST:PORT",
                          help="the runner node's local API (default 127.0.0.1:9180)")
-    actions.add_argument("--wait", type=float, default=30.0,
-                         help="seconds to wait for the bootstrap connection (default 30)")
+    actions.add_argument("--wait", type=_wait_seconds, default=3.0,
+                         help="seconds to wait for the bootstrap connection before the job "
+                              "goes on (the node keeps trying meanwhile; default 3)")
     actions.add_argument("--keep-running", action="store_true",
                          help="summary: leave the node running (and transparent mode on)")
     actions.add_argument("--transparent", action="store_true",
@@ -258,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of stdio (loopback only; foreign Host or any Origin refused)")
     _http(mcp)
     return parser
+
+
+def _wait_seconds(text: str) -> float:
+    """A start waits a bounded time: 0 to 600 seconds (nan and inf would never end)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 600")
+    return value
 
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:

@@ -171,6 +171,18 @@ class System:
     update_command: tuple[str, ...] = ("update-ca-certificates",)
     records: Path = Path("/run/p2pcache-intercept")  # this boot's: the processes of a start
     ledger: Path = Path("/var/lib/p2pcache/intercept")  # survives a reboot, as /etc does
+    # update-ca-certificates' hooks (Java's, Mono's keystores); None: the machine's, for
+    # the machine's store only, so a System pointed elsewhere never runs them.
+    hooks_dir: Path | None = None
+
+    @property
+    def hooks(self) -> Path | None:
+        if self.hooks_dir is not None:
+            return self.hooks_dir
+        return HOOKS_DIR if self.certs_dir == System.certs_dir else None
+
+
+HOOKS_DIR = Path("/etc/ca-certificates/update.d")
 
 
 def sha256(data: bytes) -> str:
@@ -327,7 +339,12 @@ def trust(record: Record, ca_pem: bytes, system: System) -> float:
             f.write(ca_pem)
         os.chmod(ca_file, 0o644)  # NODE_EXTRA_CA_CERTS is read by the job's user
         start = time.monotonic()
-        _update_trust_store(system)
+        try:
+            _add_to_trust_store(ca_file, record.tag, system)
+        except (OSError, subprocess.SubprocessError, InterceptError) as exc:
+            print(f"⚠️  Adding the CA to the trust store directly failed ({exc}); running "
+                  f"{' '.join(system.update_command)}", file=sys.stderr, flush=True)
+            _update_trust_store(system)
         return time.monotonic() - start
 
 
@@ -353,6 +370,48 @@ def install(record: Record, ca_pem: bytes, system: System) -> float:
     took = trust(record, ca_pem, system)
     redirect(record, system)
     return took
+
+
+def _add_to_trust_store(ca_file: Path, tag: str, system: System) -> None:
+    """What update-ca-certificates does for one new local CA, without redoing every other
+    one (its shell loop over the ~140 system CAs is most of its 1-2.5 s): the link
+    certs_dir/TAG.pem to the CA file, the CA appended to the bundle (a new file renamed over
+    it, as update-ca-certificates does), OpenSSL's subject-hash link for CApath users, and
+    each hook told '+certs_dir/TAG.pem' as update-ca-certificates tells it. Teardown still
+    rebuilds the whole store (_undo), so what is left after a job is what
+    update-ca-certificates makes."""
+    pem = ca_file.read_bytes()
+    bundle = system.bundle.read_bytes()  # none: not a store this knows; the slow way
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject_hash", "-in", str(ca_file)],
+        capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    if not re.fullmatch(r"[0-9a-f]{8}", subject_hash):
+        raise InterceptError(f"openssl gave no subject hash ({subject_hash[:40]!r})")
+    link = system.certs_dir / f"{tag}.pem"
+    link.unlink(missing_ok=True)
+    link.symlink_to(ca_file)
+    for n in range(16):  # rehash numbers certificates whose subjects share a hash
+        hashed = system.certs_dir / f"{subject_hash}.{n}"
+        if not hashed.is_symlink() and not hashed.exists():
+            hashed.symlink_to(link.name)
+            break
+    new = system.bundle.with_name(system.bundle.name + ".new")
+    new.unlink(missing_ok=True)
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(bundle + (b"\n" if bundle and not bundle.endswith(b"\n") else b"") + pem
+                + (b"" if pem.endswith(b"\n") else b"\n"))
+    os.chmod(new, 0o644)
+    os.replace(new, system.bundle)
+    hooks = system.hooks
+    for hook in sorted(hooks.iterdir()) if hooks is not None and hooks.is_dir() else ():
+        # run-parts' rules: executable regular files with plain names
+        if re.fullmatch(r"[A-Za-z0-9_-]+", hook.name) and hook.is_file() \
+                and os.access(hook, os.X_OK):
+            done = subprocess.run([str(hook)], input=f"+{link}\n", capture_output=True,
+                                  text=True, timeout=120)
+            if done.returncode != 0:
+                print(f"⚠️  {hook} exited with code {done.returncode}", file=sys.stderr)
 
 
 def _update_trust_store(system: System) -> None:

@@ -407,21 +407,39 @@ class Liveness:
     much as a pong: a server slowed by load whose answers still flow is never dropped, and
     one that is answering costs no pings. A server quiet for a quarter of `silence` is
     pinged; one that then stays silent for `silence` while the ping waits is dead. So a
-    server that stops answering altogether is dropped within 1.25 x `silence` seconds."""
+    server that stops answering altogether is dropped within 1.25 x `silence` seconds.
+
+    Long before that, a server that let an ask wait out the peer timeout is *suspect*: asks
+    skip it (the next server, or GitHub) and it is pinged at once; its next word, a late
+    answer or the pong, clears it. So a job waits on a silent server once, not per call."""
 
     silence: float
     heard: float  # when the server last sent anything
     asked: float | None = field(default=None)  # when the ping that waits was sent
+    suspected: float | None = field(default=None)  # when an ask to it timed out, unheard since
 
     @property
     def interval(self) -> float:
         return self.silence / 4
 
+    @property
+    def usable(self) -> bool:
+        """Worth asking: not suspect."""
+        return self.suspected is None
+
     def hear(self, now: float) -> None:
         self.heard = max(self.heard, now)
+        if self.suspected is not None and now >= self.suspected:
+            self.suspected = None
+
+    def suspect(self, now: float) -> None:
+        """An ask waited out the peer timeout without a word from the server."""
+        if self.suspected is None:
+            self.suspected = now
 
     def ping_due(self, now: float) -> bool:
-        return self.asked is None and now - self.heard >= self.interval
+        return self.asked is None and (self.suspected is not None
+                                       or now - self.heard >= self.interval)
 
     def pinged(self, now: float) -> None:
         self.asked = now

@@ -27,6 +27,7 @@ class Counters:
     # asks to peers that timed out, broke or got no usable answer, "paused" included (then
     # GitHub was asked)
     peer_failures: int = 0
+    peer_suspicions: int = 0  # times a server let an ask time out and was skipped until it spoke
     auth_failures: int = 0  # peer frames that failed authentication (wrong secret)
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)

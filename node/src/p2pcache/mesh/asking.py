@@ -115,7 +115,8 @@ class PeerChannel:
                     await self.stream.write(frame.encode())
                 if scope.cancelled_caught:
                     raise trio.TooSlowError("writing to the peer timed out")
-            await self._answer_or_silence(pending, patience)
+            if await self._answer_or_silence(pending, patience):
+                self._went_silent()
             return pending.answer
         except Exception as exc:  # a broken stream: the caller asks GitHub instead
             log.debug("request to %s failed: %s", short(self.peer), exc)
@@ -124,19 +125,30 @@ class PeerChannel:
         finally:
             self._pending.pop(request_id, None)
 
-    async def _answer_or_silence(self, pending: _Pending, patience: float) -> None:
+    async def _answer_or_silence(self, pending: _Pending, patience: float) -> bool:
         """Wait for the answer while the peer keeps sending: a server slowed by load, whose
         answers to our other requests still arrive, has our request queued behind them and
         is waited for (up to PATIENCE_CAP x patience in all); one silent for `patience` is
-        given up on (the answer stays None), and the caller asks elsewhere."""
+        given up on (the answer stays None), and the caller asks elsewhere. True if the
+        peer went silent."""
         began = trio.current_time()
         give_up = began + patience * PATIENCE_CAP
         while not pending.done.is_set():
-            deadline = min(max(began, self.heard_at) + patience, give_up)
-            if trio.current_time() >= deadline:
-                return
-            with trio.move_on_at(deadline):
+            silent_at = max(began, self.heard_at) + patience
+            if trio.current_time() >= min(silent_at, give_up):
+                return silent_at <= give_up
+            with trio.move_on_at(min(silent_at, give_up)):
                 await pending.done.wait()
+        return False
+
+    def _went_silent(self) -> None:
+        """The server let an ask wait out the peer timeout: it is suspect (asks skip it
+        until it speaks), and the asks still waiting on it here go elsewhere now rather
+        than each waiting out a timeout of its own. The stream stays: a late answer on it
+        is the word that clears the suspicion."""
+        self.mesh.bootstrap.suspect(self.peer)
+        for pending in self._pending.values():
+            pending.done.set()
 
     async def read_loop(self) -> None:
         decoder = FrameDecoder()
@@ -231,10 +243,14 @@ class Asker:
         # A home that does not answer (dead, reset, timed out, could not reach GitHub) hands
         # the key to the next server in the same order: still about once for the fleet.
         for peer in rendezvous_order(key, servers)[:MAX_SERVERS_ASKED]:
+            if peer not in self.mesh.bootstrap.servers():
+                continue  # suspect since this ask began (another ask timed out on it)
             channel = None  # stays None if opening the stream ran out of time
-            with trio.move_on_after(self.peer_timeout):
+            with trio.move_on_after(self.peer_timeout) as opening:
                 channel = await self._channel(peer)
             if channel is None:
+                if opening.cancelled_caught:
+                    self.mesh.bootstrap.suspect(peer)
                 continue
             try:
                 answer = await channel.request(request, key, etag, self.peer_timeout,

@@ -74,17 +74,40 @@ class Bootstrap:
         self.on_server = on_server  # runs once each time a bootstrap peer is connected
         self.ids = {ID.from_base58(p.peer_id) for p in peers}
         self._liveness: dict[ID, Liveness] = {}  # connected bootstrap peers
+        self._wake: dict[ID, trio.Event] = {}  # a watcher's nap, cut short by a suspicion
 
     def servers(self) -> list[ID]:
-        """The bootstrap peers connected now."""
+        """The bootstrap peers connected now and worth asking (not suspect)."""
         connected = set(self.mesh.host.get_connected_peers())
-        return [p for p in self.ids if p in connected]
+        return [p for p in self.ids if p in connected
+                and (p not in self._liveness or self._liveness[p].usable)]
 
     def heard(self, peer: ID) -> None:
         """The peer sent us something: it lives."""
         liveness = self._liveness.get(peer)
         if liveness is not None:
+            was_usable = liveness.usable
             liveness.hear(trio.current_time())
+            self._answers_again(peer, liveness, was_usable)
+
+    @staticmethod
+    def _answers_again(peer: ID, liveness: Liveness, was_usable: bool) -> None:
+        if liveness.usable and not was_usable:
+            log.info("✓ Bootstrap peer %s answers again: asking it again", short(peer))
+
+    def suspect(self, peer: ID) -> None:
+        """An ask to `peer` waited out the peer timeout: skip it until it speaks, and ping
+        it now (its pong, or any late answer, clears it)."""
+        liveness = self._liveness.get(peer)
+        if liveness is None or not liveness.usable:
+            return
+        liveness.suspect(trio.current_time())
+        self.mesh.counters.peer_suspicions += 1
+        log.warning("⚠️  Bootstrap peer %s is silent (no answer within %.1f s): asking around "
+                    "it until it answers a ping", short(peer), self.mesh.asker.peer_timeout)
+        wake = self._wake.get(peer)
+        if wake is not None:
+            wake.set()
 
     async def maintain(self, peer: BootstrapPeer) -> None:
         """Keep one bootstrap peer connected: dial, watch, and redial with backoff."""
@@ -152,23 +175,28 @@ class Bootstrap:
                         break
                     if liveness.ping_due(now):
                         liveness.pinged(now)
-                        nursery.start_soon(_ping_until_answered, pinger, peer, liveness)
-                    await trio.sleep(WATCH_TICK)
+                        nursery.start_soon(self._ping_until_answered, pinger, peer, liveness)
+                    wake = self._wake[peer] = trio.Event()
+                    with trio.move_on_after(WATCH_TICK):
+                        await wake.wait()
                 nursery.cancel_scope.cancel()
         finally:
             if self._liveness.get(peer) is liveness:
                 del self._liveness[peer]
+                self._wake.pop(peer, None)
 
-
-async def _ping_until_answered(pinger: PingService, peer: ID, liveness: Liveness) -> None:
-    """A failed ping (py-libp2p gives up after 10 s) is no answer: ping again, while the
-    silence since the first one keeps counting."""
-    while True:
-        try:
-            await pinger.ping(peer)
-        except Exception as exc:
-            log.debug("ping to %s failed: %s", short(peer), reason(exc))
-            await trio.sleep(WATCH_TICK)
-            continue
-        liveness.ponged(trio.current_time())
-        return
+    async def _ping_until_answered(self, pinger: PingService, peer: ID,
+                                   liveness: Liveness) -> None:
+        """A failed ping (py-libp2p gives up after 10 s) is no answer: ping again, while the
+        silence since the first one keeps counting."""
+        while True:
+            try:
+                await pinger.ping(peer)
+            except Exception as exc:
+                log.debug("ping to %s failed: %s", short(peer), reason(exc))
+                await trio.sleep(WATCH_TICK)
+                continue
+            was_usable = liveness.usable
+            liveness.ponged(trio.current_time())
+            self._answers_again(peer, liveness, was_usable)
+            return
