@@ -118,6 +118,11 @@ class Bootstrap:
         pinger = PingService(host)
         while True:
             if info.peer_id in host.get_connected_peers():
+                if not was_connected:
+                    # Connected by another dial (a stream opened meanwhile dials a peer it
+                    # knows): a connection all the same, and what comes with one.
+                    self._joined(peer, info.peer_id, time.time())
+                    backoff = 1.0
                 was_connected = True
                 await self._watch(pinger, info.peer_id)
                 continue
@@ -141,15 +146,18 @@ class Bootstrap:
                 log.warning("⚠️  Could not connect to bootstrap peer %s: %s (retrying in %.0f s)",
                             peer.multiaddr, reason(exc), backoff)
             else:
-                log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
+                self._joined(peer, info.peer_id, dialled_at)
                 was_connected = True
-                self.mesh.invalidating.connected(info.peer_id, dialled_at)
-                if self.on_server is not None:
-                    self.mesh.start_soon(self.on_server, info.peer_id)
                 backoff = 1.0
                 continue
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _joined(self, peer: BootstrapPeer, peer_id: ID, dialled_at: float) -> None:
+        log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
+        self.mesh.invalidating.connected(peer_id, dialled_at)  # before anything is served
+        if self.on_server is not None:
+            self.mesh.start_soon(self.on_server, peer_id)
 
     async def _watch(self, pinger: PingService, peer: ID) -> None:
         """Until `peer` disconnects. A server whose machine vanished sends no reset: without
