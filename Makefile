@@ -25,14 +25,15 @@ $(PY): node/pyproject.toml
 
 venv: $(PY)
 
-## bench: the benchmarks (latency, the fleet comparison, how far one server and several go,
-## what a runner loads, how fast it starts, what a job pays with the server down, where a GET's
-## CPU goes, how long a GraphQL body takes to read, webhook deliveries); figures go to
-## bench/results/
+## bench: the benchmarks (latency, the fleet comparison, read-your-writes, how far one server
+## and several go, what a runner loads, how fast it starts, what a job pays with the server
+## down, where a GET's CPU goes, how long a GraphQL body takes to read, webhook deliveries);
+## figures go to bench/results/
 bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
 	$(PY) bench/fleet.py
+	$(PY) bench/consistency.py
 	$(PY) bench/scale.py
 	$(PY) bench/runner_deps.py
 	$(PY) bench/runner_start.py

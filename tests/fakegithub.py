@@ -40,11 +40,18 @@ worth being strict about the parts of GitHub's behaviour a cache depends on:
   else, anonymous callers included, as GitHub hides private repositories;
 * the request log records who asked (login, "anonymous" or "bad credentials") and the
   request's headers (never the Authorization value), so a test can tell which
-  credential and which client headers reached GitHub.
+  credential and which client headers reached GitHub;
 * GraphQL (``POST /graphql``) answers the operations gh sends for pr/issue
   list/view/comment, repo view, release list and ``viewer`` from the same state
   REST shows, spends each query's cost from the ``graphql`` bucket, and counts
-  requests per operation in ``/_fake/stats`` (the GraphQL section below).
+  requests per operation in ``/_fake/stats`` (the GraphQL section below);
+* issue comments (list per issue and per repository, create, read, edit, delete; every
+  issue starts with ``n % 7`` of them) and labels on issues (list, add, replace, remove)
+  change the issue, its pull request and every list that shows them (``comments`` counts,
+  ``labels``), in REST and GraphQL alike (a pull request's comments are its issue's), so
+  the sticky-comment pattern runs against it;
+* ``clock_offset_s`` moves the ``Date`` header (GitHub's clock) away from the machine's,
+  to show that a client compares GitHub's times with GitHub's times.
 
 The base URL is ``http://<Host>`` on TCP.  With ``unix_socket`` the fake also
 listens on a Unix socket and plays GitHub itself there: ``https://<Host>``
@@ -367,6 +374,10 @@ class FakeGitHub:
         self.host = host
         self.latency_ms = float(latency_ms)
         self.path_latency_ms: dict[str, float] = {}  # a slower (or faster) GitHub for some paths
+        self.clock_offset_s = 0.0  # GitHub's clock (its Date header) minus this machine's
+        # Reads of these paths take the state at once and answer this many ms later: an
+        # answer in flight while the state changes (a write landing meanwhile).
+        self.read_delay_ms: dict[str, float] = {}
         self.tokens = frozenset(tokens or ())
         # A token's login: given (a dict), else derived from the token.
         self.logins: dict[str, str] = dict(tokens) if isinstance(tokens, dict) else {}
@@ -477,10 +488,10 @@ class FakeGitHub:
         self._secrets: dict[str, str] = {}  # "owner/repo/NAME" -> decrypted value
         # Issues created or edited through the API: "o/r" -> number -> fields.
         self._issues: dict[str, dict[int, dict]] = {}
-        # GraphQL: requests per operation name, points spent, comments added to pulls.
+        # GraphQL: requests per operation name, points spent.
         self._graphql_ops: Counter[str] = Counter()
         self._graphql_points = 0
-        self._pull_comments: dict[tuple[str, int], list[dict]] = {}
+        self._reset_conversations()
         self._in_flight_max: Counter[str] = Counter()  # per login (_login), since reset
         self._points: dict[tuple[str, str], deque[tuple[float, int]]] = {}
         self._secondary: Counter[str] = Counter()  # refusals: "concurrent" / "points"
@@ -877,6 +888,9 @@ class FakeGitHub:
         if parts[0] == "repos":
             owner, name, sub = parts[1], parts[2], parts[3:]
             full = f"{owner}/{name}"
+            talk = self._conversation_read(req, full, sub)
+            if talk is not None:
+                return talk
             if not sub:
                 payload = _repo(api, owner, name, self._repo_id(full), version, lm,
                                 self._issue_count(full), full.lower() in self._private,
@@ -937,10 +951,10 @@ class FakeGitHub:
             return _unsupported_media(req.accept)
         if kind == "issues":
             payload = _issue(req.base, full, n, version, lm, self._issues.get(full, {}).get(n),
-                             media.param)
+                             media.param, self._talk(req.base, full, n))
         else:
             payload = _pull(req.base, full, n, version, lm, media.param,
-                            self._repo_id(full), detail=True)
+                            self._repo_id(full), detail=True, talk=self._talk(req.base, full, n))
         return _Reply(200, payload, lm, media=media.header)
 
     def _commit_item(self, req: "_Request", full: str, ref: str) -> _Reply:
@@ -972,9 +986,11 @@ class FakeGitHub:
 
         def make(n: int) -> dict:
             if kind == "issues":
-                return _issue(req.base, full, n, version, lm, stored.get(n), param)
+                return _issue(req.base, full, n, version, lm, stored.get(n), param,
+                              self._talk(req.base, full, n))
             if kind == "pulls":
-                return _pull(req.base, full, n, version, lm, param, self._repo_id(full))
+                return _pull(req.base, full, n, version, lm, param, self._repo_id(full),
+                             talk=self._talk(req.base, full, n))
             return _commit(req.base, full, n, version, lm)
 
         # GitHub names a repository's list pages by the repository's id.
@@ -1002,7 +1018,8 @@ class FakeGitHub:
         if kind == "issues" and repo:
             stored = self._issues.get(repo, {})
             return wrap(self._issue_count(repo), lambda n: {
-                **_issue(req.base, repo, n, 0, lm, stored.get(n), None), "score": 1.0})
+                **_issue(req.base, repo, n, 0, lm, stored.get(n), None,
+                         self._talk(req.base, repo, n)), "score": 1.0})
         if kind == "repositories" and repo:
             owner, _, name = repo.partition("/")
             return wrap(1, lambda n: {**_repo(req.base, owner, name, self._repo_id(repo),
@@ -1028,6 +1045,11 @@ class FakeGitHub:
         if parts[0] == "repos" and len(parts) == 4 and parts[3] == "issues" \
                 and req.method == "POST":
             return self._create_issue(req, "/".join(parts[1:3]), received, cred)
+        if parts[0] == "repos" and len(parts) >= 4:
+            talk = self._conversation_write(req, "/".join(parts[1:3]), parts[3:], received,
+                                            cred)
+            if talk is not None:
+                return talk
 
         # A write makes both the resource and the collection listing it stale,
         # so caches holding either must see a new ETag on revalidation.
@@ -1074,7 +1096,8 @@ class FakeGitHub:
         self._bump(f"/repos/{full}")  # open_issues_count moved
         path = f"{listing}/{n}"
         lm = self._last_modified(path)
-        reply = _Reply(201, _issue(req.base, full, n, 0, lm, self._issues[full][n], None), lm)
+        reply = _Reply(201, _issue(req.base, full, n, 0, lm, self._issues[full][n], None,
+                                   self._talk(req.base, full, n)), lm)
         reply.headers["Location"] = f"{req.base}{path}"
         return reply
 
@@ -1087,7 +1110,181 @@ class FakeGitHub:
             stored.update({k: received[k] for k in ("title", "body", "state") if k in received})
         path = f"/repos/{full}/issues/{n}"
         lm = self._last_modified(path)
-        return _Reply(200, _issue(req.base, full, n, version, lm, stored, None), lm)
+        return _Reply(200, _issue(req.base, full, n, version, lm, stored, None,
+                                  self._talk(req.base, full, n)), lm)
+
+    # -- conversations: issue comments and labels ------------------------------- #
+    # A pull request is an issue: its comments and labels are the issue's, and every
+    # representation that shows them (the issue, the pull request, the lists, counts; REST
+    # and GraphQL) changes with them. Every issue starts with ``n % 7`` comments by the
+    # owner; a thread is kept once something writes to it. Comment ids are global.
+
+    def _reset_conversations(self) -> None:
+        # "o/r" (lower-case) -> issue number -> its comments, oldest first, once written to
+        self._comments: dict[str, dict[int, list[dict]]] = {}
+        self._labels: dict[str, dict[int, list[str]]] = {}  # label names per issue
+        self._next_comment = 1_000_000
+
+    def comments(self, full: str, n: int) -> list[dict]:
+        """The comments of issue ``n`` of ``full`` (tests only: id, body, login ...)."""
+        with self._lock:
+            return [dict(c) for c in self._thread(full, n)]
+
+    def _thread(self, full: str, n: int) -> list[dict]:
+        """Issue ``n``'s comments: the kept thread, or the ones it starts with."""
+        kept = self._comments.get(full.lower(), {}).get(n)
+        if kept is not None:
+            return kept
+        owner = full.split("/", 1)[0]
+        return [{"id": _num(f"comment:{full}:issues:{n}:{i}", 10**9), "issue": n,
+                 "login": owner, "body": f"Comment {i + 1} on issue {n} of {full}.",
+                 "created": EPOCH - 3600 * (LIST_LENGTH - n) + 60 * i,
+                 "updated": EPOCH - 3600 * (LIST_LENGTH - n) + 60 * i}
+                for i in range(n % 7)]
+
+    def _kept_thread(self, full: str, n: int) -> list[dict]:
+        """Issue ``n``'s thread, kept from now on (about to be written to)."""
+        threads = self._comments.setdefault(full.lower(), {})
+        if n not in threads:
+            threads[n] = self._thread(full, n)
+        return threads[n]
+
+    def _add_comment(self, full: str, n: int, body: str, login: str) -> dict:
+        self._next_comment += 1
+        now = time.time()
+        comment = {"id": self._next_comment, "issue": n, "body": body, "login": login,
+                   "created": now, "updated": now}
+        self._kept_thread(full, n).append(comment)
+        self._talked(full, n)
+        return comment
+
+    def _talk(self, api: str, full: str, n: int) -> dict:
+        return {"comments": len(self._thread(full, n)),
+                "labels": [_label(api, full, name)
+                           for name in self._labels.get(full.lower(), {}).get(n, [])]}
+
+    def _talked(self, full: str, n: int) -> None:
+        """An issue's conversation changed: so did the issue, its pull request and lists."""
+        for path in (f"/repos/{full}/issues/{n}", f"/repos/{full}/pulls/{n}",
+                     f"/repos/{full}/issues/{n}/comments", f"/repos/{full}/issues/{n}/labels",
+                     f"/repos/{full}/issues", f"/repos/{full}/pulls",
+                     f"/repos/{full}/issues/comments"):
+            self._bump(path)
+
+    def _issue_exists(self, full: str, ref: str) -> bool:
+        return ref.isdigit() and 1 <= int(ref) <= self._issue_count(full)
+
+    def _conversation_read(self, req: "_Request", full: str, sub: list[str]) -> _Reply | None:
+        if not sub or sub[0] not in ("issues", "pulls"):
+            return None
+        api, key = req.base, full.lower()
+        if sub[0] == "issues" and sub[1:2] == ["comments"]:
+            if len(sub) == 2:  # every comment of the repository, oldest first
+                everything = sorted((c for n in range(1, self._issue_count(full) + 1)
+                                     for c in self._thread(full, n)),
+                                    key=lambda c: (c["created"], c["id"]))
+                return self._comment_page(req, full, everything,
+                                          f"/repositories/{self._repo_id(full)}/issues/comments")
+            if len(sub) == 3:
+                found = self._find_comment(full, sub[2])
+                if found is None:
+                    return _error(404, "Not Found")
+                return _Reply(200, _comment(api, full, found[1], found[0], req.media.param),
+                              _when(found[0]["updated"]), media=req.media.header)
+            return None
+        if len(sub) != 3 or sub[2] not in ("comments", "labels"):
+            return None
+        if not self._issue_exists(full, sub[1]):
+            return _error(404, "Not Found")
+        n = int(sub[1])
+        if sub[0] == "pulls" and sub[2] == "comments":
+            return None  # review comments: not modelled
+        if sub[2] == "comments":
+            where = f"/repositories/{self._repo_id(full)}/issues/{n}/comments"
+            return self._comment_page(req, full, self._thread(full, n), where)
+        if sub[0] == "pulls":
+            return None
+        path = f"/repos/{full}/issues/{n}/labels"
+        return _Reply(200, self._talk(api, full, n)["labels"], self._last_modified(path),
+                      media=req.media.header)
+
+    def _comment_page(self, req: "_Request", full: str, items: list[dict],
+                      where: str) -> _Reply:
+        if req.media.param and not req.media.json and req.media.param not in BODY_PARAMS:
+            return _unsupported_media(req.accept)
+        items = list(items)
+        lm = max((_when(c["updated"]) for c in items), default=EPOCH)
+        # Oldest first, as GitHub lists comments: page 1 holds the first ones.
+        ordered = {len(items) - i: c for i, c in enumerate(items)}
+        return _page(req, len(items), lambda k: _comment(req.base, full, ordered[k]["issue"],
+                                                         ordered[k], req.media.param),
+                     lm, where)
+
+    def _find_comment(self, full: str, ref: str) -> tuple[dict, int] | None:
+        if not ref.isdigit():
+            return None
+        for n in range(1, self._issue_count(full) + 1):
+            for comment in self._thread(full, n):
+                if comment["id"] == int(ref):
+                    return comment, n
+        return None
+
+    def _conversation_write(self, req: "_Request", full: str, sub: list[str],
+                            received: object, cred: _Credential) -> _Reply | None:
+        if not sub or sub[0] != "issues":
+            return None
+        api, key = req.base, full.lower()
+        fields = received if isinstance(received, dict) else {}
+        if sub[1:2] == ["comments"] and len(sub) == 3 and req.method in ("PATCH", "DELETE"):
+            found = self._find_comment(full, sub[2])
+            if found is None:
+                return _error(404, "Not Found")
+            comment, n = found
+            thread = self._kept_thread(full, n)
+            comment = next(c for c in thread if c["id"] == comment["id"])
+            if req.method == "DELETE":
+                thread.remove(comment)
+                self._talked(full, n)
+                return _Reply(204)
+            if not isinstance(fields.get("body"), str):
+                return _error(422, "Validation Failed")
+            comment.update(body=fields["body"], updated=time.time())
+            self._talked(full, n)
+            return _Reply(200, _comment(api, full, n, comment, None), _when(comment["updated"]))
+        if len(sub) < 3 or not self._issue_exists(full, sub[1]):
+            return None if len(sub) < 3 or sub[2] not in ("comments", "labels") \
+                else _error(404, "Not Found")
+        n = int(sub[1])
+        if sub[2] == "comments" and len(sub) == 3 and req.method == "POST":
+            if not isinstance(fields.get("body"), str) or not fields["body"]:
+                return _error(422, "Validation Failed")
+            comment = self._add_comment(full, n, fields["body"], cred.login or "ghost")
+            reply = _Reply(201, _comment(api, full, n, comment, None), _when(comment["created"]))
+            reply.headers["Location"] = f"{api}/repos/{full}/issues/comments/{comment['id']}"
+            return reply
+        if sub[2] != "labels":
+            return None
+        names = self._labels.setdefault(key, {}).setdefault(n, [])
+        wanted = fields.get("labels", received if isinstance(received, list) else [])
+        wanted = [str(w.get("name", "")) if isinstance(w, dict) else str(w)
+                  for w in (wanted if isinstance(wanted, list) else [])]
+        if len(sub) == 3 and req.method == "POST":
+            names.extend(w for w in wanted if w and w not in names)
+        elif len(sub) == 3 and req.method == "PUT":
+            names[:] = list(dict.fromkeys(w for w in wanted if w))
+        elif len(sub) == 3 and req.method == "DELETE":
+            names.clear()
+            self._talked(full, n)
+            return _Reply(204)
+        elif len(sub) == 4 and req.method == "DELETE":
+            if sub[3] not in names:
+                return _error(404, "Label does not exist")
+            names.remove(sub[3])
+        else:
+            return None
+        self._talked(full, n)
+        return _Reply(200, self._talk(api, full, n)["labels"],
+                      self._last_modified(f"/repos/{full}/issues/{n}/labels"))
 
     # -- Actions secrets (sealed boxes, as GitHub does) ----------------------- #
 
@@ -1381,7 +1578,7 @@ def _user(api: str, login: str, version: int, lm: int) -> dict:
 
 
 def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | None,
-           param: str | None) -> dict:
+           param: str | None, talk: dict | None = None) -> dict:
     stored = stored or {}
     owner = full.split("/", 1)[0]
     r = f"{api}/repos/{full}"
@@ -1401,13 +1598,13 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
         "number": n,
         "title": stored.get("title") or f"Issue {n} of {full}",
         "user": _owner(api, stored.get("login") or owner),
-        "labels": [],
+        "labels": (talk or {}).get("labels", []),
         "state": state,
         "locked": False,
         "assignee": None,
         "assignees": [],
         "milestone": None,
-        "comments": n % 7 + len(stored.get("comments") or ()),  # + GraphQL addComment's
+        "comments": (talk or {}).get("comments", n % 7),
         "created_at": _iso(created),
         "updated_at": _iso(lm),
         "closed_at": None if state == "open" else _iso(max(created, lm)),
@@ -1418,8 +1615,38 @@ def _issue(api: str, full: str, n: int, version: int, lm: int, stored: dict | No
     }
 
 
+def _when(ts: float) -> int:
+    return int(ts)
+
+
+def _comment(api: str, full: str, n: int, c: dict, param: str | None) -> dict:
+    r = f"{api}/repos/{full}"
+    cid = c["id"]
+    return {
+        "url": f"{r}/issues/comments/{cid}",
+        "html_url": f"{WEB_ORIGIN}/{full}/issues/{n}#issuecomment-{cid}",
+        "issue_url": f"{r}/issues/{n}",
+        "id": cid,
+        "node_id": f"IC_kwDO{cid:08x}",
+        "user": _owner(api, c["login"]),
+        "created_at": _iso(c["created"]),
+        "updated_at": _iso(c["updated"]),
+        "author_association": "OWNER" if c["login"] == full.split("/")[0] else "NONE",
+        **_body_fields(c["body"], param),
+        "performed_via_github_app": None,
+    }
+
+
+def _label(api: str, full: str, name: str) -> dict:
+    lid = _num(f"label:{full.lower()}:{name}", 10**9)
+    return {"id": lid, "node_id": f"LA_kwDO{lid:08x}",
+            "url": f"{api}/repos/{full}/labels/{name}", "name": name,
+            "color": hashlib.sha256(name.encode()).hexdigest()[:6], "default": False,
+            "description": None}
+
+
 def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
-          rid: int, detail: bool = False) -> dict:
+          rid: int, detail: bool = False, talk: dict | None = None) -> dict:
     """A pull request as lists show it; ``detail`` adds what only GET of one shows."""
     owner, name = full.split("/", 1)
     repo = _repo(api, owner, name, rid, version, lm, LIST_LENGTH)
@@ -1453,7 +1680,7 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
         "review_comment_url": f"{r}/pulls/comments{{/number}}",
         "comments_url": f"{r}/issues/{n}/comments",
         "statuses_url": f"{r}/statuses/{head_sha}",
-        "labels": [],
+        "labels": (talk or {}).get("labels", []),
         "milestone": None,
         "head": {"label": f"{owner}:feature-{n}", "ref": f"feature-{n}", "sha": head_sha,
                  "user": _owner(api, owner), "repo": repo},
@@ -1471,7 +1698,8 @@ def _pull(api: str, full: str, n: int, version: int, lm: int, param: str | None,
     }
     if detail:
         pull.update({"merged": False, "mergeable": True, "rebaseable": True,
-                     "mergeable_state": "clean", "merged_by": None, "comments": n % 7,
+                     "mergeable_state": "clean", "merged_by": None,
+                     "comments": (talk or {}).get("comments", n % 7),
                      "review_comments": n % 3, "maintainer_can_modify": False,
                      "commits": 1 + n % 4, "additions": 1, "deletions": 1, "changed_files": 1})
     return pull
@@ -2336,7 +2564,7 @@ class _GraphQL:
             projectItems=lambda a: self.connection("ProjectV2ItemConnection", [], a),
             milestone=None, reactionGroups=lambda a: self.reactions(),
             comments=lambda a: self.connection("IssueCommentConnection", self.comments(
-                full, "issues", n, stored.get("comments") or []), a),
+                full, "issues", n), a),
             viewerDidAuthor=(stored.get("login") or owner) == self.cred.login,
             viewerCanUpdate=True, viewerSubscription="UNSUBSCRIBED",
         )
@@ -2388,22 +2616,19 @@ class _GraphQL:
             projectItems=lambda a: self.connection("ProjectV2ItemConnection", [], a),
             milestone=None, reactionGroups=lambda a: self.reactions(),
             comments=lambda a: self.connection("IssueCommentConnection", self.comments(
-                full, "pulls", n, fake._pull_comments.get((full, n), [])), a),
+                full, "pulls", n), a),
             viewerDidAuthor=owner == self.cred.login, viewerCanUpdate=True,
             viewerSubscription="UNSUBSCRIBED",
         )
 
-    def comments(self, full: str, kind: str, n: int, added: list[dict]) -> list[_GObj]:
-        """`n % 7` comments every issue and pull request has (REST's `comments` count), then
-        the ones addComment made."""
+    def comments(self, full: str, kind: str, n: int,
+                 only: list[dict] | None = None) -> list[_GObj]:
+        """The issue's comments (a pull request's are its issue's: the fake's one thread,
+        which REST shows too), or `only` those."""
         owner = full.split("/", 1)[0]
         rid = self.fake._repo_id(full)
-        made = [{"id": _num(f"comment:{full}:{kind}:{n}:{i}", 10**9), "login": owner,
-                 "body": f"Comment {i + 1} on {kind[:-1]} {n} of {full}.",
-                 "created": EPOCH - 3600 * (LIST_LENGTH - n) + 60 * i}
-                for i in range(n % 7)]
         out = []
-        for c in made + added:
+        for c in self.fake._thread(full, n) if only is None else only:
             web = "pull" if kind == "pulls" else "issues"
             out.append(_GObj(
                 "IssueComment", ("Comment", "Reactable", "Minimizable", "Deletable",
@@ -2411,7 +2636,7 @@ class _GraphQL:
                 id=_node_id("IC", rid, c["id"]), databaseId=c["id"], body=c["body"],
                 bodyText=c["body"], author=self.user(c["login"]),
                 authorAssociation="OWNER" if c["login"] == owner else "NONE",
-                createdAt=_iso(c["created"]), updatedAt=_iso(c["created"]),
+                createdAt=_iso(c["created"]), updatedAt=_iso(c["updated"]),
                 includesCreatedEdit=False, isMinimized=False, minimizedReason=None,
                 reactionGroups=lambda a: self.reactions(),
                 url=f"{WEB_ORIGIN}/{full}/{web}/{n}#issuecomment-{c['id']}",
@@ -2604,18 +2829,8 @@ class _GraphQL:
         body = given.get("body")
         if not isinstance(body, str) or not body.strip():
             raise _GqlFieldError("Body cannot be blank", "UNPROCESSABLE")
-        comment = {"id": _num(f"comment:{full}:{kind}:{n}:added:{fake._seq}", 10**9),
-                   "login": self.cred.login or "ghost", "body": body,
-                   "created": int(time.time())}
-        if kind == "issues":
-            fake._issues.setdefault(full, {}).setdefault(n, {}).setdefault(
-                "comments", []).append(comment)
-        else:
-            fake._pull_comments.setdefault((full, n), []).append(comment)
-        # REST views of the issue (or pull request), its comments and its list change too.
-        for path in (f"/repos/{full}/{kind}/{n}", f"/repos/{full}/issues/{n}/comments",
-                     f"/repos/{full}/{kind}"):
-            fake._bump(path)
+        # The issue's one thread (REST shows it too), and every view of it changes.
+        comment = fake._add_comment(full, n, body, self.cred.login or "ghost")
         subject_obj = self.issue(full, n) if kind == "issues" else self.pull(full, n)
         node = self.comments(full, kind, n, [comment])[-1]
         return _GObj("AddCommentPayload", clientMutationId=given.get("clientMutationId"),
@@ -2727,6 +2942,11 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "github.com"
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header is GitHub's clock, which tests may set apart from ours.
+        now = time.time() if timestamp is None else timestamp
+        return formatdate(now + self.server.fake.clock_offset_s, usegmt=True)
+
     def address_string(self) -> str:
         # A Unix-socket peer has no address (client_address is "").
         return self.client_address[0] if self.client_address else "unix"
@@ -2830,6 +3050,9 @@ class _Handler(BaseHTTPRequestHandler):
                      if k.lower() != "authorization"},
         )
         reply, headers = fake._process(req, key, over)
+        late = fake.read_delay_ms.get(path, 0) if method in ("GET", "HEAD") else 0
+        if late > 0:
+            time.sleep(late / 1000.0)
         self._send(reply.status, headers, reply.body, head=method == "HEAD")
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, head: bool) -> None:

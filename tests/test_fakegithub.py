@@ -1010,3 +1010,98 @@ def test_logins_permissions_and_revocation():
         log = client.get("/_fake/requests").json()
         assert [e["login"] for e in log][:2] == ["fleet-bot", "job-bot"]
         assert "bad credentials" in [e["login"] for e in log]
+
+
+# -- conversations: issue comments and labels ---------------------------------------------
+
+@pytest.fixture
+def writer(fake):
+    with httpx.Client(base_url=fake.url, timeout=5, headers=AUTH) as c:
+        yield c
+
+
+def test_comments_change_the_issue_its_pull_request_and_the_lists(writer):
+    before = {p: writer.get(p) for p in ("/repos/o/r/issues/7", "/repos/o/r/pulls/7",
+                                          "/repos/o/r/issues", "/repos/o/r/issues/7/comments")}
+    assert before["/repos/o/r/issues/7/comments"].json() == []
+    made = writer.post("/repos/o/r/issues/7/comments", json={"body": "sticky <!-- ci -->"})
+    assert made.status_code == 201
+    comment = made.json()
+    assert comment["body"] == "sticky <!-- ci -->" and comment["user"]["login"].startswith("user-")
+    assert comment["issue_url"].endswith("/repos/o/r/issues/7")
+    assert made.headers["location"].endswith(f"/repos/o/r/issues/comments/{comment['id']}")
+    for path, old in before.items():
+        new = writer.get(path, headers={"if-none-match": old.headers["etag"]})
+        assert new.status_code == 200, f"{path} must show the new comment"
+    assert writer.get("/repos/o/r/issues/7").json()["comments"] == 1
+    assert writer.get("/repos/o/r/pulls/7").json()["comments"] == 1
+    listed = [i for i in writer.get("/repos/o/r/issues?per_page=100").json() if i["number"] == 7]
+    assert listed[0]["comments"] == 1
+
+    edited = writer.patch(f"/repos/o/r/issues/comments/{comment['id']}", json={"body": "v2"})
+    assert edited.status_code == 200 and edited.json()["body"] == "v2"
+    assert [c["body"] for c in writer.get("/repos/o/r/issues/7/comments").json()] == ["v2"]
+    assert writer.get(f"/repos/o/r/issues/comments/{comment['id']}").json()["body"] == "v2"
+    everything, url = [], "/repos/o/r/issues/comments?per_page=100"
+    while url:  # every comment of the repository (each issue starts with n % 7)
+        page = writer.get(url)
+        everything += page.json()
+        url = links(page).get("next")
+    assert sum(c["id"] == comment["id"] for c in everything) == 1
+    assert len(everything) == sum(n % 7 for n in range(1, 96)) + 1
+
+    assert writer.delete(f"/repos/o/r/issues/comments/{comment['id']}").status_code == 204
+    assert writer.get("/repos/o/r/issues/7/comments").json() == []
+    assert writer.get(f"/repos/o/r/issues/comments/{comment['id']}").status_code == 404
+    assert writer.get("/repos/o/r/issues/7").json()["comments"] == 0
+
+
+def test_comment_lists_page_oldest_first(writer):
+    for i in range(35):
+        writer.post("/repos/o/r/issues/7/comments", json={"body": f"c{i}"})
+    first = writer.get("/repos/o/r/issues/7/comments")
+    assert [c["body"] for c in first.json()][:2] == ["c0", "c1"] and len(first.json()) == 30
+    second = writer.get(links(first)["next"])
+    assert [c["body"] for c in second.json()] == [f"c{i}" for i in range(30, 35)]
+
+
+def test_issues_start_with_comments_that_rest_and_the_count_agree_on(writer):
+    listed = writer.get("/repos/o/r/issues/5/comments").json()
+    assert [c["body"] for c in listed] == [f"Comment {i} on issue 5 of o/r." for i in range(1, 6)]
+    assert writer.get("/repos/o/r/issues/5").json()["comments"] == 5
+    edited = writer.patch(f"/repos/o/r/issues/comments/{listed[0]['id']}", json={"body": "x"})
+    assert edited.status_code == 200
+    assert [c["body"] for c in writer.get("/repos/o/r/issues/5/comments").json()][:2] == \
+        ["x", "Comment 2 on issue 5 of o/r."]
+
+
+def test_comments_refused_like_github(writer):
+    assert writer.get("/repos/o/r/issues/999/comments").status_code == 404
+    assert writer.post("/repos/o/r/issues/5/comments", json={}).status_code == 422
+    assert writer.patch("/repos/o/r/issues/comments/1", json={"body": "x"}).status_code == 404
+
+
+def test_labels_show_on_the_issue_its_pull_request_and_the_lists(writer):
+    added = writer.post("/repos/o/r/issues/5/labels", json={"labels": ["bug", "ci"]})
+    assert [label["name"] for label in added.json()] == ["bug", "ci"]
+    assert [label["name"] for label in writer.get("/repos/o/r/pulls/5").json()["labels"]] == \
+        ["bug", "ci"]
+    assert [label["name"] for label in writer.get("/repos/o/r/issues/5/labels").json()] == \
+        ["bug", "ci"]
+    pulls = {p["number"]: p for p in writer.get("/repos/o/r/pulls?per_page=100").json()}
+    assert [label["name"] for label in pulls[5]["labels"]] == ["bug", "ci"]
+    replaced = writer.put("/repos/o/r/issues/5/labels", json={"labels": ["docs"]})
+    assert [label["name"] for label in replaced.json()] == ["docs"]
+    assert writer.delete("/repos/o/r/issues/5/labels/bug").status_code == 404
+    assert writer.delete("/repos/o/r/issues/5/labels/docs").json() == []
+    writer.post("/repos/o/r/issues/5/labels", json=["a"])  # the bare-list form
+    assert writer.delete("/repos/o/r/issues/5/labels").status_code == 204
+    assert writer.get("/repos/o/r/issues/5").json()["labels"] == []
+
+
+def test_the_date_header_is_githubs_clock(fake, writer):
+    from email.utils import parsedate_to_datetime
+
+    fake.clock_offset_s = -3600
+    date = parsedate_to_datetime(writer.get("/repos/o/r").headers["date"]).timestamp()
+    assert abs(date - (time.time() - 3600)) < 5

@@ -136,6 +136,26 @@ def test_a_peer_may_only_read_api_paths(server, fake):
     assert fake.stats()["requests"] == 0
 
 
+def test_a_url_in_the_query_is_data_and_the_host_never_changes(server, fake):
+    """docs/protocol.md §7.1: `://` in a query is a value (a search for a URL, say), not a
+    way off the upstream: the responder fetches the canonical target from its own upstream.
+    A `//` in the path is one '/' there; only origin-form paths are taken at all."""
+    sealer = Sealer(FLEET_KEY)
+    asked = []
+    for path in ("/repos/o/r/issues?labels=https://github.com/o/r",
+                 "/repos/o/r//evil.example/x", "/repos/o/r/pulls?u=http://evil"):
+        meta = {"key": f"k{len(asked)}", "method": "GET", "path": path, "headers": {}}
+        received, _ = trio.run(exchange, server.multiaddr(),
+                               [seal(sealer, REQUEST, 1, Message(meta)).encode()])
+        (message,) = answers(received, [meta["key"]])
+        assert "status" in message.meta, message.meta
+        asked.append(fake.request_log()[-1])
+    assert [(e["path"], e["headers"]["host"]) for e in asked] == [
+        ("/repos/o/r/issues?labels=https%3A%2F%2Fgithub.com%2Fo%2Fr", fake.url[7:]),
+        ("/repos/o/r/evil.example/x", fake.url[7:]),
+        ("/repos/o/r/pulls?u=http%3A%2F%2Fevil", fake.url[7:])]
+
+
 @pytest.mark.parametrize("path", ["/user", "/user/emails", "/notifications", "/rate_limit",
                                   "/repos/o/r/collaborators", "/search/issues?q=secret"])
 def test_a_key_holder_cannot_read_the_servers_own_identity(server, fake, path):

@@ -88,6 +88,11 @@ def source(node, path: str) -> str:
     return response.headers["x-p2p-cache"]
 
 
+# A dropped entry is asked of GitHub again: refetched, or revalidated (a free 304 when it
+# did not change: docs/consistency.md), never served as it was.
+ASKED_AGAIN = ("miss", "revalidated")
+
+
 def test_a_signed_issue_comment_drops_the_issue_and_its_comments_and_nothing_else(nodes, fake):
     node, hook = webhook_node(nodes)
     repo_id = node.get(ROOT).json()["id"]
@@ -95,8 +100,10 @@ def test_a_signed_issue_comment_drops_the_issue_and_its_comments_and_nothing_els
     for path in (COMMENTS, ISSUE_PATH, README, alias):
         assert source(node, path) == "miss"
         assert source(node, path) == "hit"
-    fake.mutate(COMMENTS)
-    fake.mutate(ISSUE_PATH)
+    # The change the delivery announces: a comment, made straight on GitHub.
+    made = httpx.post(fake.url + COMMENTS, json={"body": "from the web"},
+                      headers={"authorization": f"token {FLEET_TOKEN}"})
+    assert made.status_code == 201
     body = comment_payload(repo_id)
 
     # Forged: signed under another secret, signed over another body, unsigned. Nothing goes.
@@ -120,7 +127,7 @@ def test_a_signed_issue_comment_drops_the_issue_and_its_comments_and_nothing_els
     assert source(node, ISSUE_PATH) == "miss"
     assert source(node, alias) == "miss"  # ...under the repository-id spelling too
     assert len(fake.request_log()) == asked + 3
-    assert node.get(COMMENTS).json()["n"] == 1  # and shows the new state
+    assert node.get(COMMENTS).json()[-1]["body"] == "from the web"  # the new state
     # A comment moves no count of the repository: its other entries stay hits.
     assert source(node, README) == "hit"
     assert source(node, ROOT) == "hit"
@@ -251,7 +258,7 @@ def test_size_method_path_and_body_are_checked_before_anything_is_dropped(nodes,
     headers["Content-Type"] = "application/x-www-form-urlencoded"
     assert hook.http.post(hook.url, content=form, headers=headers).status_code == 200
     wait_until(lambda: node.stats()["webhook_dropped"] >= 1, what="the push's drop")
-    assert source(node, README) == "miss"
+    assert source(node, README) in ASKED_AGAIN
 
     loris.settimeout(max(0.5, opened + 13 - time.monotonic()))
     try:
@@ -327,7 +334,7 @@ def test_a_flood_of_slow_and_large_connections_does_not_stop_a_good_delivery(nod
     print(f"12 trickled 25 MB unsigned bodies: {sorted(results)}, RSS growth {growth:.0f} MiB; "
           f"a good delivery among {len(loris)} slow-loris connections answered in "
           f"{answered_in * 1000:.0f} ms")
-    assert source(node, COMMENTS) == "miss"
+    assert source(node, COMMENTS) in ASKED_AGAIN
     assert node.get("/-/healthz").status_code == 200
     assert "Traceback" not in node.log()
 

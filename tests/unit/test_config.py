@@ -85,7 +85,15 @@ PAIRS = [
      Path("/tmp/flagdir"), Path("/tmp/envdir")),
     ("bootstrap", "MCP_P2P_BOOTSTRAP_PEERS", [ADDR1], ADDR2, "bootstrap",
      (BootstrapPeer(ADDR1, PID1),), (BootstrapPeer(ADDR2, PID2),)),
+    ("not_before", "P2P_CACHE_NOT_BEFORE", "1714564800", "1714564801.5", "not_before",
+     1714564800.0, 1714564801.5),
 ]
+
+
+@pytest.mark.parametrize("value", ["yesterday", "-3", "nan", "9999999999999"])
+def test_a_bad_not_before_is_one_line(value):
+    with pytest.raises(ConfigError, match="P2P_CACHE_NOT_BEFORE"):
+        cfg({}, {"P2P_CACHE_NOT_BEFORE": value})
 
 
 @pytest.mark.parametrize("flag,var,fval,evalue,attr,from_flag,from_env", PAIRS,

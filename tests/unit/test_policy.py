@@ -609,6 +609,49 @@ class TestLiveness:
         assert live.heard == 10
 
 
+# -- drops and the event floor -------------------------------------------------------------
+
+class TestDropsAndFloor:
+    def test_a_dropped_entry_is_revalidated_however_fresh(self):
+        fresh = entry(NOW, etag='"e"')
+        assert decide(fresh, NOW + 1, 60) is Action.SERVE
+        assert decide(fresh, NOW + 1, 60, dropped=True) is Action.REVALIDATE
+        assert decide(entry(NOW), NOW + 1, 60, dropped=True) is Action.FETCH  # no validator
+
+    def test_the_floor_compares_githubs_date_with_githubs_time(self):
+        from dataclasses import replace
+
+        vouched = replace(entry(NOW, etag='"e"'), vouched=1000.0)
+        assert decide(vouched, NOW + 1, 60, floor=999.0) is Action.SERVE
+        # The same second may precede the floor; an unknown Date may be anything.
+        assert decide(vouched, NOW + 1, 60, floor=1000.0) is Action.REVALIDATE
+        assert decide(vouched, NOW + 1, 60, floor=1500.0) is Action.REVALIDATE
+        assert decide(replace(vouched, vouched=None), NOW + 1, 60, floor=1.0) \
+            is Action.REVALIDATE
+        # The local clock (fetched_at, NOW) is far past the floor: it does not count.
+        assert decide(vouched, NOW + 1, 60, floor=NOW - 100) is Action.REVALIDATE
+
+    def test_github_date(self):
+        from p2pcache.policy import github_date
+
+        assert github_date({"date": "Wed, 01 May 2024 12:00:00 GMT"}) == 1714564800.0
+        for bad in ({}, {"date": "yesterday"}, {"date": "x" * 100},
+                    {"date": "Wed, 01 May 2024 12:00:00"}):
+            assert github_date(bad) is None
+
+    def test_entries_keep_githubs_date_and_when_they_were_asked_for(self):
+        answer = resp(200, b"{}", etag='"e"', date="Wed, 01 May 2024 12:00:00 GMT")
+        made = entry_from("k", req("/repos/o/r"), answer, NOW, asked_at=NOW - 1)
+        assert (made.vouched, made.asked_at) == (1714564800.0, NOW - 1)
+        assert "date" not in made.headers
+        again = refreshed(made, resp(304, b"", date="Wed, 01 May 2024 12:01:00 GMT"), NOW + 5,
+                          asked_at=NOW + 4)
+        assert (again.vouched, again.asked_at, again.fetched_at) == (1714564860.0, NOW + 4,
+                                                                     NOW + 5)
+        peer = ApiResponse(200, {"etag": '"e"'}, b"{}", "peer", vouched=1714564000.0)
+        assert entry_from("k", req("/repos/o/r"), peer, NOW).vouched == 1714564000.0
+
+
 class TestSuspicion:
     """A server whose ask waited out the peer timeout (SILENCE 20 s, asks time out at 5 s)."""
 

@@ -257,3 +257,36 @@ def test_documented_peer_request_headers_and_defaults():
     assert mesh.PEER_REQUEST_HEADERS == ("accept", "x-github-api-version")
     assert config.DEFAULT_PORT == 9100
     assert protocol.AD_PREFIX == b"p2pcache/gh/1" and len(protocol.AD_PREFIX) == 13
+
+
+# -- invalidate (section 7.5, vector 13.4) ------------------------------------------------------
+
+def test_invalidate_vector_is_what_a_write_drops_and_what_a_peer_accepts():
+    from p2pcache.invalidation import for_write, parse_peer_drop, valid_id, valid_peer_id
+    from p2pcache.targets import parse
+
+    meta = json.loads(text("invalidate.meta"))
+    drop = for_write("POST", parse("/repos/octo/repo/issues/5/comments"), 201)
+    assert (meta["paths"], meta["trees"]) == (list(drop.paths), list(drop.trees))
+    assert parse_peer_drop(meta) == drop
+    assert valid_id(meta["id"]) and valid_peer_id(meta["origin"])
+    assert meta["op"] == meta["key"] == "invalidate"
+    assert json.loads(text("invalidate.answer")) == {"applied": True}
+    from p2pcache.mesh.invalidating import OP
+    assert OP == "invalidate"
+
+
+def test_a_url_in_a_query_is_taken_and_the_target_stays_on_the_upstream():
+    """Section 7.1: `://` is data in a query, `//` is one '/' in a path."""
+    from p2pcache.mesh.answering import peer_request
+    from p2pcache.targets import Base
+
+    base = Base.parse("https://api.github.com")
+    for path, url in (("/repos/o/r/pulls?u=http://evil", "https://api.github.com/repos/o/r/"
+                       "pulls?u=http%3A%2F%2Fevil"),
+                      ("/repos/o/r//evil.example/x",
+                       "https://api.github.com/repos/o/r/evil.example/x")):
+        assert base.url(peer_request({"path": path}).target) == url
+    for bad in ("http://evil/x", "//evil/x", "/x#frag", "/x y", "/\u00e9"):
+        with pytest.raises(ValueError):
+            peer_request({"path": bad})

@@ -13,9 +13,10 @@ from p2pcache.store import Store, StoreError
 
 
 def mk(key: str, path: str = "/repos/o/r", body: bytes = b"{}",
-       headers: dict[str, str] | None = None, fetched_at: float = 1000.0) -> Entry:
+       headers: dict[str, str] | None = None, fetched_at: float = 1000.0,
+       vouched: float | None = None, asked_at: float = 999.0) -> Entry:
     return Entry(key, path, 200, {"etag": '"e"'} if headers is None else headers, body,
-                 fetched_at)
+                 fetched_at, vouched=vouched, asked_at=asked_at)
 
 
 def truth(store: Store) -> tuple[int, int]:
@@ -42,7 +43,8 @@ def test_put_get_round_trip(store):
     got = store.get("GET /r accept=a", now=2.0)
     # A field that is not valid HTTP (an older node may have stored one) is dropped on read.
     valid = {k: v for k, v in headers.items() if k != "x-unicode"}
-    assert got == Entry(e.key, e.path, e.status, valid, e.body, e.fetched_at)
+    # Asked for "now" unless the entry says when (the cache always does).
+    assert got == Entry(e.key, e.path, e.status, valid, e.body, e.fetched_at, asked_at=1.0)
     assert isinstance(got.body, bytes)
     assert got.headers == valid
     assert store.count == 1
@@ -246,6 +248,73 @@ def test_full_disk_put_raises_and_counters_stay_consistent(store):
     store.put(mk("big", "/big", b"b" * 50_000), now=30)
     assert (store.bytes, store.count) == truth(store)
     assert store.count == 6
+
+
+def test_the_date_github_vouched_and_when_it_was_asked_for_round_trip(store):
+    store.put(mk("k", vouched=1_700_000_123.0, asked_at=55.5))
+    got = store.get("k")
+    assert (got.vouched, got.asked_at) == (1_700_000_123.0, 55.5)
+    assert (store.head("k").vouched, store.head("k").asked_at) == (1_700_000_123.0, 55.5)
+
+
+def test_an_older_store_is_migrated_and_its_rows_read_as_unknown(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)  # the schema of the first release
+    old.executescript("""
+        CREATE TABLE entries (key TEXT PRIMARY KEY, path TEXT NOT NULL, status INTEGER NOT NULL,
+            headers TEXT NOT NULL, body BLOB NOT NULL, fetched_at REAL NOT NULL,
+            size INTEGER NOT NULL, accessed_at REAL NOT NULL);
+        CREATE INDEX entries_path ON entries(path);
+        INSERT INTO entries VALUES ('k', '/repos/o/r', 200, '{"etag": "\\"e\\""}', X'7B7D',
+                                    1000.0, 10, 1000.0);""")
+    old.commit()
+    old.close()
+    s = Store(path)
+    try:
+        got = s.get("k")
+        assert got.body == b"{}" and got.etag == '"e"'
+        assert got.vouched is None and got.asked_at == 0.0  # before any start or drop
+        s.put(mk("k2", vouched=5.0, asked_at=6.0))
+        assert (s.get("k2").vouched, s.get("k2").asked_at) == (5.0, 6.0)
+        assert s.drop(["/REPOS/O/R"], []) == 2
+    finally:
+        s.close()
+
+
+def test_drop_exact_paths_take_every_query_but_nothing_below(store):
+    for key, path in (("a", "/repos/o/r/issues"), ("a2", "/repos/o/r/issues"),
+                      ("b", "/repos/o/r/issues/5"), ("c", "/repos/o/r/issuesx")):
+        store.put(mk(key, path))
+    assert store.drop(["/repos/O/R/Issues"], []) == 2
+    assert {store.get(k) is None for k in ("a", "a2")} == {True}
+    assert store.get("b") and store.get("c")
+    assert (store.bytes, store.count) == truth(store)
+
+
+def test_drop_trees_take_the_path_and_below_ignoring_case_and_nothing_beside(store):
+    for key, path in (("r", "/repos/o/r"), ("i", "/Repos/O/R/issues/5/comments"),
+                      ("r0", "/repos/o/r0"), ("rx", "/repos/o/rx"), ("s", "/repos/o/s")):
+        store.put(mk(key, path))
+    assert store.drop([], ["/repos/o/r"]) == 2
+    assert store.get("r") is None and store.get("i") is None
+    assert store.get("r0") and store.get("rx") and store.get("s")
+
+
+def test_drop_at_most_limit(store):
+    for i in range(10):
+        store.put(mk(f"k{i}", f"/repos/o/r/issues/{i}"))
+    assert store.drop([], ["/repos/o/r/issues"], limit=4) == 4
+    assert store.count == 6 and (store.bytes, store.count) == truth(store)
+
+
+def test_count_is_what_drop_would_take_and_takes_nothing(store):
+    for i in range(10):
+        store.put(mk(f"k{i}", f"/repos/o/r/issues/{i}"))
+    store.put(mk("list", "/repos/O/R/issues"))
+    assert store.count_under([], ["/repos/o/r/issues"]) == 11
+    assert store.count_under(["/repos/o/r/issues"], [], limit=5) == 1
+    assert store.count_under([], ["/repos/o/r"], limit=5) == 5
+    assert store.count == 11
 
 
 def test_store_error_on_closed_connection(tmp_path):

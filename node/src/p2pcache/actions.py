@@ -216,6 +216,10 @@ def start(port: int, http: str, wait: float, env: Mapping[str, str] | None = Non
     flags = dict(flags or {})
     if os.geteuid() == 0 and JobUser.of(env).is_other:
         return _start_for_job(port, http, wait, transparent, intercept_host, flags)
+    if "P2P_CACHE_NOT_BEFORE" not in env:
+        # As the job's user: the payload is the job's file; root's side gets the floor in
+        # the request (boundary.NODE_ENV), never the file.
+        set_event_floor(env)
     if transparent and os.geteuid() != 0:
         return _start_through_root(port, http, wait, env, flags, intercept_host)
     from . import intercept
@@ -402,6 +406,37 @@ def _run_node(env: dict[str, str], job: Job, files: JobFiles, settings: Any,
     print(f"✓ P2P cache initialized (local API {settings.http_base}, "
           f"peer ID {stats.get('peer_id')})", flush=True)
     return 0
+
+
+def set_event_floor(env: dict[str, str], now: float | None = None) -> None:
+    """P2P_CACHE_NOT_BEFORE from the event that triggered the job (floor.py): the job never
+    reads a state GitHub vouched for before it. Outside Actions (no GITHUB_EVENT_NAME),
+    nothing; a payload that cannot be read costs the floor its precision, never the job."""
+    from . import floor, jobfiles
+
+    name = env.get("GITHUB_EVENT_NAME", "")
+    if not name:
+        return
+    started = time.time() if now is None else now
+    payload: object = None
+    path = env.get("GITHUB_EVENT_PATH", "")
+    if path and name not in floor.NO_FLOOR:
+        try:
+            payload = floor.parse_event(jobfiles.read(
+                JobUser.of(env), os.path.abspath(path), floor.MAX_EVENT_BYTES))
+        except (jobfiles.JobFileError, floor.EventError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"⚠️  Could not read the event payload GITHUB_EVENT_PATH ({why}); the "
+                  "event floor is the job's start", flush=True)
+    when, source = floor.event_time(name, payload, started)
+    if when is None:
+        env["P2P_CACHE_NOT_BEFORE"] = ""  # decided: none
+        print(f"Event floor: none ({source})", flush=True)
+        return
+    env["P2P_CACHE_NOT_BEFORE"] = f"{when:.3f}"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    print(f"✓ Event floor {stamp} ({source}): nothing GitHub vouched for earlier is served "
+          "without revalidation", flush=True)
 
 
 START_TIMEOUT = 60.0  # seconds a starting node may take to answer its local API

@@ -1,7 +1,10 @@
 """The request chain: key → coalesce → store → peers → upstream (ghproxy's shape).
 
 Decisions come from policy.py; this module only sequences the I/O around them and
-counts what happened, once per request.
+counts what happened, once per request. What the fleet knows changed (a write, a peer's
+drop, a reconnect: invalidation.Drops) and the event floor (--not-before) are applied where
+an entry is judged (`_decide`), where a flight is keyed (`_flight_key`), and where an
+answer is stored (`_save`).
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from collections import deque
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Awaitable, Callable, Protocol
 
 import trio
 
-from . import access, policy, targets
+from . import access, invalidation, policy, targets
 from .access import Caller, Scope, Verdict
 from .coalesce import Flights
+from .invalidation import Drop, Drops
 from .limits import Limits
 from .models import ApiRequest, ApiResponse, Entry
 from .policy import Action, RateLimit
@@ -27,6 +33,13 @@ from .store import Store, StoreError
 from .upstream import CONDITIONALS, Credentials, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
+
+# What a store held when this process started was asked for before it: by a millisecond at
+# least (so what this process asks for at once, on a clock that has not moved, is its own).
+STARTED_BEFORE_S = 0.001
+# When the flight now storing an answer began asking (this node's clock): the entry is
+# `asked_at` then, and is not stored at all if a drop that covers it came meanwhile.
+_ASKED_AT: ContextVar[float | None] = ContextVar("asked_at", default=None)
 
 
 @dataclass
@@ -38,8 +51,13 @@ class PeerAnswer:
 class Peers(Protocol):
     def available(self) -> bool: ...
 
-    async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
-        """An answer from a peer, or None if no peer answered in time."""
+    async def ask(self, request: ApiRequest, key: str, etag: str | None,
+                  not_before: float | None = None) -> PeerAnswer | None:
+        """An answer from a peer (vouched for by GitHub after `not_before`, its clock), or
+        None if no peer answered in time."""
+
+    async def invalidate(self, drop: Drop) -> bool:
+        """Tell the fleet; True once every server acknowledged."""
 
 
 @dataclass
@@ -88,6 +106,7 @@ class Cache:
                  peers: Peers | None = None, max_entry_bytes: int = 16 * 1024 * 1024,
                  clock: Callable[[], float] = time.time, lend_token: bool = False,
                  callers: access.Callers | None = None,
+                 not_before: float | None = None,
                  limits: Limits | None = None) -> None:
         self.store = store
         self.upstream = upstream
@@ -112,21 +131,31 @@ class Cache:
         self._flights: Flights[_Outcome] = Flights()
         self._checks: Flights[object] = Flights()
         self._store_warned_at = 0.0
+        # What changed since: entries asked for earlier are revalidated before use. What
+        # the store held before this process started may have missed anything.
+        self.drops = Drops(ttl)
+        self.drops.everything(clock() - STARTED_BEFORE_S)
+        self.floor = not_before  # --not-before: GitHub's time, its clock
+        # Our writes some server did not acknowledge: our reads of what they changed ask
+        # for answers GitHub vouched for after the write (its Date) for a while.
+        self._unconfirmed: deque[tuple[Drop, float, float]] = deque(maxlen=256)
 
     # -- entry points -------------------------------------------------------------------
 
-    async def get(self, request: ApiRequest, from_peer: bool = False) -> ApiResponse:
+    async def get(self, request: ApiRequest, from_peer: bool = False,
+                  not_before: float | None = None) -> ApiResponse:
         """Answer a GET/HEAD. A client gets the answer GitHub would give it (access.py):
         the fleet's entry where the answer cannot depend on who asks and GitHub has
         confirmed the caller may read it, else the caller's own. A peer gets the fleet's,
-        and never an answer that depends on who asks (peers decide for their clients)."""
+        and never an answer that depends on who asks (peers decide for their clients);
+        with `not_before`, only what GitHub vouched for after it (its clock)."""
         if from_peer:
             place = access.place(request.target.path)
             if place.scope is Scope.IDENTITY and request.target.path != place.repo:
                 raise NotForPeers(f"{request.target.path} depends on who asks: ask GitHub "
                                   "with your own credentials")
             self.counters.peer_requests_served += 1
-            return self._counted(await self._shared(request, from_peer=True))
+            return self._counted(await self._shared(request, True, not_before))
         caller = self.callers.of(request.headers)
         place = access.place(request.target.path)
         verdict = await self._verdict(request, caller, place)
@@ -253,16 +282,24 @@ class Cache:
 
     # -- the fleet's entries ------------------------------------------------------------
 
-    async def _shared(self, request: ApiRequest, from_peer: bool = False) -> _Outcome:
+    async def _shared(self, request: ApiRequest, from_peer: bool = False,
+                      not_before: float | None = None) -> _Outcome:
         """The fleet's answer: store, then one flight per key (peers, then GitHub with the
         fleet's token). Peer requests are resolved here, never forwarded on."""
         key = policy.cache_key(request)
+        floor = self._floor_for(request.target.path, not_before)
         entry = self.store.get(key)  # a WAL read: fast, never waits for the writer
-        if policy.decide(entry, self.clock(), self.ttl) is Action.SERVE:
+        if self._decide(entry, floor, count=True) is Action.SERVE:
             assert entry is not None
             return _Outcome(self._from_entry(entry, "hit"), "local_hits")
-        outcome, shared = await self._flights.run(
-            key, lambda: self._fill(request, key, entry, from_peer))
+        flight = self._flight_key(key, request.target.path)
+        outcome, shared = await self._flights.run(flight, lambda: self._asking(
+            lambda: self._fill(request, key, entry, from_peer, floor)))
+        if shared and outcome.response.fetched_at is not None \
+                and policy.below_floor(outcome.response.vouched, floor):
+            # That flight's answer may predate our floor: one of our own, with it.
+            outcome, shared = await self._flights.run(f"{flight} floor={floor}", lambda:
+                self._asking(lambda: self._fill(request, key, entry, from_peer, floor)))
         return _coalesced(outcome) if shared else outcome
 
     # -- the caller's own entries -------------------------------------------------------
@@ -274,23 +311,27 @@ class Cache:
         get = ApiRequest("GET", request.target, {
             k: v for k, v in request.headers.items() if k not in CONDITIONALS})
         key = policy.cache_key(get) + caller.key_suffix
+        floor = self._floor_for(request.target.path)
         entry = self.store.get(key)
-        if policy.decide(entry, self.clock(), self.ttl) is Action.SERVE:
+        if self._decide(entry, floor, count=True) is Action.SERVE:
             assert entry is not None
             return _Outcome(self._from_entry(entry, "hit", own=caller), "local_hits")
         outcome, shared = await self._flights.run(
-            key, lambda: self._own_fill(get, caller, key, entry, reason))
+            self._flight_key(key, request.target.path), lambda: self._asking(
+                lambda: self._own_fill(get, caller, key, entry, reason, floor)))
         return _coalesced(outcome) if shared else outcome
 
     async def _own_fill(self, request: ApiRequest, caller: Caller, key: str,
-                        entry: Entry | None, reason: str) -> _Outcome:
+                        entry: Entry | None, reason: str,
+                        floor: float | None = None) -> _Outcome:
         latest = self.store.get(key)
-        if policy.decide(latest, self.clock(), self.ttl) is Action.SERVE:
+        if self._decide(latest, floor) is Action.SERVE:
             assert latest is not None
             return _Outcome(self._from_entry(latest, "hit", own=caller), "local_hits")
         entry = latest or entry
-        conditional = policy.conditional_headers(entry) \
-            if policy.decide(entry, self.clock(), self.ttl) is Action.REVALIDATE else {}
+        # An entry that reaches here cannot be served as it is (stale, dropped, under the
+        # floor): revalidated if it has a validator.
+        conditional = policy.conditional_headers(entry)
         self.counters.client_credential_requests += 1
         setattr(self.counters, reason, getattr(self.counters, reason) + 1)
         try:
@@ -331,29 +372,121 @@ class Cache:
         except UpstreamError as exc:
             return _unreachable(exc)
         if request.method not in policy.CACHEABLE_METHODS and response.status < 400:
-            self.counters.invalidated += await self.drop(
-                policy.invalidated_paths(request.target))
+            drop = invalidation.for_write(request.method, request.target, response.status,
+                                          response.body)
+            self.counters.invalidated += await self.dropped(
+                drop, tell_fleet=True, since=policy.github_date(response.headers))
         response.source = "miss"
         return response
 
-    async def drop(self, paths: list[str]) -> int:
-        """Drop the entries at these paths and under them, here, with their
-        `/repositories/<id>` spellings learned from what is cached; how many went. Dropping
-        a repository's root also forgets who may read it (its settings or members may have
-        changed): each caller is checked again."""
-        paths = list(paths)
-        for path in paths:
-            place = access.place(path)
-            if place.repo is not None and place.repo == path.rstrip("/"):
-                self.grants.forget(place.repo_key)  # type: ignore[arg-type]
+    # -- what changed ---------------------------------------------------------------------
+
+    async def dropped(self, drop: Drop, tell_fleet: bool = False,
+                      since: float | None = None) -> int:
+        """A change this node knows of (a client's write, a webhook, a GraphQL mutation):
+        what it covers is unusable here at once, in the `/repositories/<id>` spellings too;
+        with `tell_fleet`, the fleet is told (waiting briefly for the servers: our next read
+        must not race them) and, if a server did not acknowledge, our reads of it ask for
+        what GitHub vouched for after `since` (the write's Date). Returns how many stored
+        entries it covers: they stay, to be revalidated (free when GitHub says unchanged,
+        which a deleted entry could not be), and are never served as they are."""
+        self.drops.record(drop, self.clock())
+        self._forget_grants(drop)
         try:
-            for root in sorted({r for p in paths if (r := policy.repo_root(p)) is not None}):
-                known = await trio.to_thread.run_sync(self.store.entries_under, root)
-                paths += policy.aliased_paths(paths, root, policy.repository_ids(root, known))
-            return await trio.to_thread.run_sync(self.store.invalidate, paths)
+            aliased = drop.aliased(await trio.to_thread.run_sync(self._repository_ids, drop))
+        except StoreError as exc:
+            self._store_failed(exc)
+        else:
+            if len(aliased) > len(drop):
+                self.drops.record(aliased, self.clock())
+            drop = aliased
+        shared = invalidation.shareable(drop)
+        if tell_fleet and shared and self.peers is not None \
+                and not await self.peers.invalidate(shared):
+            self._unconfirmed.append((shared, since or self.clock(),
+                                      time.monotonic() + self.drops.horizon))
+        try:
+            return await trio.to_thread.run_sync(self.store.count_under, drop.paths,
+                                                 drop.trees)
         except StoreError as exc:
             self._store_failed(exc)
             return 0
+
+    async def drop(self, paths: list[str]) -> int:
+        """Drop, fleet-wide, the entries at these paths and under them (a webhook
+        delivery's paths, webhooks.py); how many stored entries they cover."""
+        return await self.dropped(Drop((), tuple(paths)), tell_fleet=True)
+
+    def dropped_by_peer(self, drop: Drop) -> None:
+        """A peer's drop: what it covers is unusable from now (`settle` does the rest)."""
+        self.drops.record(drop, self.clock())
+        self._forget_grants(drop)
+
+    def _forget_grants(self, drop: Drop) -> None:
+        """Dropping a repository's root also forgets who may read it (its settings or
+        members may have changed): each caller is checked again."""
+        for tree in drop.trees:
+            place = access.place(tree)
+            if place.repo is not None and place.repo == tree.rstrip("/"):
+                self.grants.forget(place.repo_key)  # type: ignore[arg-type]
+
+    async def settle(self, drop: Drop, limit: int) -> int:
+        """A peer's drop, after it was applied: in the `/repositories/<id>` spellings this
+        node knows too; returns how many stored entries it covers (at most `limit`)."""
+        try:
+            aliased = drop.aliased(await trio.to_thread.run_sync(self._repository_ids, drop))
+            if len(aliased) > len(drop):
+                self.drops.record(aliased, self.clock())
+            return await trio.to_thread.run_sync(self.store.count_under, aliased.paths,
+                                                 aliased.trees, limit)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return 0
+
+    def revalidate_all(self, before: float) -> None:
+        """Everything asked for before `before` may have missed a change (we were apart
+        from the fleet)."""
+        self.drops.everything(before)
+
+    def _repository_ids(self, drop: Drop) -> dict[str, set[str]]:
+        """The numeric ids of the repositories a drop touches, from what is cached (a
+        thread: it reads the store)."""
+        return {root: policy.repository_ids(root, self.store.entries_under(root))
+                for root in drop.roots()}
+
+    def _decide(self, entry: Entry | None, floor: float | None,
+                count: bool = False) -> Action:
+        """policy.decide with what this node knows changed, and the floor."""
+        if entry is None:
+            return Action.FETCH
+        dropped = self.drops.dropped_since(entry.path, entry.asked_at or 0.0)
+        now = self.clock()
+        action = policy.decide(entry, now, self.ttl, dropped=dropped, floor=floor)
+        if count and action is not Action.SERVE and not dropped \
+                and policy.decide(entry, now, self.ttl) is Action.SERVE:
+            self.counters.floor_revalidations += 1  # fresh, but maybe older than the floor
+        return action
+
+    def _floor_for(self, path: str, not_before: float | None = None) -> float | None:
+        """The time (GitHub's clock) an answer for `path` must be vouched for after: the
+        event floor, a peer's, or that of our own write a server did not acknowledge."""
+        floors = [f for f in (self.floor, not_before) if f is not None]
+        now = time.monotonic()
+        while self._unconfirmed and self._unconfirmed[0][2] < now:
+            self._unconfirmed.popleft()
+        floors += [since for drop, since, _ in self._unconfirmed if drop.covers(path)]
+        return max(floors, default=None)
+
+    def _flight_key(self, key: str, path: str) -> str:
+        """A request that arrives after a drop never shares a flight begun before it."""
+        return f"{key} drop={self.drops.latest(path).seq}"
+
+    async def _asking(self, fill: Callable[[], Awaitable[_Outcome]]) -> _Outcome:
+        token = _ASKED_AT.set(self.clock())
+        try:
+            return await fill()
+        finally:
+            _ASKED_AT.reset(token)
 
     async def refresh(self, request: ApiRequest) -> Refreshed:
         """Revalidate a hot entry before it goes stale (refresh.py chooses which, and when).
@@ -369,7 +502,9 @@ class Cache:
             self.counters.refreshes_skipped += 1
             return Refreshed(entry.fetched_at, self._blocked_until)
         try:
-            outcome, shared = await self._flights.run(key, lambda: self._refill(request, key))
+            outcome, shared = await self._flights.run(
+                self._flight_key(key, request.target.path),
+                lambda: self._asking(lambda: self._refill(request, key)))
         except _RefreshFailed as failed:
             return Refreshed(None if failed.pause_until is None else self._fetched_at(key),
                              failed.pause_until or 0.0, failed.paid)
@@ -430,16 +565,19 @@ class Cache:
     # -- the miss path ------------------------------------------------------------------
 
     async def _fill(self, request: ApiRequest, key: str, entry: Entry | None,
-                    from_peer: bool) -> _Outcome:
+                    from_peer: bool, floor: float | None = None) -> _Outcome:
         # A flight that landed between our store read and our taking the lead has
         # already stored the answer: look again before asking anyone.
         latest = self.store.get(key)
-        if policy.decide(latest, self.clock(), self.ttl) is Action.SERVE:
+        if self._decide(latest, floor) is Action.SERVE:
             assert latest is not None
             return _Outcome(self._from_entry(latest, "hit"), "local_hits")
         entry = latest or entry
         if not from_peer and self.peers is not None and self.peers.available():
-            answer = await self.peers.ask(request, key, entry.etag if entry else None)
+            answer = await self.peers.ask(request, key, entry.etag if entry else None, floor)
+            if answer is not None and answer.response.status in (200, 304) \
+                    and policy.below_floor(answer.response.vouched, floor):
+                answer = None  # a server that does not know not_before: GitHub it is
             if answer is not None:
                 return _Outcome(await self._take_peer_answer(request, key, entry, answer),
                                 "peer_hits")
@@ -452,8 +590,8 @@ class Cache:
         # The server's budget is the fleet's budget: show it to our clients too.
         self.rate_limits = policy.seen_rate_limits(self.rate_limits, response.headers)
         if response.status == 304 and entry is not None:
-            entry = Entry(entry.key, entry.path, entry.status, entry.headers, entry.body,
-                          answer.fetched_at)
+            entry = replace(entry, fetched_at=answer.fetched_at,
+                            vouched=response.vouched or entry.vouched)
             self._save(entry)
             return self._from_entry(entry, "peer")
         if policy.is_cacheable_response(response, self.max_entry_bytes):
@@ -463,27 +601,34 @@ class Cache:
         response.source = "peer"
         return response
 
-    def adopt(self, offered: list[tuple[ApiRequest, ApiResponse]]) -> list[Entry]:
+    def adopt(self, offered: list[tuple[ApiRequest, ApiResponse]],
+              asked_at: float | None = None) -> list[Entry]:
         """Store what a peer offered at warm start (warmstart.py), each entry as a peer's
-        answer is stored, unless we hold one GitHub vouched for at least as recently.
-        Blocking (SQLite): the node runs it in a thread. Returns the entries stored."""
+        answer is stored, unless we hold one GitHub vouched for at least as recently, or a
+        drop since we asked (`asked_at`) covers it. Blocking (SQLite): the node runs it in
+        a thread. Returns the entries stored."""
         fresh: list[Entry] = []
         for request, response in offered:
             assert response.fetched_at is not None
             key = policy.cache_key(request)
             held = self.store.get(key)
-            if held is not None and held.fetched_at >= response.fetched_at:
+            if held is not None and held.fetched_at >= response.fetched_at \
+                    and not self.drops.dropped_since(held.path, held.asked_at or 0.0):
+                continue
+            if asked_at is not None and self.drops.dropped_since(request.target.path, asked_at):
                 continue
             if policy.is_cacheable_response(response, self.max_entry_bytes):
-                fresh.append(policy.entry_from(key, request, response, response.fetched_at))
+                fresh.append(policy.entry_from(key, request, response, response.fetched_at,
+                                               asked_at=asked_at))
         self.store.put_many(fresh)
         return fresh
 
     async def _from_upstream(self, request: ApiRequest, key: str,
                              entry: Entry | None) -> ApiResponse:
         now = self.clock()
-        conditional = policy.conditional_headers(entry) \
-            if policy.decide(entry, now, self.ttl) is Action.REVALIDATE else {}
+        # An entry that reaches here cannot be served as it is (stale, dropped, under the
+        # floor): revalidated if it has a validator.
+        conditional = policy.conditional_headers(entry)
         get = ApiRequest("GET", request.target, request.headers)
         try:
             response = await self._upstream(get, conditional, Credentials.FLEET)
@@ -552,7 +697,7 @@ class Cache:
         if bucket is not None:
             headers.update(bucket.headers())
         return ApiResponse(entry.status, headers, entry.body, source, fetched_at=entry.fetched_at,
-                           own=own is not None)
+                           own=own is not None, vouched=entry.vouched)
 
     def _stale(self, entry: Entry, own: Caller | None = None) -> ApiResponse:
         self.counters.stale_served += 1
@@ -564,6 +709,11 @@ class Cache:
         # On the event loop: a put is ~0.2 ms of CPU, a thread hop for it cost more than the
         # put itself (39% of a runner's CPU per GET, bench/profile_get.py). It never waits on
         # fsync: checkpoints run in the node's flush thread (store.py).
+        began = _ASKED_AT.get()
+        if began is not None:
+            if self.drops.dropped_since(entry.path, began):
+                return  # it changed while we asked: the old state goes nowhere
+            entry.asked_at = began
         try:
             self.store.put(entry)
         except StoreError as exc:

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(bodies and headers) that the fleet asked for recently and that "
                             "are fresh, in one answer, so later requests are local hits; 0: "
                             "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
+    serve.add_argument("--not-before", default=None, metavar="TIME",
+                       help="Unix seconds on GitHub's clock: nothing GitHub vouched for "
+                            "earlier is served without a revalidation (free when unchanged), "
+                            "through the fleet; `actions start` sets it from the event "
+                            "[env P2P_CACHE_NOT_BEFORE]")
     serve.add_argument("--upstream-concurrency", default=None, metavar="N",
                        help="requests in flight to GitHub per token (the node's, and each "
                             "client's it forwards), 1 to 100; more wait their turn, "

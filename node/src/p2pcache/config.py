@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -72,6 +73,9 @@ class Settings:
     upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
     refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
     warm_start_bytes: int = 14 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
+    # The event floor (floor.py): nothing GitHub vouched for at or before this time (its
+    # clock, Unix seconds) is served without revalidation. None: no floor.
+    not_before: float | None = None
     upstream_concurrency: int = 25  # requests in flight to GitHub per token (limits.py)
     # GitHub deliveries at POST /webhook (webhooks.py): host and port, and the hook's secret
     webhook: tuple[str, int] | None = None
@@ -371,6 +375,15 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
                               f"required with {name}: the secret set in the webhook's "
                               "settings on GitHub")
         kw["webhook_secret"] = secret.encode()
+
+    value, name = _pick(flags.get("not_before"), env, "P2P_CACHE_NOT_BEFORE", "--not-before")
+    if value not in (None, ""):
+        from .floor import parse_not_before
+
+        try:
+            kw["not_before"] = parse_not_before(str(value), time.time())
+        except ValueError as exc:
+            raise ConfigError(name, value, str(exc)) from None
 
     token = env.get("GH_TOKEN") or env.get("GITHUB_TOKEN") or None
     kw["token"] = token

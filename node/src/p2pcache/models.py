@@ -30,6 +30,7 @@ class ApiResponse:
     fetched_at: float | None = None  # when GitHub last vouched for this body, if cached
     generated: bool = False  # made by this node (GitHub unreachable), not GitHub's answer
     own: bool = False  # the caller's own answer (its credentials), never the fleet's
+    vouched: float | None = None  # GitHub's own Date of the answer that last vouched for it
     # GitHub asked the node's token to wait until then (unix s); nothing was asked for this
     # answer, or GitHub refused it. Peers are told "paused" instead (limits.py).
     paused_until: float | None = None
@@ -46,6 +47,12 @@ class Entry:
     body: bytes
     fetched_at: float  # unix seconds when GitHub last vouched for it (200 or 304)
     stored_size: int | None = None  # Store.head: the size of an entry read without its body
+    # GitHub's Date (Unix seconds, its clock) of the answer that last vouched for it, for
+    # --not-before; None when unknown (an older store, an answer without Date).
+    vouched: float | None = None
+    # When this node began asking for what it holds (this node's clock): a drop at or after
+    # it means the entry may predate the change (invalidation.Drops). None: the store's now.
+    asked_at: float | None = None
 
     @property
     def etag(self) -> str | None:

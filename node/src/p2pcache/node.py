@@ -17,12 +17,13 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import __version__, access, addresses, http_api, identity, pinned, policy, tls, warmstart
-from . import webhooks
+from . import (__version__, access, addresses, http_api, identity, invalidation, pinned, policy,
+               tls, warmstart, webhooks)
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
 from .http_api import Limits, Reply, Site, api_reply, error_reply, json_reply, text_reply
+from .invalidation import Bucket, Drop
 from .limits import Limits as GitHubLimits
 from .mesh import Mesh, short
 from .nat import Mapping, UpnpError, UpnpMapper
@@ -37,6 +38,7 @@ from .upstream import Upstream
 log = logging.getLogger("p2pcache")
 
 STORE_FILE = "cache.sqlite3"
+SETTLE_QUEUE = 1024  # peers' drops waiting to be looked up in the store
 MULTIADDR_FILE = "multiaddr"
 REPUBLISH_INTERVAL = 30.0
 
@@ -64,7 +66,12 @@ class Node:
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
                            lend_token=settings.lend_token, limits=self.limits,
                            callers=access.Callers(
-                               identity.derived_key(self.key_pair, "callers")))
+                               identity.derived_key(self.key_pair, "callers")),
+                           not_before=settings.not_before)
+        # Peers' drops apply at once (cache.dropped_by_peer); the store is read for them
+        # after (aliases, entries covered), within a budget a peer cannot push past.
+        self._to_settle, self._settling = trio.open_memory_channel[Drop](SETTLE_QUEUE)
+        self._settle_budget = Bucket(invalidation.ENTRIES_PER_S, invalidation.ENTRIES_BURST)
         # What clients and peers ask for: refresh-ahead keeps it fresh, warm start offers it.
         self.asks = Asks()
         self.cache.looked_up = lambda request, response: self.asks.note(request, response,
@@ -122,6 +129,11 @@ class Node:
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(self._republish_loop)
                 nursery.start_soon(self._flush_recency_loop)
+                nursery.start_soon(self._settle_loop)
+                if s.not_before is not None:
+                    log.info("Event floor %s: nothing GitHub vouched for earlier is served "
+                             "without revalidation", time.strftime(
+                                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.not_before)))
                 if self.refresher is not None:
                     log.info("Refresh-ahead on: entries asked for more than once are "
                              "revalidated up to %.0f s before they go stale (at most %d at "
@@ -154,7 +166,9 @@ class Node:
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
                     self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence,
                     offer=self._offer_warm,
-                    on_server=self._warm_start if s.warm_start_bytes else None)
+                    on_server=self._warm_start if s.warm_start_bytes else None,
+                    apply_drop=self._apply_peer_drop, revalidate_all=self.cache.revalidate_all,
+                    ttl=s.ttl)
         ready = trio.Event()
 
         async def run_mesh() -> None:
@@ -306,6 +320,24 @@ class Node:
             else:
                 failing = False
 
+    def _apply_peer_drop(self, drop: Drop) -> None:
+        self.cache.dropped_by_peer(drop)
+        try:
+            self._to_settle.send_nowait(drop)
+        except trio.WouldBlock:
+            pass  # a flood: applied all the same, only not looked up in the store
+
+    async def _settle_loop(self) -> None:
+        """Peers' drops in the store's terms (their aliases; the entries they cover), at most
+        ENTRIES_PER_S entries a second, however many drops peers send."""
+        budget = self._settle_budget
+        async for drop in self._settling:
+            while budget.available(time.monotonic()) < 1:
+                await trio.sleep(1 / budget.rate)
+            covered = await self.cache.settle(drop, int(budget.tokens))
+            budget.take(time.monotonic(), min(covered, budget.available(time.monotonic())))
+            self.counters.invalidated_by_peers += covered
+
     async def _flush_recency_loop(self) -> None:
         """Hits note recency in memory; write it now and then so LRU eviction sees it."""
         while True:
@@ -329,8 +361,8 @@ class Node:
 
     # -- answering ----------------------------------------------------------------------
 
-    async def _serve_peer(self, request: ApiRequest) -> ApiResponse:
-        response = await self.cache.get(request, from_peer=True)
+    async def _serve_peer(self, request: ApiRequest, not_before: float | None) -> ApiResponse:
+        response = await self.cache.get(request, from_peer=True, not_before=not_before)
         self.asks.note(request, response, time.time())
         return response
 
@@ -338,7 +370,8 @@ class Node:
         now = time.time()
         chosen = warmstart.candidates(self.asks, now, self.settings.ttl)
         return await trio.to_thread.run_sync(warmstart.offer, chosen, self.store, now,
-                                             self.settings.ttl, max_bytes)
+                                             self.settings.ttl, max_bytes,
+                                             self.cache.drops.snapshot())
 
     async def _warm_start(self, server: ID) -> None:
         """Take a server's hot entries as we join it (warmstart.py): best effort, a failed
@@ -351,6 +384,7 @@ class Node:
     async def _take_warm_start(self, server: ID) -> None:
         assert self.mesh is not None
         began = time.monotonic()
+        asked_at = self.cache.clock()  # a drop after this covers what the offer holds
         budget = self.settings.warm_start_bytes
 
         def deferred(seconds: float) -> None:
@@ -369,7 +403,7 @@ class Node:
             log.warning("⚠️  Warm start from %s: unusable answer (%s)", short(server), exc)
             return
         try:
-            stored = await trio.to_thread.run_sync(self.cache.adopt, offered)
+            stored = await trio.to_thread.run_sync(self.cache.adopt, offered, asked_at)
         except StoreError as exc:
             log.warning("⚠️  Warm start from %s not stored: %s", short(server), exc)
             return

@@ -84,13 +84,40 @@ def is_cacheable_response(response: ApiResponse, max_entry_bytes: int) -> bool:
             and len(response.body) <= max_entry_bytes)
 
 
-def decide(entry: Entry | None, now: float, ttl: float) -> Action:
+def decide(entry: Entry | None, now: float, ttl: float, *, dropped: bool = False,
+           floor: float | None = None) -> Action:
+    """What to do with an entry: serve it, revalidate it, or fetch afresh. `dropped`: a
+    change the fleet knows of may postdate it (invalidation.Drops); `floor`: GitHub's
+    time (--not-before, or a peer's not_before) it must have been vouched for after."""
     if entry is None:
         return Action.FETCH
     # no-cache (GitHub sends it on /rate_limit): store, but ask before every use.
-    if now - entry.fetched_at < ttl and "no-cache" not in _cache_control(entry.headers):
+    if now - entry.fetched_at < ttl and "no-cache" not in _cache_control(entry.headers) \
+            and not dropped and not below_floor(entry.vouched, floor):
         return Action.SERVE
     return Action.REVALIDATE if entry.etag or entry.headers.get("last-modified") else Action.FETCH
+
+
+def below_floor(vouched: float | None, floor: float | None) -> bool:
+    """Whether what GitHub vouched for at `vouched` (its Date, whole seconds) may predate
+    `floor`: an answer dated the floor's own second may precede it, and one without a
+    Date is taken to."""
+    return floor is not None and (vouched is None or vouched <= floor)
+
+
+def github_date(headers: dict[str, str]) -> float | None:
+    """GitHub's Date header as Unix seconds (its clock), or None."""
+    value = headers.get("date")
+    if not value or len(value) > 64:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    stamp = when.timestamp()
+    return stamp if stamp > 0 else None
 
 
 def refresh_lead(ttl: float) -> float:
@@ -155,17 +182,26 @@ def moment_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: headers[k] for k in ("date", "x-github-request-id") if k in headers}
 
 
-def entry_from(key: str, request: ApiRequest, response: ApiResponse, now: float) -> Entry:
+def entry_from(key: str, request: ApiRequest, response: ApiResponse, now: float,
+               asked_at: float | None = None) -> Entry:
+    """An entry of GitHub's answer (or a peer's, whose `vouched` it keeps); `asked_at`:
+    when this node began asking for it."""
     path = request.target.path
+    vouched = github_date(response.headers) or response.vouched
     return Entry(key=key, path=path, status=response.status,
-                 headers=stored_headers(response.headers), body=response.body, fetched_at=now)
+                 headers=stored_headers(response.headers), body=response.body, fetched_at=now,
+                 vouched=vouched, asked_at=asked_at)
 
 
-def refreshed(entry: Entry, not_modified: ApiResponse, now: float) -> Entry:
-    """A 304 vouches for the entry again; it may carry updated validators."""
+def refreshed(entry: Entry, not_modified: ApiResponse, now: float,
+              asked_at: float | None = None) -> Entry:
+    """A 304 vouches for the entry again; it may carry updated validators (and GitHub's
+    Date, or a peer's `vouched`)."""
     headers = dict(entry.headers)
     headers.update(stored_headers(not_modified.headers))
-    return Entry(entry.key, entry.path, entry.status, headers, entry.body, now)
+    vouched = github_date(not_modified.headers) or not_modified.vouched or entry.vouched
+    return Entry(entry.key, entry.path, entry.status, headers, entry.body, now,
+                 vouched=vouched, asked_at=asked_at)
 
 
 def invalidated_paths(target: Target) -> list[str]:

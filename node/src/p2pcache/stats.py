@@ -32,7 +32,17 @@ class Counters:
     bad_frames: int = 0  # garbage, oversized or stale frames from peers
     peer_limited: int = 0  # peer streams reset for going over a limit (streams, bytes, time)
     passthrough: int = 0  # writes and GraphQL, never cached
-    invalidated: int = 0  # entries dropped by writes
+    # Entries a write by this node's clients made unusable until revalidated.
+    invalidated: int = 0
+    # Fleet-wide drops (mesh/invalidating.py): messages sent (ours and those passed on),
+    # received (sealed, from peers), applied (new and within bounds), refused (malformed or
+    # over the bounds); stored entries the applied ones made unusable until revalidated.
+    invalidations_sent: int = 0
+    invalidations_received: int = 0
+    invalidations_applied: int = 0
+    invalidations_refused: int = 0
+    invalidated_by_peers: int = 0
+    floor_revalidations: int = 0  # fresh entries revalidated for the floor (--not-before)
     # local API connections closed while idle, to admit a new one at a listener's cap
     connections_evicted: int = 0
     store_errors: int = 0  # entries that could not be written (disk full ...)

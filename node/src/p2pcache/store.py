@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 from . import headers as fields
 from .models import Entry
@@ -35,11 +36,20 @@ CREATE TABLE IF NOT EXISTS entries (
     body        BLOB NOT NULL,
     fetched_at  REAL NOT NULL,
     size        INTEGER NOT NULL,
-    accessed_at REAL NOT NULL
+    accessed_at REAL NOT NULL,
+    vouched     REAL,
+    asked_at    REAL
 );
 CREATE INDEX IF NOT EXISTS entries_path ON entries(path);
 CREATE INDEX IF NOT EXISTS entries_lru ON entries(accessed_at);
 """
+# Columns added since the first schema, each with what an older store's rows read as: no
+# Date known (vouched NULL: revalidated under any --not-before), asked for before this
+# process (asked_at NULL: revalidated once, like everything from before a start).
+ADDED_COLUMNS = (("vouched", "REAL"), ("asked_at", "REAL"))
+# Drops compare paths without regard to case, as GitHub does owner and repository names.
+INDEXES = "CREATE INDEX IF NOT EXISTS entries_path_nocase ON entries(path COLLATE NOCASE);"
+_COLUMNS = "key, path, status, headers, body, fetched_at, vouched, asked_at"
 
 
 REOPEN_INTERVAL = 10.0  # seconds between attempts to open a store that could not be opened
@@ -50,6 +60,13 @@ CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 class StoreError(Exception):
     """The store could not write (disk full, read-only, I/O error); the node serves on."""
+
+
+def _entry(row: tuple) -> Entry:
+    # Entries written by an older node may hold fields that cannot be sent: the store is
+    # where those bytes enter, so they are dropped here.
+    return Entry(row[0], row[1], row[2], fields.clean(json.loads(row[3]).items()),
+                 bytes(row[4]), row[5], vouched=row[6], asked_at=row[7] or 0.0)
 
 
 def is_corrupt(exc: sqlite3.Error) -> bool:
@@ -155,6 +172,11 @@ class Store:
             db = cls._connect(path)
         try:
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+            for name, kind in ADDED_COLUMNS:
+                if name not in have:  # a store written by an older node: migrate in place
+                    db.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
+            db.executescript(INDEXES)
         except sqlite3.Error:
             db.close()
             raise
@@ -173,16 +195,12 @@ class Store:
             if self._reader is None:
                 return None  # running uncached
             row = self._reader.execute(
-                "SELECT key, path, status, headers, body, fetched_at FROM entries WHERE key = ?",
-                (key,)).fetchone()
+                f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         with self._touch_lock:
             self._touched[key] = time.time() if now is None else now
-        # Entries written by an older node may hold fields that cannot be sent: the store
-        # is where those bytes enter, so they are dropped here.
-        return Entry(row[0], row[1], row[2], fields.clean(json.loads(row[3]).items()),
-                     bytes(row[4]), row[5])
+        return _entry(row)
 
     def head(self, key: str) -> Entry | None:
         """The entry under `key` with its body left in the file (`body` empty, the stored
@@ -191,12 +209,12 @@ class Store:
             if self._reader is None:
                 return None
             row = self._reader.execute(
-                "SELECT key, path, status, headers, fetched_at, size FROM entries "
-                "WHERE key = ?", (key,)).fetchone()
+                "SELECT key, path, status, headers, fetched_at, size, vouched, asked_at "
+                "FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         return Entry(row[0], row[1], row[2], fields.clean(json.loads(row[3]).items()), b"",
-                     row[4], stored_size=row[5])
+                     row[4], stored_size=row[5], vouched=row[6], asked_at=row[7] or 0.0)
 
     def flush_touches(self) -> None:
         """Write the recency noted by get(), so eviction sees it (the node calls this every
@@ -242,9 +260,12 @@ class Store:
                     old = self._db.execute("SELECT size FROM entries WHERE key = ?",
                                            (entry.key,)).fetchone()
                     self._db.execute(
-                        "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO entries (key, path, status, headers, body, "
+                        "fetched_at, size, accessed_at, vouched, asked_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (entry.key, entry.path, entry.status, json.dumps(entry.headers),
-                         entry.body, entry.fetched_at, entry.size, accessed))
+                         entry.body, entry.fetched_at, entry.size, accessed, entry.vouched,
+                         accessed if entry.asked_at is None else entry.asked_at))
                     new_bytes += entry.size - (old[0] if old else 0)
                     new_count += 0 if old else 1
                 new_bytes, new_count = self._evict(new_bytes, new_count)
@@ -279,35 +300,61 @@ class Store:
             if self._reader is None:
                 return []
             rows = self._reader.execute(
-                "SELECT key, path, status, headers, body, fetched_at FROM entries "
+                f"SELECT {_COLUMNS} FROM entries "
                 "WHERE path = ? OR (path LIKE ? ESCAPE '\\' AND headers LIKE "
                 "'%/repositories/%') LIMIT ?", (path, like, limit)).fetchall()
-        return [Entry(r[0], r[1], r[2], fields.clean(json.loads(r[3]).items()), bytes(r[4]),
-                      r[5]) for r in rows]
+        return [_entry(r) for r in rows]
 
     def invalidate(self, paths: list[str]) -> int:
         """Delete entries at these paths and below them; returns how many went."""
+        return self.drop((), paths)
+
+    def drop(self, paths: Iterable[str], trees: Iterable[str], limit: int | None = None) -> int:
+        """Delete the entries at `paths` (exactly, with any query) and at or under `trees`,
+        comparing paths without regard to case; at most `limit` of them. Returns how many
+        went."""
         removed = 0
         with self._lock:
             self._writer()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for path in paths:
-                    like = path.rstrip("/").replace("\\", "\\\\").replace("%", "\\%") \
-                        .replace("_", "\\_") + "/%"
-                    rows = self._db.execute(
-                        "SELECT key, size FROM entries WHERE path = ? OR path LIKE ? ESCAPE '\\'",
-                        (path, like)).fetchall()
-                    for key, size in rows:
-                        self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
-                        self._bytes -= size
-                        self._count -= 1
-                        removed += 1
+                for key, size in self._under(self._db, paths, trees, limit):
+                    self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                    self._bytes -= size
+                    self._count -= 1
+                    removed += 1
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"could not invalidate {paths}: {exc}") from exc
+                raise StoreError(f"could not drop entries: {exc}") from exc
         return removed
+
+    def count_under(self, paths: Iterable[str], trees: Iterable[str],
+                    limit: int | None = None) -> int:
+        """How many entries `drop` would delete (at most `limit`), deleting nothing."""
+        with self._read_lock:
+            if self._reader is None:
+                return 0
+            try:
+                return len(self._under(self._reader, paths, trees, limit))
+            except sqlite3.Error as exc:
+                raise StoreError(f"could not count entries: {exc}") from exc
+
+    @staticmethod
+    def _under(db: sqlite3.Connection, paths: Iterable[str], trees: Iterable[str],
+               limit: int | None) -> list[tuple[str, int]]:
+        rows: dict[str, int] = {}
+        for path in paths:
+            rows.update(db.execute("SELECT key, size FROM entries WHERE path = ? COLLATE NOCASE",
+                                   (path,)).fetchall())
+        for tree in trees:
+            tree = tree.rstrip("/")
+            # '/' < '0' in ASCII: [tree/, tree0) is everything under the tree.
+            rows.update(db.execute(
+                "SELECT key, size FROM entries WHERE path = ? COLLATE NOCASE OR "
+                "(path >= ? COLLATE NOCASE AND path < ? COLLATE NOCASE)",
+                (tree or "/", tree + "/", tree + "0")).fetchall())
+        return list(rows.items())[:limit]
 
     def _rollback(self) -> None:
         try:

@@ -15,7 +15,11 @@ runner already holds is kept. docs/protocol.md §7.4 is the wire format:
 
     runner -> server   {"op": "warm", "key": "warm", "max_bytes": N, "encodings": ["zlib"]}
     server -> runner   {"entries": [{"path", "request_headers", "status", "headers",
-                                      "fetched_at", "size"}, ...]}  body: the bodies, in order
+                                      "fetched_at", "vouched", "size"}, ...]}
+                       body: the bodies, in order
+
+An entry a recent drop covers (invalidation.Drops) is not offered: the runner would serve a
+state the fleet knows is gone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from . import headers as fields
 from . import policy, targets
 from .models import ApiRequest, ApiResponse, Entry
 from .protocol import MAX_FRAME_BYTES, Message
+from .invalidation import Drops
 from .refresh import Asks
 from .store import Store
 
@@ -93,13 +98,14 @@ def candidates(asks: Asks, now: float, ttl: float) -> list[tuple[str, ApiRequest
 
 
 def offer(chosen: list[tuple[str, ApiRequest, int]], store: Store, now: float, ttl: float,
-          max_bytes: int) -> Message:
-    """The fresh entries among `chosen` that save the most requests within `max_bytes`."""
+          max_bytes: int, drops: Drops | None = None) -> Message:
+    """The fresh entries among `chosen` that save the most requests within `max_bytes`;
+    `drops` (a snapshot: this runs in a thread) rules out what a drop covers."""
     max_bytes = max(0, min(max_bytes, MAX_BYTES))
     ranked = []
     for key, request, asks in chosen[:4 * MAX_ENTRIES]:
         head = store.head(key)
-        if head is not None and _fresh(head, now, ttl):
+        if head is not None and _fresh(head, now, ttl, drops):
             ranked.append((asks / (head.size + ASK_COST), key, request, head.size))
         # else gone, or stale: the runner's own ask will revalidate it
     ranked.sort(key=lambda item: -item[0])
@@ -112,17 +118,23 @@ def offer(chosen: list[tuple[str, ApiRequest, int]], store: Store, now: float, t
         if size + stored_size > max_bytes:
             continue  # a smaller one may still fit
         entry = store.get(key)  # changed meanwhile? judged again
-        if entry is None or not _fresh(entry, now, ttl) or size + entry.size > max_bytes:
+        if entry is None or not _fresh(entry, now, ttl, drops) \
+                or size + entry.size > max_bytes:
             continue
         size += entry.size
-        entries.append({"path": str(request.target), "request_headers": request.headers,
-                        "status": entry.status, "headers": entry.headers,
-                        "fetched_at": entry.fetched_at, "size": len(entry.body)})
+        item = {"path": str(request.target), "request_headers": request.headers,
+                "status": entry.status, "headers": entry.headers,
+                "fetched_at": entry.fetched_at, "size": len(entry.body)}
+        if entry.vouched is not None:
+            item["vouched"] = entry.vouched
+        entries.append(item)
         bodies.append(entry.body)
     return Message({"entries": entries}, b"".join(bodies))
 
 
-def _fresh(entry: Entry, now: float, ttl: float) -> bool:
+def _fresh(entry: Entry, now: float, ttl: float, drops: Drops | None) -> bool:
+    if drops is not None and drops.dropped_since(entry.path, entry.asked_at or 0.0):
+        return False
     return policy.decide(entry, now, ttl) is policy.Action.SERVE
 
 
@@ -169,6 +181,9 @@ def _entry(item: dict, body: bytes, now: float) -> tuple[ApiRequest, ApiResponse
         return None
     if type(status) is not int or not math.isfinite(fetched_at):
         return None
+    vouched = item.get("vouched")
+    if type(vouched) not in (int, float) or not math.isfinite(vouched):
+        vouched = None  # unknown: revalidated under any floor
     response = ApiResponse(status, fields.clean((str(k), str(v)) for k, v in given.items()),
-                           body, "peer", fetched_at=min(fetched_at, now))
+                           body, "peer", fetched_at=min(fetched_at, now), vouched=vouched)
     return ApiRequest("GET", target, request_headers), response

@@ -3,7 +3,8 @@
 - host.py: the host itself (Noise, Yamux) and throwaway hosts for one-off checks;
 - peers.py: who we are connected to, the bootstrap servers we keep connected, liveness;
 - asking.py: asking servers (rendezvous, one long-lived stream each, patience, failover);
-- answering.py: answering peers (inbound streams and their limits, warm offers, dial-back).
+- answering.py: answering peers (inbound streams and their limits, warm offers, dial-back);
+- invalidating.py: fleet-wide drops (send ours, apply and pass on others', redeliver).
 
 `Mesh` composes them and is what the rest of the node sees.
 """
@@ -22,6 +23,7 @@ from libp2p.peer.id import ID
 from ..cache import PeerAnswer
 from ..config import BootstrapPeer
 from ..crypto import Sealer
+from ..invalidation import Drop
 from ..models import ApiRequest
 from ..protocol import PROTOCOL_ID, Message, ReplayGuard
 from ..stats import Counters
@@ -29,6 +31,7 @@ from .answering import Offer, Responder, Serve
 from .asking import (MAX_PEER_PATH, OPEN_STREAM_TIMEOUT, PEER_REQUEST_HEADERS, Asker,
                      rendezvous, rendezvous_order)
 from .host import new_host_for, probe_peer, short
+from .invalidating import Apply, Everything, Invalidating
 from .peers import Bootstrap, ConnectionLog, OnServer
 
 __all__ = ["Mesh", "MAX_PEER_PATH", "OPEN_STREAM_TIMEOUT", "PEER_REQUEST_HEADERS",
@@ -45,7 +48,8 @@ class Mesh:
                  bootstrap: tuple[BootstrapPeer, ...], sealer: Sealer, counters: Counters,
                  serve: Serve, peer_timeout: float, namespace: str,
                  peer_silence: float, offer: Offer | None = None,
-                 on_server: OnServer | None = None) -> None:
+                 on_server: OnServer | None = None, apply_drop: Apply | None = None,
+                 revalidate_all: Everything | None = None, ttl: float = 60.0) -> None:
         self.host = new_host_for(key_pair)
         self.peer_id = self.host.get_id()
         self.listen = listen
@@ -54,7 +58,10 @@ class Mesh:
         self.namespace = namespace
         self.guard = ReplayGuard()
         self.closing = False
-        self.bootstrap = Bootstrap(self, bootstrap, peer_silence, on_server)
+        self.invalidating = Invalidating(self, apply_drop or (lambda drop: None),
+                                         revalidate_all or (lambda at: None), ttl)
+        self.on_server = on_server
+        self.bootstrap = Bootstrap(self, bootstrap, peer_silence, self._server_joined)
         self.asker = Asker(self, peer_timeout)
         self.responder = Responder(self, serve, offer)
         self.host.set_stream_handler(PROTOCOL_ID, self.responder.serve_stream)
@@ -87,6 +94,13 @@ class Mesh:
                 finally:
                     self.closing = True
                     nursery.cancel_scope.cancel()
+
+    async def _server_joined(self, server: ID) -> None:
+        """What a bootstrap server missed goes first, then the node's own hook (the warm
+        start, which must not bring back what we dropped)."""
+        await self.invalidating.deliver_pending(server)
+        if self.on_server is not None:
+            await self.on_server(server)
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """A task that lives as long as the mesh (a channel's reader, a warm start)."""
@@ -125,8 +139,13 @@ class Mesh:
         """Bootstrap servers connected now that answer our fleet key (suspect or not)."""
         return self.bootstrap.sealed()
 
-    async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
-        return await self.asker.ask(request, key, etag)
+    async def ask(self, request: ApiRequest, key: str, etag: str | None,
+                  not_before: float | None = None) -> PeerAnswer | None:
+        return await self.asker.ask(request, key, etag, not_before)
+
+    async def invalidate(self, drop: Drop) -> bool:
+        """Tell the fleet (cache.Peers): True once every bootstrap server acknowledged."""
+        return await self.invalidating.send(drop)
 
     async def warm(self, peer: ID, max_bytes: int,
                    deferred: Callable[[float], None] | None = None) -> Message | None:

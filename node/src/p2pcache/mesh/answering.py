@@ -19,12 +19,13 @@ from .. import headers as fields
 from .. import targets
 from ..crypto import SealError
 from ..models import ApiRequest, ApiResponse
-from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, REQUEST, RESPONSE,
-                        FrameDecoder, FrameError, Message, StaleMessage, encode_body,
+from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_SKEW_MS, REQUEST,
+                        RESPONSE, FrameDecoder, FrameError, Message, StaleMessage, encode_body,
                         open_frame, seal)
 from ..warmstart import OfferBudget
 from .asking import MAX_PEER_PATH, PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
+from .invalidating import OP
 
 if TYPE_CHECKING:
     from . import Mesh
@@ -46,7 +47,8 @@ WARM_INTERVAL = 60.0  # seconds: one warm start per peer
 WARM_BURST = 2
 WARM_FLEET_INTERVAL = 10.0
 
-Serve = Callable[[ApiRequest], Awaitable[ApiResponse]]
+# A peer's GET, and the time (GitHub's clock) its answer must have been vouched after.
+Serve = Callable[[ApiRequest, "float | None"], Awaitable[ApiResponse]]
 Offer = Callable[[int], Awaitable[Message]]  # a warm start's entries, within a byte budget
 
 
@@ -141,9 +143,13 @@ class Responder:
                         if frame.type != REQUEST:
                             raise FrameError(f"unexpected message type {frame.type}")
                         message = open_frame(self.mesh.sealer, frame, self.mesh.guard)
+                        # A drop is applied before the next frame of this stream is read:
+                        # a request the writer sends after it never sees the old state.
+                        applied = self.mesh.invalidating.receive(peer, message.meta) \
+                            if message.meta.get("op") == OP else (None, None)
                         await slots.acquire()  # backpressure: stop reading when we are busy
                         nursery.start_soon(self._answer, stream, write_lock,
-                                           frame.request_id, message, slots)
+                                           frame.request_id, message, slots, *applied)
                 except SealError as exc:
                     self.mesh.auth_failed(peer)
                     return exc
@@ -164,13 +170,17 @@ class Responder:
             self._partial_bytes -= held
 
     async def _answer(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
-                      message: Message, slots: trio.Semaphore) -> None:
+                      message: Message, slots: trio.Semaphore,
+                      applied: dict[str, object] | None = None,
+                      then: Callable[[], Awaitable[None]] | None = None) -> None:
         try:
             meta = message.meta
             key = str(meta.get("key", ""))
             op = meta.get("op", "get")
             try:
-                if op == "get":
+                if applied is not None:
+                    body_meta, body = applied, b""
+                elif op == "get":
                     body_meta, body = await self._answer_get(meta)
                 elif op == "ping":
                     body_meta, body = {"pong": True}, b""
@@ -191,6 +201,8 @@ class Responder:
                                  encode_body(Message(body_meta, body), meta.get("encodings")))
             except Exception as exc:  # an unencodable key, or the stream went away
                 log.debug("could not answer peer: %s", reason(exc))
+            if then is not None:
+                self.mesh.start_soon(then)
         finally:
             slots.release()
 
@@ -202,7 +214,7 @@ class Responder:
 
     async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
         request = peer_request(meta)
-        response = await self.serve(request)
+        response = await self.serve(request, not_before(meta, time.time()))
         if response.paused_until is not None:
             # GitHub asked our token to wait: the asker asks with its own meanwhile, at once.
             self.mesh.counters.peer_requests_paused += 1
@@ -215,6 +227,8 @@ class Responder:
         body_meta: dict[str, object] = {
             "status": response.status, "headers": response.headers,
             "fetched_at": response.fetched_at or time.time(), "source": response.source}
+        if response.vouched is not None:
+            body_meta["vouched"] = response.vouched
         body = response.body
         if meta.get("etag") and response.status == 200 \
                 and response.headers.get("etag") == meta["etag"]:
@@ -260,6 +274,20 @@ class Responder:
                        "stream reset")
         return StreamLimit(why)
 
+
+
+def not_before(meta: dict[str, object], now: float) -> float | None:
+    """A peer's `not_before` (GitHub's clock, Unix seconds): answer only with what GitHub
+    vouched for after it. ValueError unless it is a finite number no later than a clock
+    window ahead of ours (GitHub's Date cannot pass a time far in our future: every answer
+    would be a revalidation)."""
+    value = meta.get("not_before")
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) \
+            or value > now + MAX_SKEW_MS / 1000:
+        raise ValueError("not_before must be a Unix time no later than now")
+    return float(value)
 
 
 def peer_request(meta: dict[str, object]) -> ApiRequest:

@@ -82,12 +82,14 @@ class PeerChannel:
         self.heard_at = trio.current_time()  # when the peer last sent us anything here
 
     async def request(self, request: ApiRequest, key: str, etag: str | None,
-                      patience: float) -> PeerAnswer | None:
+                      patience: float, not_before: float | None = None) -> PeerAnswer | None:
         meta: dict[str, object] = {
             "key": key, "method": "GET", "path": str(request.target), "encodings": [ENCODING],
             "headers": {k: v for k, v in request.headers.items() if k in PEER_REQUEST_HEADERS}}
         if etag:
             meta["etag"] = etag
+        if not_before is not None:
+            meta["not_before"] = not_before
         message = await self.call(meta, key, patience)
         if message is not None and message.meta.get("error") == TOO_LARGE:
             raise AskGitHub(TOO_LARGE)  # every server would fetch it and say the same
@@ -213,8 +215,11 @@ def _peer_answer(message: Message) -> PeerAnswer | None:
         return None
     if not math.isfinite(fetched_at):
         return None
+    vouched = meta.get("vouched")
+    if type(vouched) not in (int, float) or not math.isfinite(vouched):
+        vouched = None  # unknown: revalidated under any floor
     # A clock ahead of ours (or a forged time) must not keep an entry fresh for longer.
-    return PeerAnswer(ApiResponse(status, headers, message.body, "peer"),
+    return PeerAnswer(ApiResponse(status, headers, message.body, "peer", vouched=vouched),
                       min(fetched_at, time.time()))
 
 
@@ -228,7 +233,8 @@ class Asker:
         self._opening: dict[ID, trio.Lock] = {}
         self._paused_until: dict[ID, float] = {}  # as servers told us, for the log
 
-    async def ask(self, request: ApiRequest, key: str, etag: str | None) -> PeerAnswer | None:
+    async def ask(self, request: ApiRequest, key: str, etag: str | None,
+                  not_before: float | None = None) -> PeerAnswer | None:
         servers = self.mesh.bootstrap.servers()
         if not servers:
             return None
@@ -247,7 +253,8 @@ class Asker:
                     self.mesh.bootstrap.suspect(peer)
                 continue
             try:
-                answer = await channel.request(request, key, etag, self.peer_timeout)
+                answer = await channel.request(request, key, etag, self.peer_timeout,
+                                               not_before)
             except AskGitHub:
                 return None
             if answer is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 import multiaddr
@@ -124,6 +125,11 @@ class Bootstrap:
         pinger = PingService(host)
         while True:
             if info.peer_id in host.get_connected_peers():
+                if not was_connected:
+                    # Connected by another dial (a stream opened meanwhile dials a peer it
+                    # knows): a connection all the same, and what comes with one.
+                    await self._greet(info.peer_id, peer, time.time())
+                    backoff = 1.0
                 was_connected = True
                 await self._watch(pinger, info.peer_id)
                 continue
@@ -137,6 +143,7 @@ class Bootstrap:
             network = host.get_network()
             if hasattr(network, "unblock_peer"):
                 network.unblock_peer(info.peer_id)
+            dialled_at = time.time()  # what we held before this, we held while apart
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
                     await host.connect(info)
@@ -148,16 +155,17 @@ class Bootstrap:
                             peer.multiaddr, reason(exc), backoff)
             else:
                 was_connected = True
-                await self._greet(info.peer_id, peer)
+                await self._greet(info.peer_id, peer, dialled_at)
                 backoff = 1.0
                 continue
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _greet(self, peer_id: ID, peer: BootstrapPeer) -> bool:
+    async def _greet(self, peer_id: ID, peer: BootstrapPeer, dialled_at: float) -> bool:
         """A connection is not yet a fleet: a server is ours once it answers a message sealed
         with our key. Until then it is not asked, and the user is told why (the guide's
-        '✓ Connected to bootstrap peer' means it answered)."""
+        '✓ Connected to bootstrap peer' means it answered). We began dialling it at
+        `dialled_at` (wall clock): what we held before, we held while apart."""
         if not await self.mesh.asker.ping(peer_id):
             if peer_id not in self._unsealed:
                 self._unsealed.add(peer_id)
@@ -172,6 +180,7 @@ class Bootstrap:
                             self.mesh.namespace, SEAL_RECHECK)
             return False
         self._unsealed.discard(peer_id)
+        self.mesh.invalidating.connected(peer_id, dialled_at)  # before anything is served
         self._sealed.add(peer_id)
         log.info("✓ Connected to bootstrap peer %s", peer.multiaddr)
         if self.on_server is not None:
@@ -216,7 +225,8 @@ class Bootstrap:
                         nursery.start_soon(self._ping_until_answered, pinger, peer, liveness)
                     if peer in self._unsealed and now >= recheck_at:
                         recheck_at = now + SEAL_RECHECK
-                        nursery.start_soon(self._greet, peer, self._configured(peer))
+                        nursery.start_soon(self._greet, peer, self._configured(peer),
+                                           time.time())
                     wake = self._wake[peer] = trio.Event()
                     with trio.move_on_after(WATCH_TICK):
                         await wake.wait()
