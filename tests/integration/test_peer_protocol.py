@@ -6,6 +6,7 @@ and are counted; the node goes on serving everyone else.
 
 from __future__ import annotations
 
+import json
 import struct
 
 import multiaddr
@@ -166,4 +167,40 @@ def test_a_key_holder_cannot_read_the_servers_own_identity(server, fake, path):
     (message,) = answers(received, [key])
     assert message.meta["error"].startswith("bad request") and "depends on who asks" in \
         message.meta["error"]
+    assert fake.stats()["requests"] == 0
+
+
+def graphql_frame(query: str, sealer: Sealer, variables: dict | None = None):
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    key = "POST api.github.com/graphql test"
+    meta = {"op": "graphql", "key": key, "headers": {"graphql-features": "merge_queue"}}
+    return key, seal(sealer, REQUEST, 1, Message(meta, body))
+
+
+def test_a_shared_graphql_query_is_answered_for_a_peer(server, fake):
+    key, frame = graphql_frame(
+        "query Q($owner:String!,$name:String!){repository(owner:$owner,name:$name)"
+        "{name stargazerCount}}", Sealer(FLEET_KEY), {"owner": "wire", "name": "gql"})
+    received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    (message,) = answers(received, [key])
+    assert message.meta["status"] == 200, message.meta
+    assert json.loads(message.body)["data"]["repository"]["name"] == "gql"
+    assert server.stats()["graphql_misses"] == 1
+
+
+@pytest.mark.parametrize("query", [
+    "{viewer{login}}",  # the server's own identity
+    "{repository(owner:\"o\",name:\"r\"){viewerPermission}}",  # the server's rights
+    "{a:repository(owner:\"o\",name:\"r\"){name} b:repository(owner:\"p\",name:\"s\"){name}}",
+    "mutation{addStar(input:{starrableId:\"R_x\"}){clientMutationId}}",  # a write
+    "{ not graphql",  # not a document
+])
+def test_a_key_holder_cannot_make_the_server_ask_graphql_as_itself(server, fake, query):
+    """Only a query of one repository whose answer is the same for everyone is answered for
+    a peer: anything else (the server's viewer, a mutation, a body that does not parse)
+    is refused without a GitHub request."""
+    key, frame = graphql_frame(query, Sealer(FLEET_KEY))
+    received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
+    (message,) = answers(received, [key])
+    assert message.meta["error"].startswith("bad request"), message.meta
     assert fake.stats()["requests"] == 0

@@ -559,3 +559,22 @@ def test_fuzz_parse_request_never_raises_and_stays_quick(raw, headers):
     else:
         assert isinstance(got, Passthrough) and got.reason
     assert time.perf_counter() - started < SLOW_S
+
+
+def test_a_spent_budget_and_a_draft_release_are_told_apart_from_answers():
+    spent = json.dumps({"data": None, "errors": [{"type": "RATE_LIMITED",
+                                                  "message": "API rate limit exceeded"}]})
+    assert graphql.spent_budget(spent.encode())
+    assert not graphql.spent_budget(b'{"data":{"x":"RATE_LIMITED"}}')
+    assert not graphql.spent_budget(b'{"errors":[{"type":"NOT_FOUND"}]}')
+    assert not graphql.spent_budget(b"RATE_LIMIT not json")
+    releases = graphql.parse_request(json.dumps({"query": (
+        '{repository(owner:"o",name:"r"){releases(first:5){nodes{name isDraft}}}}')}).encode(),
+        {})
+    pulls = graphql.parse_request(json.dumps({"query": (
+        '{repository(owner:"o",name:"r"){pullRequests(first:5){nodes{isDraft}}}}')}).encode(),
+        {})
+    draft = b'{"data":{"repository":{"releases":{"nodes":[{"name":"v1","isDraft": true}]}}}}'
+    assert graphql.shows_drafts(releases, draft)
+    assert not graphql.shows_drafts(releases, draft.replace(b"true", b"false"))
+    assert not graphql.shows_drafts(pulls, draft)  # a draft pull request is shown to anyone

@@ -269,3 +269,15 @@ class TestBounds:
         assert seen.first("b", 1) and seen.first("c", 1) and seen.first("d", 1)
         assert seen.first("a", 2)  # pushed out by size
         assert seen.first("b", 100)  # forgotten after keep_for
+
+
+def test_every_drop_in_a_repository_drops_its_graphql_answers():
+    from p2pcache.invalidation import with_graphql
+
+    comment = with_graphql(for_write("POST", parse("/repos/o/r/issues/7/comments"), 201, b""))
+    assert comment.covers("/repos/o/r/graphql") and comment.covers("/repos/O/R/graphql")
+    assert not comment.covers("/repos/o/other/graphql")
+    webhook = with_graphql(Drop(("/repos/o/r/pulls",), ("/repos/p/q/releases",)))
+    assert webhook.covers("/repos/o/r/graphql") and webhook.covers("/repos/p/q/graphql")
+    outside = Drop((), ("/user/starred",))
+    assert with_graphql(outside) == outside  # nothing of a repository: nothing more

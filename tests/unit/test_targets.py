@@ -103,3 +103,12 @@ def test_any_accepted_target_stays_on_the_upstream_host(raw, base):
     parts, expected = urlsplit(url), urlsplit(base)
     assert (parts.scheme, parts.netloc) == (expected.scheme, expected.netloc)
     assert parse(str(target)) == target
+
+
+@pytest.mark.parametrize("base, url", [
+    ("https://api.github.com", "https://api.github.com/graphql"),
+    ("https://ghe.example/api/v3", "https://ghe.example/api/graphql"),
+    ("http://127.0.0.1:8080", "http://127.0.0.1:8080/graphql"),
+])
+def test_graphql_goes_to_the_upstreams_graphql_endpoint(base, url):
+    assert Base.parse(base).graphql_url() == url

@@ -14,19 +14,19 @@ import json
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Protocol
 
 import trio
 
-from . import access, invalidation, policy, targets
+from . import access, graphql, invalidation, policy, targets
 from .access import Caller, Scope, Verdict
 from .coalesce import Flights
 from .invalidation import Drop, Drops
 from .limits import Limits
-from .models import ApiRequest, ApiResponse, Entry
+from .models import ApiRequest, ApiResponse, Entry, Keyed
 from .policy import Action, RateLimit
 from .stats import Counters
 from .store import Store, StoreError
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # What a store held when this process started was asked for before it: by a millisecond at
 # least (so what this process asks for at once, on a clock that has not moved, is its own).
 STARTED_BEFORE_S = 0.001
+RECENT_GRAPHQL_REPOSITORIES = 256  # remembered for mutations that do not say theirs
 # When the flight now storing an answer began asking (this node's clock): the entry is
 # `asked_at` then, and is not stored at all if a drop that covers it came meanwhile.
 _ASKED_AT: ContextVar[float | None] = ContextVar("asked_at", default=None)
@@ -79,6 +80,11 @@ class Refreshed:
 _REASONS = {Verdict.IDENTITY: "identity_requests", Verdict.FLEET_BLIND: "fleet_blind_requests",
             Verdict.REFUSED: "refused_requests"}
 _RATE_LIMIT = targets.parse("/rate_limit")  # GitHub does not count asking it
+
+
+def _path(request: ApiRequest) -> str:
+    """The path an answer is stored, dropped and floored under."""
+    return request.keyed.path if request.keyed is not None else request.target.path
 
 
 def _coalesced(outcome: _Outcome) -> _Outcome:
@@ -139,6 +145,9 @@ class Cache:
         # Our writes some server did not acknowledge: our reads of what they changed ask
         # for answers GitHub vouched for after the write (its Date) for a while.
         self._unconfirmed: deque[tuple[Drop, float, float]] = deque(maxlen=256)
+        # The repositories recent GraphQL queries named (root -> when, monotonic): what a
+        # mutation whose repository cannot be told may have changed.
+        self._recent_graphql: OrderedDict[str, float] = OrderedDict()
 
     # -- entry points -------------------------------------------------------------------
 
@@ -287,12 +296,12 @@ class Cache:
         """The fleet's answer: store, then one flight per key (peers, then GitHub with the
         fleet's token). Peer requests are resolved here, never forwarded on."""
         key = policy.cache_key(request)
-        floor = self._floor_for(request.target.path, not_before)
+        floor = self._floor_for(_path(request), not_before)
         entry = self.store.get(key)  # a WAL read: fast, never waits for the writer
         if self._decide(entry, floor, count=True) is Action.SERVE:
             assert entry is not None
             return _Outcome(self._from_entry(entry, "hit"), "local_hits")
-        flight = self._flight_key(key, request.target.path)
+        flight = self._flight_key(key, _path(request))
         outcome, shared = await self._flights.run(flight, lambda: self._asking(
             lambda: self._fill(request, key, entry, from_peer, floor)))
         if shared and outcome.response.fetched_at is not None \
@@ -351,7 +360,7 @@ class Cache:
             self._save(entry)
             return _Outcome(self._from_entry(entry, "revalidated", moment=response.headers,
                                              own=caller), "misses")
-        if policy.is_cacheable_response(response, self.max_entry_bytes):
+        if self._storable(request, response):
             fresh = policy.entry_from(key, request, response, now)
             self._save(fresh)
             return _Outcome(self._from_entry(fresh, "miss", moment=response.headers,
@@ -379,6 +388,96 @@ class Cache:
         response.source = "miss"
         return response
 
+    # -- GraphQL (graphql.py decides what a body is; this sequences the asking) -----------
+
+    async def graphql(self, request: ApiRequest, from_peer: bool = False,
+                      not_before: float | None = None) -> ApiResponse:
+        """A POST /graphql. A query the fleet may share (one repository, nothing in it that
+        depends on who asks: graphql.classify) is answered as a REST read of that repository
+        is: the fleet's entry, once GitHub confirmed the caller may read the repository.
+        Everything else goes to GitHub as it came, with the caller's credentials; a mutation
+        then drops, fleet-wide, what it touched. A peer gets only shared queries."""
+        read = await trio.to_thread.run_sync(graphql.parse_request, request.body,
+                                             request.headers)
+        query = self._shared_query(request, read)
+        if from_peer:
+            if query is None:
+                raise NotForPeers("only a GraphQL query of one repository that does not "
+                                  "depend on who asks is answered for peers")
+            self.counters.peer_requests_served += 1
+            return self._counted(self._graphql_counted(
+                query, await self._shared(query, True, not_before)))
+        if query is None:
+            return await self._graphql_as_sent(request, read)
+        assert query.keyed is not None
+        caller = self.callers.of(request.headers)
+        place = access.place(query.keyed.path)  # repository content
+        if await self._verdict(query, caller, place) is Verdict.SHARED:
+            outcome = self._graphql_counted(query, await self._shared(query))
+            body = outcome.response.body
+            if not graphql.spent_budget(body) and not graphql.shows_drafts(read, body):
+                return self._counted(outcome)
+        self.counters.graphql_own += 1  # the caller may not share it: its own answer
+        return await self._graphql_as_sent(request, read)
+
+    def _shared_query(self, request: ApiRequest,
+                      read: graphql.GraphQLRequest | graphql.Passthrough) -> ApiRequest | None:
+        """The request as the fleet asks and stores it, if it may be shared."""
+        if not isinstance(read, graphql.GraphQLRequest) or read.kind != "query":
+            return None
+        shape = graphql.classify(read)
+        if not shape.shared or len(shape.repositories) != 1:
+            return None  # several repositories: per identity (each would need a check)
+        repository = next(iter(shape.repositories))
+        path = f"/repos/{repository.owner}/{repository.name}/graphql"
+        key = graphql.cache_key(read, self.upstream.base_url)
+        self._recent_graphql[path.removesuffix("/graphql").lower()] = time.monotonic()
+        while len(self._recent_graphql) > RECENT_GRAPHQL_REPOSITORIES:
+            self._recent_graphql.popitem(last=False)
+        return dataclasses.replace(request, keyed=Keyed(key, path,
+                                                         graphql.estimated_cost(read)))
+
+    def _graphql_counted(self, query: ApiRequest, outcome: _Outcome) -> _Outcome:
+        assert query.keyed is not None
+        if outcome.counted_as == "misses":
+            self.counters.graphql_misses += 1
+            self.counters.graphql_points_spent += query.keyed.cost
+        else:
+            self.counters.graphql_hits += 1
+            self.counters.graphql_points_saved += query.keyed.cost
+        return outcome
+
+    async def _graphql_as_sent(self, request: ApiRequest,
+                               read: graphql.GraphQLRequest | graphql.Passthrough
+                               ) -> ApiResponse:
+        """GitHub's answer to the caller's own request; a mutation that GitHub took drops
+        the repositories it touched (all those our recent queries named, when it cannot be
+        told), fleet-wide, before the caller hears back."""
+        self.counters.passthrough += 1
+        try:
+            response = await self._upstream(request, {}, self.write_credentials)
+        except UpstreamError as exc:
+            return _unreachable(exc)
+        response.source = "miss"
+        if isinstance(read, graphql.GraphQLRequest) and read.kind == "mutation" \
+                and response.status < 400:
+            touched = graphql.mutation_targets(read)
+            names = [(r.owner, r.name) for r in touched.repositories]
+            if touched.unknown:
+                horizon = time.monotonic() - self.drops.horizon
+                names += [(root.split("/")[2], root.split("/")[3]) for root, at
+                          in self._recent_graphql.items() if at >= horizon]
+            drop = invalidation.for_repositories(names, touched.repository_ids)
+            if drop:
+                self.counters.graphql_mutation_drops += 1
+                self.counters.invalidated += await self.dropped(
+                    drop, tell_fleet=True, since=policy.github_date(response.headers))
+        return response
+
+    def _storable(self, request: ApiRequest, response: ApiResponse) -> bool:
+        return policy.is_cacheable_response(response, self.max_entry_bytes) and (
+            request.keyed is None or graphql.is_storable(response.status, response.body))
+
     # -- what changed ---------------------------------------------------------------------
 
     async def dropped(self, drop: Drop, tell_fleet: bool = False,
@@ -390,6 +489,7 @@ class Cache:
         what GitHub vouched for after `since` (the write's Date). Returns how many stored
         entries it covers: they stay, to be revalidated (free when GitHub says unchanged,
         which a deleted entry could not be), and are never served as they are."""
+        drop = invalidation.with_graphql(drop)
         self.drops.record(drop, self.clock())
         self._forget_grants(drop)
         try:
@@ -419,6 +519,7 @@ class Cache:
 
     def dropped_by_peer(self, drop: Drop) -> None:
         """A peer's drop: what it covers is unusable from now (`settle` does the rest)."""
+        drop = invalidation.with_graphql(drop)
         self.drops.record(drop, self.clock())
         self._forget_grants(drop)
 
@@ -548,7 +649,7 @@ class Cache:
             self._save(entry)
             return _Outcome(self._from_entry(entry, "revalidated", moment=response.headers),
                             "refreshes_not_modified")
-        if policy.is_cacheable_response(response, self.max_entry_bytes):
+        if self._storable(request, response):
             fresh = policy.entry_from(key, request, response, now)
             self._save(fresh)
             return _Outcome(self._from_entry(fresh, "miss", moment=response.headers),
@@ -594,7 +695,7 @@ class Cache:
                             vouched=response.vouched or entry.vouched)
             self._save(entry)
             return self._from_entry(entry, "peer")
-        if policy.is_cacheable_response(response, self.max_entry_bytes):
+        if self._storable(request, response):
             fresh = policy.entry_from(key, request, response, answer.fetched_at)
             self._save(fresh)
             return self._from_entry(fresh, "peer")
@@ -629,7 +730,8 @@ class Cache:
         # An entry that reaches here cannot be served as it is (stale, dropped, under the
         # floor): revalidated if it has a validator.
         conditional = policy.conditional_headers(entry)
-        get = ApiRequest("GET", request.target, request.headers)
+        get = request if request.keyed is not None \
+            else ApiRequest("GET", request.target, request.headers)
         try:
             response = await self._upstream(get, conditional, Credentials.FLEET)
         except UpstreamError as exc:
@@ -643,7 +745,7 @@ class Cache:
             entry = policy.refreshed(entry, response, now)
             self._save(entry)
             return self._from_entry(entry, "revalidated", moment=response.headers)
-        if policy.is_cacheable_response(response, self.max_entry_bytes):
+        if self._storable(request, response):
             fresh = policy.entry_from(key, request, response, now)
             self._save(fresh)
             return self._from_entry(fresh, "miss", moment=response.headers)

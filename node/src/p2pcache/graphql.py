@@ -36,6 +36,8 @@ from graphql.language import (
 from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast_untyped
 
+from .targets import GRAPHQL_PATHS
+
 KEY_VERSION = 1  # part of every key: a change of what the key covers starts new entries
 # GitHub refuses a query that could return more than 500,000 nodes; one that passes cannot
 # cost more than about this many points, however its page sizes multiply.
@@ -60,6 +62,8 @@ class Limits:
 
 
 LIMITS = Limits()
+
+PATHS = GRAPHQL_PATHS  # where clients POST GraphQL (targets.py)
 
 # Request headers that change GitHub's answer to the same document. Accept selects schema
 # previews; GraphQL-Features turns on features (gh sends `merge_queue`); Time-Zone and
@@ -702,3 +706,35 @@ __all__ = ["LIMITS", "MAX_COST", "Classification", "GraphQLRequest", "Limits", "
            "Repository", "Touched", "cache_key", "caller_field", "canonical_variables",
            "classify", "estimated_cost", "is_storable", "mutation_targets", "parse_request",
            "repository_database_id", "search_repositories"]
+
+
+RATE_LIMIT_TYPES = frozenset({"RATE_LIMITED", "RATE_LIMIT"})  # GitHub's, and older spellings
+
+
+def spent_budget(body: bytes) -> bool:
+    """Whether an answer says the asking token's GraphQL budget is spent (200 with an error
+    of type RATE_LIMITED): the fleet's refusal, not the caller's, who may ask with its own."""
+    if b"RATE_LIMIT" not in body:
+        return False  # the common case, without parsing
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("type") in RATE_LIMIT_TYPES for e in errors)
+
+
+_DRAFT = re.compile(rb'"isDraft"\s*:\s*true')
+
+
+def shows_drafts(request: GraphQLRequest, body: bytes) -> bool:
+    """Whether an answer may list a draft release, which GitHub shows only to those who can
+    push (access.depends_on_caller's rule for REST): then it is the caller's own. A query
+    that selects releases and answers `isDraft: true` anywhere (a draft pull request
+    too: erring on the side of the caller's own)."""
+    return b"isDraft" in body and _DRAFT.search(body) is not None and any(
+        field.name.value in _RELEASE_FIELDS for field in _fields(request.document))
+
+
+_RELEASE_FIELDS = frozenset({"releases", "release", "latestRelease"})

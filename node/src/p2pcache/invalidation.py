@@ -181,6 +181,14 @@ def for_repositories(names: Iterable[tuple[str, str]] = (), ids: Iterable[int] =
                    + [f"/repositories/{int(rid)}" for rid in ids])
 
 
+def with_graphql(drop: Drop) -> Drop:
+    """A drop inside a repository also drops that repository's GraphQL answers (stored under
+    `/repos/O/R/graphql`: cache.py): a REST write, a webhook or a peer's drop can change
+    anything a query of the repository reads."""
+    extra = tuple(f"{root}/graphql" for root in sorted(drop.roots()))
+    return drop.merged(Drop(extra, ())) if extra else drop
+
+
 def _repositories_root(path: str) -> str | None:
     match = _REPOSITORIES.match(path)
     if match and path[match.end():match.end() + 1] in ("", "/"):

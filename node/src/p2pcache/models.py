@@ -8,6 +8,17 @@ from .targets import Target
 
 
 @dataclass(frozen=True)
+class Keyed:
+    """What a request whose answer is not named by its target is stored as: a GraphQL query
+    (graphql.py) is a POST to /graphql, its entry is keyed by the query and lives under the
+    path of the repository it reads, so that the repository's drops reach it."""
+
+    key: str
+    path: str  # the entry's path: /repos/O/R/graphql
+    cost: int = 1  # GraphQL points GitHub charges for it (graphql.estimated_cost)
+
+
+@dataclass(frozen=True)
 class ApiRequest:
     """A GitHub REST request as a client made it to this node."""
 
@@ -18,6 +29,8 @@ class ApiRequest:
     # The base URL the client used (scheme://its Host), for Links and hypermedia URLs in
     # answers; None when it used the upstream's own host, so GitHub's bytes go out unchanged.
     client_base: str | None = None
+    # Set for a GraphQL query the fleet may share: its key and entry path (None: REST).
+    keyed: Keyed | None = None
 
 
 @dataclass

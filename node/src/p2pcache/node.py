@@ -17,8 +17,8 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import (__version__, access, addresses, http_api, identity, invalidation, pinned, policy,
-               tls, warmstart, webhooks)
+from . import (__version__, access, addresses, graphql, http_api, identity, invalidation, pinned,
+               policy, tls, warmstart, webhooks)
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -362,6 +362,8 @@ class Node:
     # -- answering ----------------------------------------------------------------------
 
     async def _serve_peer(self, request: ApiRequest, not_before: float | None) -> ApiResponse:
+        if request.method == "POST":  # a GraphQL query (mesh/answering.py)
+            return await self.cache.graphql(request, from_peer=True, not_before=not_before)
         response = await self.cache.get(request, from_peer=True, not_before=not_before)
         self.asks.note(request, response, time.time())
         return response
@@ -422,7 +424,9 @@ class Node:
             return json_reply(200, await self.reachability())
         if path.startswith("/-/"):
             return self._own_endpoint(path, request.method)
-        if policy.is_cacheable_request(request):
+        if request.method == "POST" and path in graphql.PATHS:
+            response = await self.cache.graphql(request)
+        elif policy.is_cacheable_request(request):
             response = await self.cache.get(request)
             if not response.own:  # a caller's own answer is never refreshed nor offered
                 self.asks.note(request, response, time.time())

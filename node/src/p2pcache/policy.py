@@ -63,7 +63,9 @@ def normalize_accept(accept: str) -> str:
 
 def cache_key(request: ApiRequest) -> str:
     """HEAD shares GET's entry; Accept and API version select different representations
-    (no version and GitHub's default version are one)."""
+    (no version and GitHub's default version are one). A GraphQL query carries its own."""
+    if request.keyed is not None:
+        return request.keyed.key
     accept = normalize_accept(request.headers.get("accept", ""))
     version = request.headers.get("x-github-api-version", "").strip()
     key = f"GET {request.target} accept={accept}"
@@ -186,7 +188,7 @@ def entry_from(key: str, request: ApiRequest, response: ApiResponse, now: float,
                asked_at: float | None = None) -> Entry:
     """An entry of GitHub's answer (or a peer's, whose `vouched` it keeps); `asked_at`:
     when this node began asking for it."""
-    path = request.target.path
+    path = request.keyed.path if request.keyed is not None else request.target.path
     vouched = github_date(response.headers) or response.vouched
     return Entry(key=key, path=path, status=response.status,
                  headers=stored_headers(response.headers), body=response.body, fetched_at=now,

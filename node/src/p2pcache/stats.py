@@ -43,6 +43,17 @@ class Counters:
     invalidations_refused: int = 0
     invalidated_by_peers: int = 0
     floor_revalidations: int = 0  # fresh entries revalidated for the floor (--not-before)
+    # GraphQL (POST /graphql): shared queries answered without this node asking GitHub, and
+    # asked; their points as graphql.estimated_cost counts them (GitHub sends no cost); queries
+    # answered with the caller's own credentials (they depend on who asks, or the caller may
+    # not share them; mutations and unparsed bodies count in passthrough); mutations that
+    # dropped what they touched
+    graphql_hits: int = 0
+    graphql_misses: int = 0
+    graphql_points_saved: int = 0
+    graphql_points_spent: int = 0
+    graphql_own: int = 0
+    graphql_mutation_drops: int = 0
     # local API connections closed while idle, to admit a new one at a listener's cap
     connections_evicted: int = 0
     store_errors: int = 0  # entries that could not be written (disk full ...)

@@ -92,6 +92,11 @@ def _resolve_dots(path: str) -> str:
     return re.sub("/{2,}", "/", resolved)
 
 
+# Where clients POST GraphQL: api.github.com/graphql, and a GitHub Enterprise Server's
+# /api/graphql (its REST API is /api/v3). Both go to the upstream's GraphQL endpoint.
+GRAPHQL_PATHS = ("/graphql", "/api/graphql")
+
+
 @dataclass(frozen=True)
 class Base:
     """The upstream's base URL, parsed once: https://api.github.com or https://HOST/api/v3."""
@@ -128,6 +133,12 @@ class Base:
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.netloc}{self.path}"
+
+    def graphql_url(self) -> str:
+        """GitHub's GraphQL endpoint: /graphql beside api.github.com's REST API, /api/graphql
+        beside a GitHub Enterprise Server's /api/v3."""
+        root = self.path.removesuffix("/v3") if self.path.endswith("/api/v3") else self.path
+        return f"{self.scheme}://{self.netloc}{root}/graphql"
 
     def url(self, target: Target) -> str:
         """The upstream URL of a target. The authority is the base's own: a Target's path

@@ -13,7 +13,7 @@ import httpx
 
 from . import __version__, headers as fields
 from .models import ApiRequest, ApiResponse
-from .targets import Base
+from .targets import GRAPHQL_PATHS, Base
 
 # Request headers that select GitHub's representation: the fleet's own requests carry only
 # these (and its token), so its answer is the same whoever's request caused it.
@@ -82,7 +82,9 @@ class Upstream:
 
     async def send(self, request: ApiRequest, conditional: dict[str, str] | None = None,
                    credentials: Credentials = Credentials.FLEET) -> ApiResponse:
-        url = self.base.url(request.target)
+        url = self.base.graphql_url() if request.method == "POST" \
+            and request.target.path in GRAPHQL_PATHS and not request.target.query \
+            else self.base.url(request.target)
         outgoing = self._client.build_request(
             request.method, url, headers=self._headers(request, conditional or {}, credentials),
             content=request.body or None)

@@ -23,7 +23,8 @@ from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_SKEW_MS, R
                         RESPONSE, FrameDecoder, FrameError, Message, StaleMessage, encode_body,
                         open_frame, seal)
 from ..warmstart import OfferBudget
-from .asking import MAX_PEER_PATH, PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT
+from .asking import (GRAPHQL_OP, GRAPHQL_REQUEST_HEADERS, MAX_PEER_GRAPHQL_BYTES, MAX_PEER_PATH,
+                     PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT)
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
 from .invalidating import OP
 
@@ -181,7 +182,10 @@ class Responder:
                 if applied is not None:
                     body_meta, body = applied, b""
                 elif op == "get":
-                    body_meta, body = await self._answer_get(meta)
+                    body_meta, body = await self._answer_get(peer_request(meta), meta)
+                elif op == GRAPHQL_OP:
+                    body_meta, body = await self._answer_get(
+                        graphql_request(meta, message.body), meta)
                 elif op == "ping":
                     body_meta, body = {"pong": True}, b""
                 elif op == "warm":
@@ -212,8 +216,8 @@ class Responder:
         async with write_lock:
             await stream.write(frame.encode())
 
-    async def _answer_get(self, meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
-        request = peer_request(meta)
+    async def _answer_get(self, request: ApiRequest,
+                          meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
         response = await self.serve(request, not_before(meta, time.time()))
         if response.paused_until is not None:
             # GitHub asked our token to wait: the asker asks with its own meanwhile, at once.
@@ -290,6 +294,17 @@ def not_before(meta: dict[str, object], now: float) -> float | None:
     return float(value)
 
 
+def graphql_request(meta: dict[str, object], body: bytes) -> ApiRequest:
+    """A peer's GraphQL query: the body (the cache reads it as it reads a client's, and
+    answers only a query the fleet may share) and the headers that shape the answer.
+    ValueError for anything else."""
+    if not body or len(body) > MAX_PEER_GRAPHQL_BYTES:
+        raise ValueError("a GraphQL body of at most "
+                         f"{MAX_PEER_GRAPHQL_BYTES // 1024} KiB is required")
+    headers = _headers(meta, GRAPHQL_REQUEST_HEADERS)
+    return ApiRequest("POST", targets.parse("/graphql"), headers, body)
+
+
 def peer_request(meta: dict[str, object]) -> ApiRequest:
     """Only a GET of an API path, with representation headers: nothing else is honoured.
     ValueError for anything else (the peer gets an `error` answer)."""
@@ -299,16 +314,20 @@ def peer_request(meta: dict[str, object]) -> ApiRequest:
     target = targets.parse(path)  # TargetError is a ValueError
     if meta.get("method", "GET") not in ("GET", "HEAD"):
         raise ValueError("only GET is answered for peers")
+    return ApiRequest("GET", target, _headers(meta, PEER_REQUEST_HEADERS))
+
+
+def _headers(meta: dict[str, object], honoured: tuple[str, ...]) -> dict[str, str]:
     raw = meta.get("headers") or {}
     if not isinstance(raw, dict):
         raise ValueError("headers must be an object")
     headers: dict[str, str] = {}
     for name, value in raw.items():
-        if str(name).lower() not in PEER_REQUEST_HEADERS:
+        if str(name).lower() not in honoured:
             continue  # ignored, as the spec says
         if not isinstance(value, str) or len(value) > 1024 \
                 or not fields.valid(str(name), value):
             raise ValueError(f"header {str(name).lower()} must be a short ASCII string")
         headers[str(name).lower()] = value
-    return ApiRequest("GET", target, headers)
+    return headers
 

@@ -22,6 +22,7 @@ from libp2p.peer.id import ID
 from .. import headers as fields
 from ..cache import PeerAnswer
 from ..crypto import SealError
+from ..graphql import REPRESENTATION_HEADERS
 from ..models import ApiRequest, ApiResponse
 from ..protocol import (ENCODING, PROTOCOL_ID, REQUEST, RESPONSE, FrameDecoder, FrameError,
                         Message, StaleMessage, decode_body, open_frame, seal)
@@ -42,6 +43,10 @@ WARM_RETRY_FOR = 30.0  # seconds a joining runner keeps asking a server busy wit
 PATIENCE_CAP = 6  # x the peer timeout: the longest wait for a server that keeps answering
 # Request headers a peer may pass on: they select GitHub's representation, never identity.
 PEER_REQUEST_HEADERS = ("accept", "x-github-api-version")
+GRAPHQL_OP = "graphql"  # a shared GraphQL query: the body is the client's POST body
+GRAPHQL_REQUEST_HEADERS = REPRESENTATION_HEADERS  # those that shape a GraphQL answer
+# A GraphQL body past this is not sent to a peer (it would not fit a request frame).
+MAX_PEER_GRAPHQL_BYTES = 48 * 1024
 
 
 def rendezvous_order(key: str, peers: list[ID]) -> list[ID]:
@@ -86,11 +91,16 @@ class PeerChannel:
         meta: dict[str, object] = {
             "key": key, "method": "GET", "path": str(request.target), "encodings": [ENCODING],
             "headers": {k: v for k, v in request.headers.items() if k in PEER_REQUEST_HEADERS}}
+        body = b""
+        if request.keyed is not None:  # a GraphQL query: its body, and what shapes its answer
+            meta = {"op": GRAPHQL_OP, "key": key, "encodings": [ENCODING], "headers": {
+                k: v for k, v in request.headers.items() if k in GRAPHQL_REQUEST_HEADERS}}
+            body = request.body
         if etag:
             meta["etag"] = etag
         if not_before is not None:
             meta["not_before"] = not_before
-        message = await self.call(meta, key, patience)
+        message = await self.call(meta, key, patience, body)
         if message is not None and message.meta.get("error") == TOO_LARGE:
             raise AskGitHub(TOO_LARGE)  # every server would fetch it and say the same
         if message is not None and message.meta.get("paused") is True:
@@ -99,13 +109,13 @@ class PeerChannel:
         return None if message is None else _peer_answer(message)
 
     async def call(self, meta: dict[str, object], key: str,
-                   patience: float = math.inf) -> Message | None:
+                   patience: float = math.inf, body: bytes = b"") -> Message | None:
         """Send one sealed request and wait for its answer: None if the stream broke, or if
         the peer has been silent on this stream for `patience` seconds while we wait."""
         request_id = next(self._ids)
         pending = _Pending(key)
         self._pending[request_id] = pending
-        frame = seal(self.mesh.sealer, REQUEST, request_id, Message(meta))
+        frame = seal(self.mesh.sealer, REQUEST, request_id, Message(meta, body))
         try:
             async with self._write_lock:
                 # A frame cut in half by a caller's timeout would corrupt the stream for
@@ -238,7 +248,7 @@ class Asker:
         servers = self.mesh.bootstrap.servers()
         if not servers:
             return None
-        if len(str(request.target)) > MAX_PEER_PATH:
+        if len(str(request.target)) > MAX_PEER_PATH or len(request.body) > MAX_PEER_GRAPHQL_BYTES:
             return None  # a responder would refuse it: GitHub directly, stream left alone
         # A home that does not answer (dead, reset, timed out, could not reach GitHub) hands
         # the key to the next server in the same order: still about once for the fleet.
