@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,13 @@ def test_each_command_prints_what_it_prints_direct_and_reaches_github_once(fleet
     assert sum(s["graphql_hits"] for s in stats) >= 2 * len(COMMANDS) + 3
     assert sum(s["graphql_points_saved"] for s in stats) >= 2 * len(COMMANDS) + 3
     assert server.stats()["graphql_misses"] == len(COMMANDS)
+    # The job summary says it (points: gh's queries cost 1 each).
+    from p2pcache.actions import summary_markdown
+
+    last = stats[-1]
+    assert f"| GraphQL queries shared (points saved) | {last['graphql_hits']} " \
+           f"({last['graphql_points_saved']}) |" in summary_markdown(last, 9000)
+    assert last["graphql_hits"] == len(COMMANDS) + 1
 
 
 def test_a_mutation_passes_through_with_the_jobs_token_and_is_read_back(fleet, fake):
@@ -160,3 +168,30 @@ def test_a_hostile_body_passes_through_and_the_node_goes_on(fleet, fake):
         assert response.status_code in (200, 400, 422), response.text  # GitHub's answer
     assert runner.stats()["graphql_hits"] == 0
     assert runner.http.get("/-/healthz").status_code == 200
+
+
+def test_the_event_floor_asks_github_again_for_a_graphql_answer_once(nodes, fake, tmp_path):
+    """GraphQL has no 304: under a runner's event floor the server's older answer is asked
+    for again, once for the fleet, and counted as a floor revalidation."""
+    require(shutil.which("gh") is not None, "gh is not installed (tests/conformance/setup.sh)")
+    server = nodes("server")
+    before = nodes("before", bootstrap=server.multiaddr(),
+                   env={"P2P_CACHE_UNIX_SOCKET": str(tmp_path / "before.sock")})
+    before.wait_for_peers(1)
+    args = COMMANDS["pr list"]
+    listed = Gh(str(tmp_path / "before.sock"), JOB).ok(*args)
+    assert operations(fake)["PullRequestList"] == 1
+    time.sleep(1.1)  # the event comes a second after GitHub answered (its Date: seconds)
+    floor = str(int(time.time()))
+    time.sleep(1.1)  # what GitHub answers from now on is dated after the floor
+    after = [nodes(f"after{i}", start=False, bootstrap=server.multiaddr(),
+                   env={"P2P_CACHE_UNIX_SOCKET": str(tmp_path / f"after{i}.sock"),
+                        "P2P_CACHE_NOT_BEFORE": floor}) for i in range(2)]
+    for runner in after:
+        runner.start().wait_for_peers(1)
+        assert Gh(str(tmp_path / f"{runner.name}.sock"), JOB).ok(*args) == listed
+    assert operations(fake)["PullRequestList"] == 2  # asked again once, for both runners
+    stats = server.stats()
+    # The query (asked again: no 304 in GraphQL), and the repository's view that says who
+    # may read it (a free 304), once each for both runners.
+    assert stats["floor_revalidations"] == 2 and stats["not_modified"] == 1

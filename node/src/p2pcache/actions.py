@@ -65,6 +65,7 @@ def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
         ("Calls with the job's own credentials", _own_credentials(stats)),
         ("Requests to GitHub", stats.get("upstream_requests", 0)),
         ("Free 304 revalidations", stats.get("not_modified", 0)),
+        ("GraphQL queries shared (points saved)", _graphql(stats)),
         ("Rate limit left", stats.get("rate_limit_remaining", "unknown")),
         ("Connected servers (same fleet key)", connected),
     ]
@@ -84,6 +85,12 @@ def summary_markdown(stats: Mapping[str, Any], port: int) -> str:
                   "`p2pcache doctor` on the server, and check that TCP port of the "
                   "multiaddr is open."]
     return "\n".join(lines) + "\n"
+
+
+def _graphql(stats: Mapping[str, Any]) -> str:
+    """GraphQL answers the fleet gave without this node asking GitHub, and the points that
+    spared the budget (estimated as GitHub documents: docs/graphql.md)."""
+    return f"{stats.get('graphql_hits', 0)} ({stats.get('graphql_points_saved', 0)})"
 
 
 def _own_credentials(stats: Mapping[str, Any]) -> str:
