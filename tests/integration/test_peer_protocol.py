@@ -194,13 +194,18 @@ def test_a_shared_graphql_query_is_answered_for_a_peer(server, fake):
     "{a:repository(owner:\"o\",name:\"r\"){name} b:repository(owner:\"p\",name:\"s\"){name}}",
     "mutation{addStar(input:{starrableId:\"R_x\"}){clientMutationId}}",  # a write
     "{ not graphql",  # not a document
+    "PAD",  # a body past 48 KiB (within the frame): refused before it is read
 ])
 def test_a_key_holder_cannot_make_the_server_ask_graphql_as_itself(server, fake, query):
     """Only a query of one repository whose answer is the same for everyone is answered for
     a peer: anything else (the server's viewer, a mutation, a body that does not parse)
     is refused without a GitHub request."""
-    key, frame = graphql_frame(query, Sealer(FLEET_KEY))
+    padded = query == "PAD"
+    key, frame = graphql_frame("{__typename}" if padded else query, Sealer(FLEET_KEY),
+                               {"pad": "x" * 50_000} if padded else None)
     received, _ = trio.run(exchange, server.multiaddr(), [frame.encode()])
     (message,) = answers(received, [key])
     assert message.meta["error"].startswith("bad request"), message.meta
+    if padded:
+        assert "48 KiB" in message.meta["error"]
     assert fake.stats()["requests"] == 0

@@ -182,9 +182,9 @@ class Responder:
                 if applied is not None:
                     body_meta, body = applied, b""
                 elif op == "get":
-                    body_meta, body = await self._answer_get(peer_request(meta), meta)
+                    body_meta, body = await self._answer_read(peer_request(meta), meta)
                 elif op == GRAPHQL_OP:
-                    body_meta, body = await self._answer_get(
+                    body_meta, body = await self._answer_read(
                         graphql_request(meta, message.body), meta)
                 elif op == "ping":
                     body_meta, body = {"pong": True}, b""
@@ -216,7 +216,7 @@ class Responder:
         async with write_lock:
             await stream.write(frame.encode())
 
-    async def _answer_get(self, request: ApiRequest,
+    async def _answer_read(self, request: ApiRequest,
                           meta: dict[str, object]) -> tuple[dict[str, object], bytes]:
         response = await self.serve(request, not_before(meta, time.time()))
         if response.paused_until is not None:
