@@ -382,7 +382,9 @@ class Fleet:
         self.upstream = upstream
         self.ttl = ttl
         self.batch = batch
-        self.runner_env = runner_env
+        # A runner node as `actions start` runs it: GitHub confirms the job's token (the
+        # one the runner's client sends) while the node joins.
+        self.runner_env = {"P2P_CACHE_CONFIRM_TOKEN": "1", **(runner_env or {})}
         self.servers: list[NodeProcess] = []
         self.runners: list[NodeProcess] = []
         self._generation = 0
@@ -523,6 +525,9 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
     # Nodes that join at arrival are not running yet: their CPU counts from their start.
     runner_pids = [n.proc.pid for n in fleet.runners if n.proc] if fleet else []
     runner_cpu_before = cpu_seconds(runner_pids) if runner_pids else 0.0
+    # What running nodes counted before the run (GitHub confirmed their token as they
+    # joined, as under `actions start`): the run's counts are the difference.
+    runners_before = [n.stats() if n.proc else {} for n in fleet.runners] if fleet else []
     server_before: dict = {}
     if fleet is not None and fleet.server is not None:
         assert fleet.server.proc is not None
@@ -594,6 +599,9 @@ def measure(fake: FakeGitHub, scenario: str, run: str, bases: list[str], paths: 
                 row[f"server_{key}"] = server[key] - server_before.get(key, 0)
         row["server_entries"] = server.get("entries")
         runner_stats = [n.stats() for n in fleet.runners]
+        for now, before in zip(runner_stats, runners_before):
+            for key in ("upstream_requests", "credential_checks", "client_credential_requests"):
+                now[key] = now.get(key, 0) - (before.get(key) or 0)
         row["runner_upstream_requests"] = sum(r.get("upstream_requests", 0)
                                               for r in runner_stats)
         # Asked with a client's own credentials: whether they are valid (free, once a

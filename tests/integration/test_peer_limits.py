@@ -7,6 +7,7 @@ legitimate runner throughout.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -141,6 +142,11 @@ def test_unfinished_frames_of_all_peers_share_4_mib(nodes):
 
 async def ask(host, meta: dict) -> dict:
     """One sealed request from `host` on a new stream; the answer's meta."""
+    return (await ask_whole(host, meta)).meta
+
+
+async def ask_whole(host, meta: dict) -> Message:
+    """One sealed request from `host` on a new stream; the answer as sent."""
     stream = await open_stream(host)
     await stream.write(seal(SEALER, REQUEST, 1, Message(meta)).encode())
     decoder, received = FrameDecoder(), []
@@ -148,7 +154,7 @@ async def ask(host, meta: dict) -> dict:
         while not received:
             received = decoder.feed(await stream.read(65536))
     await stream.close()
-    return open_frame(SEALER, received[0], ReplayGuard(), str(meta["key"])).meta
+    return open_frame(SEALER, received[0], ReplayGuard(), str(meta["key"]))
 
 
 def dialback(address: str) -> dict:
@@ -359,3 +365,47 @@ def test_warm_offers_are_bounded_for_all_peers_together(nodes, fake):
         assert runner.stats()["warm_start"] == "done"
     assert runner.stats()["warm_start_entries"] > 20
     assert runner.get("/repos/hot/r0/issues?per_page=100").headers["x-p2p-cache"] == "hit"
+
+
+def test_joiners_share_one_build_and_what_they_are_sent_stays_bounded(nodes, fake):
+    """A matrix or a queue of jobs asks for the same hot set within seconds: the server
+    builds it once (warmstart.Shelf) and charges each later joiner the bytes it is sent,
+    compressed. So 30 fresh IDs asking with zlib get more offers than full builds allow,
+    yet one build (plus one per interval) and the bucket's bytes in all."""
+    from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL
+    from p2pcache.warmstart import MAX_BYTES
+
+    server = nodes("server")
+    for i in range(50):
+        for kind in ("issues", "pulls"):
+            server.get(f"/repos/hot/r{i}/{kind}?per_page=100")
+    warm = {"op": "warm", "key": "warm", "max_bytes": 10**12, "encodings": ["zlib"]}
+
+    async def flood() -> list[Message]:
+        answers: list[Message] = []
+
+        async def fresh_id() -> None:
+            async with peer_host(server.multiaddr()) as host:
+                answers.append(await ask_whole(host, warm))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                nursery.start_soon(fresh_id)
+        return answers
+
+    began = time.monotonic()
+    answers = trio.run(flood)
+    took = time.monotonic() - began
+    offers = [a for a in answers if "entries" in a.meta]
+    sent = sum(len(a.body) for a in offers)
+    stats = server.stats()
+    print(f"30 fresh peer IDs in {took:.1f} s: {len(offers)} offers, "
+          f"{stats['warm_offers_built']} built, {sent / 1e6:.1f} MB sent "
+          f"(raw {sum(e['size'] for e in offers[0].meta['entries']) / 1e6:.1f} MB each)")
+    assert len(answers) == 30 and stats["warm_offers"] == len(offers)
+    assert all(a.meta.get("encoding") == "zlib" for a in offers)
+    assert len({json.dumps(a.meta["entries"], sort_keys=True) for a in offers}) == 1, \
+        "all given the one build"
+    assert 1 <= stats["warm_offers_built"] <= 1 + took / WARM_FLEET_INTERVAL
+    assert len(offers) > WARM_BURST + took / WARM_FLEET_INTERVAL, "shelved: cheap to give"
+    assert sent <= (WARM_BURST + took / WARM_FLEET_INTERVAL) * MAX_BYTES

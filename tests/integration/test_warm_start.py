@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import wait_until
+import httpx
+
+from conftest import FLEET_TOKEN, wait_until
 
 PATHS = [f"/repos/warm/r/contents/f{i}" for i in range(6)]
 ROOT = "/repos/warm/r"  # the repository's own view (is it public?): one more entry
@@ -76,3 +78,59 @@ def test_the_budget_bounds_what_is_taken_and_zero_turns_it_off(nodes, fake):
     assert off.stats()["warm_starts"] == 0
     assert off.get(PATHS[0]).headers["x-p2p-cache"] == "peer"
     assert server.stats()["warm_offers"] == 2, "the first runner's and the small one's"
+
+
+AUTH = {"authorization": f"token {FLEET_TOKEN}"}
+
+
+def test_joiners_in_a_row_share_one_build_until_the_fleet_writes(nodes, fake):
+    """A queue of jobs joining within seconds: the server builds its offer once and gives
+    it again (warmstart.Shelf). A write through the fleet voids it: the next joiner is
+    given a new build, without the state the write changed, and reads the new one."""
+    server, bodies = fleet_asked(nodes, fake)
+    server.get("/repos/other/r/contents/x")  # another repository: untouched by the write
+    first = nodes("a", bootstrap=server.multiaddr())
+    wait_until(lambda: first.stats()["warm_starts"], what="a warm start")
+    built = server.stats()["warm_offers_built"]
+    second = nodes("b", bootstrap=server.multiaddr())
+    stats = wait_until(lambda: (s := second.stats())["warm_starts"] and s, what="a warm start")
+    assert stats["warm_start_entries"] == len(PATHS) + 1 + 2
+    assert server.stats()["warm_offers_built"] == built, "given the build before it"
+    assert server.stats()["warm_offers"] == 3
+
+    written = first.http.put(PATHS[0], json={"message": "m", "content": "bmV3"}, headers=AUTH)
+    assert written.status_code in (200, 201)
+    wait_until(lambda: server.stats()["invalidations_applied"] >= 1, what="the fleet's drop")
+    third = nodes("c", bootstrap=server.multiaddr())
+    stats = wait_until(lambda: (s := third.stats())["warm_starts"] and s, what="a warm start")
+    assert server.stats()["warm_offers_built"] == built + 1, "the shelf was void"
+    # A contents write changes the whole repository (invalidation.py): none of it is offered
+    assert stats["warm_start_entries"] == 2, "only the other repository's entries"
+    response = third.get(PATHS[0])
+    assert response.headers["x-p2p-cache"] != "hit"
+    now = httpx.get(fake.url + PATHS[0], headers=AUTH)
+    assert response.headers["etag"] == now.headers["etag"], "the state after the write"
+
+
+def test_actions_start_has_github_confirm_the_jobs_token_while_it_joins(nodes, fake):
+    """The job's first call is a local hit at once: GitHub confirmed the job's token (the
+    free /rate_limit) while the node joined, not on that call. A token GitHub refuses is
+    said at start, and the job's calls get GitHub's own 401, never the fleet's entries.
+    (`actions start` sets P2P_CACHE_CONFIRM_TOKEN; test_actions.py runs it whole.)"""
+    server, bodies = fleet_asked(nodes, fake)
+    job = nodes("job", bootstrap=server.multiaddr(), env={"P2P_CACHE_CONFIRM_TOKEN": "1"})
+    wait_until(lambda: job.stats()["warm_starts"], what="a warm start")
+    assert job.stats()["credential_checks"] == 1
+    asked = len(fake.request_log())
+    response = job.get(PATHS[1], headers=AUTH)
+    assert response.headers["x-p2p-cache"] == "hit"
+    assert len(fake.request_log()) == asked, "nothing asked of GitHub on the job's call"
+
+    expired = nodes("expired", bootstrap=server.multiaddr(),
+                    env={"P2P_CACHE_CONFIRM_TOKEN": "1", "GH_TOKEN": "ghp_expired",
+                         "P2P_CACHE_SECRET": FLEET_TOKEN})
+    wait_until(lambda: expired.stats()["warm_starts"], what="a warm start")
+    expired.wait_for_log("GitHub refuses this node's token (401)")
+    refused = expired.get(PATHS[1], headers={"authorization": "token ghp_expired"})
+    assert refused.status_code == 401
+    assert "ghp_expired" not in expired.log()

@@ -257,3 +257,46 @@ def test_offers_are_bounded_for_all_peers_together_by_what_they_weigh():
     assert later == 0 and charged == 1.0
     offers.settle(charged, MAX_BYTES)
     assert offers.admit("w", wait)[0] > 5, "and the bucket is spent"
+
+
+def test_an_offer_given_again_costs_what_it_sends():
+    """A shelved offer (warmstart.Shelf) is charged its bytes on the wire: once one full
+    hot set is built, a queue of joiners each gets it for a fraction of a build, while a
+    flood of builds is still held to the burst."""
+    from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL, WARM_INTERVAL
+    from p2pcache.warmstart import OfferBudget
+
+    offers = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+    wait, charged = offers.admit("first", 0.0)
+    offers.settle(charged, MAX_BYTES)  # built: a full hot set read and compressed
+    compressed = MAX_BYTES // 10
+    given = [peer for peer in (f"joiner{n}" for n in range(12))
+             if offers.admit(peer, 0.0, sends=compressed)[0] == 0]
+    assert len(given) == 10, given  # 1 full offer left in the bucket, a tenth each
+    # the build estimate is still a full one: a build now waits for the bucket
+    wait, _ = offers.admit("builder", 0.0)
+    assert wait > 0
+    # a flood of builds alone: the old bound
+    flood = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+    built = 0
+    for i in range(30):
+        wait, charged = flood.admit(f"fresh{i}", i / 3)
+        if wait == 0:
+            flood.settle(charged, MAX_BYTES)
+            built += 1
+    assert built <= 3
+
+
+def test_the_shelf_gives_an_offer_only_for_the_same_ask_and_version_while_it_keeps():
+    from p2pcache.warmstart import Shelf
+
+    shelf = Shelf(keep=10.0)
+    answer = Message({"entries": []}, b"x")
+    assert shelf.get((MAX_BYTES, ("zlib",)), 1, 0.0) is None  # nothing yet
+    shelf.put((MAX_BYTES, ("zlib",)), 1, 100.0, answer)
+    assert shelf.get((MAX_BYTES, ("zlib",)), 1, 105.0) is answer
+    assert shelf.get((MAX_BYTES, ()), 1, 105.0) is None, "another encoding: built for it"
+    assert shelf.get((1000, ("zlib",)), 1, 105.0) is None, "another budget"
+    assert shelf.get((MAX_BYTES, ("zlib",)), 2, 105.0) is None, "a drop or a new entry since"
+    assert shelf.get((MAX_BYTES, ("zlib",)), 1, 110.0) is None, "kept 10 s, no longer"
+    assert shelf.get((MAX_BYTES, ("zlib",)), 1, 99.0) is None, "a clock that went back"

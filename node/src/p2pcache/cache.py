@@ -257,6 +257,16 @@ class Cache:
                                               lambda: self._validate(request, caller))
         return Verdict.SHARED if valid is not False else Verdict.REFUSED
 
+    async def confirm(self, credentials: dict[str, str]) -> bool | None:
+        """Have GitHub confirm a credential before its first request comes (a runner's own
+        token, as it joins): True, False (refused), None (anonymous, or GitHub unsure)."""
+        caller = self.callers.of(credentials)
+        if caller.anonymous:
+            return None
+        if self.grants.valid(caller, self.clock()) is None:
+            await self._valid(ApiRequest("GET", _RATE_LIMIT, credentials), caller)
+        return self.grants.valid(caller, self.clock())
+
     async def _validate(self, request: ApiRequest, caller: Caller) -> bool:
         asked = ApiRequest("GET", _RATE_LIMIT, _credential_headers(request.headers))
         response = (await self._own(asked, caller, "credential_checks")).response

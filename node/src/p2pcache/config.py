@@ -65,6 +65,9 @@ class Settings:
     publish_secret: str | None = None  # OWNER/REPO whose MCP_P2P_BOOTSTRAP_PEERS we keep
     unix_socket: Path | None = None  # the local API also here (mode 0600), e.g. for gh
     lend_token: bool = False  # writes/GraphQL without a client token use the node's token
+    # GitHub confirms the node's token as it joins the fleet, before the job's clients present
+    # it (actions start sets this: a job's clients use the job's token; node.py)
+    confirm_token: bool = False
     # transparent mode (actions start --transparent sets these; intercept.py, tls.py)
     https: str | None = None  # host:port or fd:N of the HTTPS listener for the upstream's host
     tls_cert: Path | None = None
@@ -346,6 +349,7 @@ def load(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         kw["unix_socket"] = check_unix_socket(name, Path(str(value)).expanduser())
     lend = flags.get("lend_token")
     kw["lend_token"] = bool(lend) if lend else _truthy(env.get("P2P_CACHE_LEND_TOKEN", ""))
+    kw["confirm_token"] = _truthy(env.get("P2P_CACHE_CONFIRM_TOKEN", ""))
     _transparent(env, kw)
 
     # Refresh-ahead is on by default on server nodes (no bootstrap peers): runners ask them.

@@ -84,13 +84,16 @@ def error_reply(status: int, message: str) -> Reply:
                                "documentation_url": "https://docs.github.com/rest"})
 
 
-def api_reply(response: ApiResponse, upstream_base: str, client_base: str | None) -> Reply:
+def api_reply(response: ApiResponse, upstream_base: str, client_base: str | None,
+              rewrite: Callable[[bytes, str], bytes] | None = None) -> Reply:
     """A GitHub answer as the client sees it through the node: Links and hypermedia URLs
-    point back at the base the client used; GitHub's bytes are untouched for a client that
-    used the upstream's own host (client_base None)."""
+    point back at the base the client used (`rewrite`: hypermedia.Rewrites.body, else
+    policy.rewrite_hypermedia); GitHub's bytes are untouched for a client that used the
+    upstream's own host (client_base None)."""
     body = response.body
     if client_base is not None and "json" in response.headers.get("content-type", ""):
-        body = policy.rewrite_hypermedia(body, upstream_base, client_base)
+        body = rewrite(body, client_base) if rewrite is not None \
+            else policy.rewrite_hypermedia(body, upstream_base, client_base)
     headers = []
     for name, value in response.headers.items():
         if name == "link" and client_base is not None:

@@ -310,6 +310,11 @@ class Drops:
     def __len__(self) -> int:
         return len(self._exact) + len(self._trees)
 
+    @property
+    def seq(self) -> int:
+        """Changes with every drop recorded (what was built before it may hold its paths)."""
+        return self._seq
+
     def record(self, drop: Drop, now: float) -> Mark:
         self._expire(now)
         self._seq += 1

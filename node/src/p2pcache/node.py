@@ -17,8 +17,8 @@ import trio
 
 from libp2p.peer.id import ID
 
-from . import (__version__, access, addresses, graphql, http_api, identity, invalidation, pinned,
-               policy, tls, warmstart, webhooks)
+from . import (__version__, access, addresses, graphql, http_api, hypermedia, identity,
+               invalidation, pinned, policy, tls, warmstart, webhooks)
 from .cache import Cache
 from .config import Settings
 from .crypto import PBKDF2_ITERATIONS, Sealer, derive_key
@@ -62,6 +62,8 @@ class Node:
         self.store = Store(settings.data_dir / STORE_FILE, settings.max_bytes)
         self.upstream = Upstream(settings.upstream, settings.token, transport=pinned.transport(
             settings.upstream, settings.upstream_addresses, settings.upstream_ca_bundle))
+        # Answers as a client of the node's own address reads them (hypermedia.py).
+        self.rewrites = hypermedia.Rewrites(self.upstream.base_url)
         self.limits = GitHubLimits(settings.upstream_concurrency, self.counters)
         self.cache = Cache(self.store, self.upstream, self.counters, settings.ttl,
                            lend_token=settings.lend_token, limits=self.limits,
@@ -165,8 +167,8 @@ class Node:
         _check_port_free(s.listen_host, s.port)
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
                     self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence,
-                    offer=self._offer_warm,
-                    on_server=self._warm_start if s.warm_start_bytes else None,
+                    offer=self._offer_warm, offer_version=self._offer_version,
+                    on_server=self._joined if s.warm_start_bytes or s.confirm_token else None,
                     apply_drop=self._apply_peer_drop, revalidate_all=self.cache.revalidate_all,
                     ttl=s.ttl)
         ready = trio.Event()
@@ -375,13 +377,35 @@ class Node:
                                              self.settings.ttl, max_bytes,
                                              self.cache.drops.snapshot())
 
-    async def _warm_start(self, server: ID) -> None:
-        """Take a server's hot entries as we join it (warmstart.py): best effort, a failed
-        or empty warm start only means the first asks go to the server as usual."""
+    def _offer_version(self) -> tuple[int, int, int]:
+        """Changes when an offer built before may hold less or older than one built now: a
+        drop, an entry added or replaced by one of another size (a 304 refresh is not)."""
+        return self.cache.drops.seq, self.store.count, self.store.bytes
+
+    async def _joined(self, server: ID) -> None:
+        """As we join a server: take its hot entries (warmstart.py; best effort, a failed
+        or empty warm start only means the first asks go to the server as usual) while
+        GitHub confirms our token."""
         try:
-            await self._take_warm_start(server)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._confirm_token)
+                if self.settings.warm_start_bytes:
+                    await self._take_warm_start(server)
         finally:
-            self.warm_start = "done"
+            if self.settings.warm_start_bytes:
+                self.warm_start = "done"
+
+    async def _confirm_token(self) -> None:
+        """While the warm start lands, GitHub confirms the job's token (the free
+        /rate_limit that each caller's first shared answer waits for otherwise, access.py):
+        the job's first calls are then local hits at once. `actions start` asks for it
+        (P2P_CACHE_CONFIRM_TOKEN): a job's clients use the job's token."""
+        if self.settings.token is None or not self.settings.confirm_token:
+            return
+        valid = await self.cache.confirm({"authorization": f"token {self.settings.token}"})
+        if valid is False:
+            log.warning("⚠️  GitHub refuses this node's token (401): its clients get "
+                        "GitHub's own answers, never the fleet's")
 
     async def _take_warm_start(self, server: ID) -> None:
         assert self.mesh is not None
@@ -409,6 +433,10 @@ class Node:
         except StoreError as exc:
             log.warning("⚠️  Warm start from %s not stored: %s", short(server), exc)
             return
+        if self.settings.https is None:  # the job's clients use our address: rewrite now
+            await trio.to_thread.run_sync(self.rewrites.prepare, [
+                e.body for e in stored if "json" in e.headers.get("content-type", "")],
+                self.settings.http_base)
         size = sum(len(e.body) for e in stored)
         self.counters.warm_starts += 1
         self.counters.warm_start_entries += len(stored)
@@ -436,7 +464,8 @@ class Node:
             response = await self.cache.passthrough(request)
         else:
             return error_reply(405, f"{request.method} is not passed on")
-        return api_reply(response, self.upstream.base_url, request.client_base)
+        return api_reply(response, self.upstream.base_url, request.client_base,
+                         self.rewrites.body)
 
     def _own_endpoint(self, path: str, method: str) -> Reply:
         if method not in ("GET", "HEAD"):

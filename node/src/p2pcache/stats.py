@@ -85,6 +85,7 @@ class Counters:
     warm_start_entries: int = 0  # entries stored from them
     warm_start_bytes: int = 0  # body bytes of those entries
     warm_offers: int = 0  # offers this node sent to joining runners
+    warm_offers_built: int = 0  # of which built for the asker (the rest: shelved, reused)
     # GitHub webhook deliveries (webhooks.py, server nodes with --webhook), each counted
     # once, by outcome; and the entries their drops removed here.
     webhook_applied: int = 0  # verified; what it changed was queued to be dropped

@@ -50,11 +50,13 @@ class OfferBudget:
     """How many warm offers a server makes, for all peers together (peer IDs cost nothing
     to make, so a per-peer bound alone bounds nothing): offers cost what they weigh. A
     bucket holds `burst` full offers (MAX_BYTES each) and refills one every `interval`
-    seconds; an offer is charged its size (at least `floor` of a full one), estimated from
-    the last offer before it is built and settled once its size is known. So 30 fresh IDs
-    asking for a full hot set in 10 s get 3 offers, while a small hot set (a fleet's usual
-    hundred entries) is offered to every joining runner. One offer per peer a minute too.
-    Times are the caller's clock; pure."""
+    seconds. An offer built for the asker is charged the bytes it read (at least `floor` of
+    a full one: reading and compressing them is the server's work), estimated from the last
+    build before it is built and settled once its size is known; an offer given again from
+    the Shelf is charged the bytes it sends. So 30 fresh IDs asking for a full hot set in
+    10 s get at most 3 builds, and the bytes sent to them all stay within the bucket, while
+    a small hot set (a fleet's usual hundred entries) is offered to every joining runner.
+    One offer per peer a minute too. Times are the caller's clock; pure."""
 
     def __init__(self, per_peer: float, burst: float, interval: float,
                  floor: float = 1 / 64, full: int = MAX_BYTES) -> None:
@@ -65,8 +67,11 @@ class OfferBudget:
         self._estimate = 1.0  # the last offer's weight: the next one's charge before it is built
         self._last: dict[str, float] = {}
 
-    def admit(self, peer: str, now: float) -> tuple[float, float]:
-        """(0, charged) if an offer may be built now, else (seconds to wait, 0)."""
+    def admit(self, peer: str, now: float,
+              sends: int | None = None) -> tuple[float, float]:
+        """(0, charged) if an offer may be made now, else (seconds to wait, 0). `sends`:
+        the bytes of an offer already built (Shelf), charged as they are; else one to be
+        built, charged the last build's weight until it is settled."""
         if self._filled_at is not None:
             self._tokens = min(self.burst,
                                self._tokens + (now - self._filled_at) / self.interval)
@@ -75,7 +80,7 @@ class OfferBudget:
         last = self._last.get(peer)
         if last is not None:
             return self.per_peer - (now - last), 0.0
-        charge = self._estimate
+        charge = self._estimate if sends is None else self.weight(sends)
         if self._tokens < charge:
             return (charge - self._tokens) * self.interval, 0.0
         self._tokens -= charge
@@ -83,11 +88,40 @@ class OfferBudget:
         return 0.0, charge
 
     def settle(self, charged: float, size: int) -> None:
-        """The offer weighed `size` bytes: charge the difference, remember it as the next
-        estimate. The bucket may go below empty: the next offers then wait for it."""
-        weight = max(self.floor, min(1.0, size / self.full))
+        """The offer built weighed `size` bytes: charge the difference, remember it as the
+        next build's estimate. The bucket may go below empty: the next offers then wait."""
+        weight = self.weight(size)
         self._tokens -= weight - charged
         self._estimate = weight
+
+    def weight(self, size: int) -> float:
+        return max(self.floor, min(1.0, size / self.full))
+
+
+class Shelf:
+    """The last warm offer as sent, kept `keep` seconds, so runners joining in a burst (a
+    queue of jobs, a matrix) share one build: the server reads and compresses the hot set
+    once, and each later joiner costs it only the bytes it is sent. Given again only for
+    the same ask (byte budget, encodings) and while `version` holds (the node's: no drop,
+    no entry stored anew since), so it never holds a state the fleet knows is gone.
+    Its entries carry the times GitHub vouched for them: the runner judges their age as it
+    would a new build's, and revalidates what went stale meanwhile. Pure; the caller's
+    clock."""
+
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        self._held: tuple[object, object, float, Message] | None = None
+
+    def get(self, ask: object, version: object, now: float) -> Message | None:
+        if self._held is None:
+            return None
+        held_ask, held_version, built_at, answer = self._held
+        if held_ask != ask or held_version != version or not 0 <= now - built_at < self.keep:
+            return None
+        return answer
+
+    def put(self, ask: object, version: object, now: float, answer: Message) -> None:
+        self._held = (ask, version, now, answer)
 
 
 def candidates(asks: Asks, now: float, ttl: float) -> list[tuple[str, ApiRequest, int]]:

@@ -48,6 +48,7 @@ class Mesh:
                  bootstrap: tuple[BootstrapPeer, ...], sealer: Sealer, counters: Counters,
                  serve: Serve, peer_timeout: float, namespace: str,
                  peer_silence: float, offer: Offer | None = None,
+                 offer_version: Callable[[], object] = lambda: 0,
                  on_server: OnServer | None = None, apply_drop: Apply | None = None,
                  revalidate_all: Everything | None = None, ttl: float = 60.0) -> None:
         self.host = new_host_for(key_pair)
@@ -63,7 +64,7 @@ class Mesh:
         self.on_server = on_server
         self.bootstrap = Bootstrap(self, bootstrap, peer_silence, self._server_joined)
         self.asker = Asker(self, peer_timeout)
-        self.responder = Responder(self, serve, offer)
+        self.responder = Responder(self, serve, offer, offer_version)
         self.host.set_stream_handler(PROTOCOL_ID, self.responder.serve_stream)
         self.host.get_network().register_notifee(ConnectionLog())
         self._warned: set[tuple[str, str]] = set()

@@ -22,7 +22,7 @@ from ..models import ApiRequest, ApiResponse
 from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_SKEW_MS, REQUEST,
                         RESPONSE, FrameDecoder, FrameError, Message, StaleMessage, encode_body,
                         open_frame, seal)
-from ..warmstart import OfferBudget
+from ..warmstart import OfferBudget, Shelf
 from .asking import (GRAPHQL_OP, GRAPHQL_REQUEST_HEADERS, MAX_PEER_GRAPHQL_BYTES, MAX_PEER_PATH,
                      PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT)
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
@@ -47,6 +47,9 @@ WARM_INTERVAL = 60.0  # seconds: one warm start per peer
 # bucket of bytes: smaller offers cost less, warmstart.OfferBudget).
 WARM_BURST = 2
 WARM_FLEET_INTERVAL = 10.0
+# The last offer built is given again for this long to runners that join after it (a queue
+# of jobs, a matrix), each charged only the bytes it is sent (warmstart.Shelf).
+WARM_SHELF_S = WARM_FLEET_INTERVAL
 
 # A peer's GET, and the time (GitHub's clock) its answer must have been vouched after.
 Serve = Callable[[ApiRequest, "float | None"], Awaitable[ApiResponse]]
@@ -61,18 +64,23 @@ class Responder:
     """Our side of every inbound cache stream. `serve` answers a peer's GET (cache, then
     GitHub); `offer` builds a warm start (warmstart.py)."""
 
-    def __init__(self, mesh: Mesh, serve: Serve, offer: Offer | None) -> None:
+    def __init__(self, mesh: Mesh, serve: Serve, offer: Offer | None,
+                 offer_version: Callable[[], object] = lambda: 0) -> None:
         self.mesh = mesh
         self.serve = serve
         self.offer = offer
+        self.offer_version = offer_version  # changes when an offer built before is void
         self._inbound: dict[ID, int] = {}  # inbound cache streams open, per peer
         self._inbound_total = 0
         self._partial_bytes = 0  # bytes of unfinished request frames, all streams
         self._dialbacks = dialback.Limiter()
-        # A warm start's answer is one big frame: few at once, one per peer a minute, and
-        # few in all.
+        # A warm start's answer is one big frame: built once for joiners at once (and kept a
+        # few seconds for those after), few written at once, one per peer a minute, and
+        # what they cost bounded for all peers together.
         self._warm_slots = trio.Semaphore(WARM_AT_ONCE)
         self._warm_offers = OfferBudget(WARM_INTERVAL, WARM_BURST, WARM_FLEET_INTERVAL)
+        self._warm_shelf = Shelf(WARM_SHELF_S)
+        self._warm_building = trio.Lock()  # joiners at once wait for one build, then share it
 
     async def serve_stream(self, stream: INetStream) -> None:
         """libp2p runs this per inbound stream; an exception here would take down the
@@ -242,23 +250,42 @@ class Responder:
     async def _answer_warm(self, stream: INetStream, write_lock: trio.Lock, request_id: int,
                            meta: dict[str, object], key: str) -> None:
         peer = stream.muxed_conn.peer_id
-        budget = meta.get("max_bytes")
-        wait = charged = 0.0
+        budget, encodings = meta.get("max_bytes"), meta.get("encodings")
+        ask = (budget, tuple(e for e in encodings if isinstance(e, str))[:4]
+               if isinstance(encodings, list) else None)
+        answer: Message | None = None
+        wait = 0.0
         if self.offer is not None and type(budget) is int:  # a bad ask spends nothing
-            wait, charged = self._warm_offers.admit(str(peer), trio.current_time())
-        if self.offer is None or type(budget) is not int or wait > 0:
+            async with self._warm_building:  # joiners at once wait for one build, then share it
+                answer, wait = await self._warm_answer(str(peer), ask, budget, encodings)
+        if answer is None:
             refusal: dict[str, object] = {"error": "no warm start offered now"}
             if wait > 0:  # a runner that joined during a flood asks again, and is served
                 refusal["retry_after"] = math.ceil(wait * 10) / 10
             await self._send(stream, write_lock, request_id, key, Message(refusal))
             return
-        async with self._warm_slots:  # holds the big frame's memory until it is written
-            offered = await self.offer(budget)
-            self._warm_offers.settle(charged, len(offered.body))
-            answer = await trio.to_thread.run_sync(encode_body, offered, meta.get("encodings"))
+        async with self._warm_slots:  # few big frames being sealed and written at once
             self.mesh.counters.warm_offers += 1
             with trio.move_on_after(WARM_TIMEOUT):
                 await self._send(stream, write_lock, request_id, key, answer)
+
+    async def _warm_answer(self, peer: str, ask: object, budget: int,
+                           encodings: object) -> tuple[Message | None, float]:
+        """The offer on the shelf, charged what it sends, or a new one built (and shelved),
+        charged what it read; or (None, seconds to wait) if the budget says no."""
+        version = self.offer_version()
+        shelved = self._warm_shelf.get(ask, version, trio.current_time())
+        wait, charged = self._warm_offers.admit(
+            peer, trio.current_time(), None if shelved is None else len(shelved.body))
+        if wait > 0 or shelved is not None:
+            return shelved if wait == 0 else None, wait
+        assert self.offer is not None
+        offered = await self.offer(budget)
+        self._warm_offers.settle(charged, len(offered.body))
+        answer = await trio.to_thread.run_sync(encode_body, offered, encodings)
+        self._warm_shelf.put(ask, version, trio.current_time(), answer)
+        self.mesh.counters.warm_offers_built += 1
+        return answer, 0.0
 
     async def _dialback(self, stream: INetStream, meta: dict[str, object]) -> dict[str, object]:
         """Dial the asker back at the IP its connection comes from and the port it names,
