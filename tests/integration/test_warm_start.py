@@ -112,11 +112,11 @@ def test_joiners_in_a_row_share_one_build_until_the_fleet_writes(nodes, fake):
     assert response.headers["etag"] == now.headers["etag"], "the state after the write"
 
 
-def test_actions_start_has_github_confirm_the_jobs_token_while_it_joins(nodes, fake):
+def test_actions_start_has_github_confirm_the_jobs_token_as_the_node_starts(nodes, fake):
     """The job's first call is a local hit at once: GitHub confirmed the job's token (the
-    free /rate_limit) while the node joined, not on that call. A token GitHub refuses is
+    free /rate_limit) as the node started, not on that call. A token GitHub refuses is
     said at start, and the job's calls get GitHub's own 401, never the fleet's entries.
-    (`actions start` sets P2P_CACHE_CONFIRM_TOKEN; test_actions.py runs it whole.)"""
+    (`actions start` sets P2P_CACHE_CONFIRM_TOKEN for its node.)"""
     server, bodies = fleet_asked(nodes, fake)
     job = nodes("job", bootstrap=server.multiaddr(), env={"P2P_CACHE_CONFIRM_TOKEN": "1"})
     wait_until(lambda: job.stats()["warm_starts"], what="a warm start")

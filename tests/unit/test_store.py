@@ -100,23 +100,48 @@ def test_journal_mode_is_wal(store, tmp_path):
 def test_lru_eviction_follows_access_order(tmp_path):
     size = mk("a", body=b"x" * 1000).size
     s = Store(tmp_path / "c.db", max_bytes=3 * size)
-    try:
-        s.put(mk("a", body=b"x" * 1000), now=1)
-        s.put(mk("b", body=b"x" * 1000), now=2)
-        s.put(mk("c", body=b"x" * 1000), now=3)
+    try:  # (minutes apart: recency is written back at most once a minute, TOUCH_EVERY)
+        s.put(mk("a", body=b"x" * 1000), now=100)
+        s.put(mk("b", body=b"x" * 1000), now=200)
+        s.put(mk("c", body=b"x" * 1000), now=300)
         assert s.count == 3 and s.bytes == 3 * size
-        assert s.get("a", now=4) is not None  # a is now the most recently used
-        s.put(mk("d", body=b"x" * 1000), now=5)
-        assert s.get("b", now=6) is None  # the least recently used went
-        assert [k for k in "acd" if s.get(k, now=7) is not None] == ["a", "c", "d"]
+        assert s.get("a", now=400) is not None  # a is now the most recently used
+        s.put(mk("d", body=b"x" * 1000), now=500)
+        assert s.get("b", now=600) is None  # the least recently used went
+        assert [k for k in "acd" if s.get(k, now=700) is not None] == ["a", "c", "d"]
         assert (s.bytes, s.count) == (3 * size, 3) == truth(s)
         # touch c, then a big entry needing two slots evicts d and a, keeps c
-        s.get("c", now=10)
-        s.put(mk("big", body=b"y" * (2 * 1000 + len("etag") + len('"e"'))), now=11)
-        assert s.get("c", now=12) is not None
-        assert s.get("d", now=12) is None and s.get("a", now=12) is None
+        s.get("c", now=1000)
+        s.put(mk("big", body=b"y" * (2 * 1000 + len("etag") + len('"e"'))), now=1100)
+        assert s.get("c", now=1200) is not None
+        assert s.get("d", now=1200) is None and s.get("a", now=1200) is None
         assert (s.bytes, s.count) == truth(s)
         assert s.bytes <= s.max_bytes
+    finally:
+        s.close()
+
+
+def test_a_hit_within_a_minute_of_the_last_write_rewrites_nothing(tmp_path):
+    """SQLite rewrites a whole row (its 700 KB body too) to change its recency: an entry
+    written or touched within TOUCH_EVERY is not touched again, so a job's hits on what
+    its warm start just stored cost no writes."""
+    from p2pcache.store import TOUCH_EVERY
+
+    s = Store(tmp_path / "c.db")
+    try:
+        s.put(mk("page", body=b"p" * 700_000), now=1000)
+        s.flush_touches()
+        changes = s._db.total_changes
+        for t in range(10):
+            assert s.get("page", now=1000 + t) is not None
+        s.flush_touches()
+        assert s._db.total_changes == changes, "no row rewritten"
+        s.get("page", now=1000 + TOUCH_EVERY + 1)
+        s.flush_touches()
+        assert s._db.total_changes == changes + 1, "a minute later: recency written once"
+        s.get("page", now=999)  # a clock that went back: written, never skipped for good
+        s.flush_touches()
+        assert s._db.total_changes == changes + 2
     finally:
         s.close()
 

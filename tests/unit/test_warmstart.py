@@ -300,3 +300,37 @@ def test_the_shelf_gives_an_offer_only_for_the_same_ask_and_version_while_it_kee
     assert shelf.get((MAX_BYTES, ("zlib",)), 2, 105.0) is None, "a drop or a new entry since"
     assert shelf.get((MAX_BYTES, ("zlib",)), 1, 110.0) is None, "kept 10 s, no longer"
     assert shelf.get((MAX_BYTES, ("zlib",)), 1, 99.0) is None, "a clock that went back"
+
+
+def test_an_answer_that_does_not_compress_into_a_frame_is_built_again_smaller():
+    """A runner that takes zlib is offered up to what a frame inflates to (MAX_BYTES);
+    if the hot set does not compress into one frame, the server builds it again within
+    what a frame carries as it is (MAX_PLAIN_BYTES), and shelves that."""
+    import os
+    from types import SimpleNamespace
+
+    import trio
+
+    from p2pcache.mesh.answering import Responder
+    from p2pcache.protocol import MAX_FRAME_BYTES
+    from p2pcache.warmstart import MAX_PLAIN_BYTES
+
+    asked: list[int] = []
+    noise = os.urandom(MAX_BYTES)
+
+    async def offer(budget: int) -> Message:
+        asked.append(budget)
+        return Message({"entries": [{"size": budget}]}, noise[:budget])
+
+    async def main() -> None:
+        mesh = SimpleNamespace(counters=Counters())
+        responder = Responder(mesh, None, offer)  # type: ignore[arg-type]
+        answer, wait = await responder._warm_answer("p", (10**12, ("zlib",)), 10**12, ["zlib"])
+        assert wait == 0 and answer is not None
+        assert asked == [MAX_BYTES, MAX_PLAIN_BYTES]
+        assert len(answer.body) <= MAX_PLAIN_BYTES < MAX_FRAME_BYTES
+        plain, _ = await responder._warm_answer("q", (10**12, None), 10**12, None)
+        assert asked[-1] == MAX_PLAIN_BYTES and "encoding" not in plain.meta
+        assert mesh.counters.warm_offers_built == 2
+
+    trio.run(main)

@@ -328,7 +328,7 @@ def _launch(port: int, http: str, wait: float, env: dict[str, str], job: Job,
     env["P2P_CACHE_HTTP"] = http
     # A job's node lives for one job: it is a runner even when no server is configured.
     env.setdefault("P2P_CACHE_REFRESH_AHEAD", "0")
-    # The job's clients present the job's token: GitHub confirms it while the node joins.
+    # The job's clients present the job's token: GitHub confirms it as the node starts.
     env.setdefault("P2P_CACHE_CONFIRM_TOKEN", "1")
     for_other = job.user.is_other
     settings = config.load({}, {k: env[k] for k in ROOT_READS if k in env} if for_other

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on joining a server, take up to this many bytes of entries "
                             "(bodies and headers) that the fleet asked for recently and that "
                             "are fresh, in one answer, so later requests are local hits; 0: "
-                            "off [env P2P_CACHE_WARM_START, default 14680064: 14 MiB]")
+                            "off [env P2P_CACHE_WARM_START, default 16777216: 16 MiB]")
     serve.add_argument("--not-before", default=None, metavar="TIME",
                        help="Unix seconds on GitHub's clock: nothing GitHub vouched for "
                             "earlier is served without a revalidation (free when unchanged), "

@@ -65,7 +65,7 @@ class Settings:
     publish_secret: str | None = None  # OWNER/REPO whose MCP_P2P_BOOTSTRAP_PEERS we keep
     unix_socket: Path | None = None  # the local API also here (mode 0600), e.g. for gh
     lend_token: bool = False  # writes/GraphQL without a client token use the node's token
-    # GitHub confirms the node's token as it joins the fleet, before the job's clients present
+    # GitHub confirms the node's token as the node starts, before the job's clients present
     # it (actions start sets this: a job's clients use the job's token; node.py)
     confirm_token: bool = False
     # transparent mode (actions start --transparent sets these; intercept.py, tls.py)
@@ -75,7 +75,7 @@ class Settings:
     upstream_addresses: tuple[str, ...] = ()  # the upstream's IPs, resolved before redirecting
     upstream_ca_bundle: Path | None = None  # roots for the upstream instead of certifi's
     refresh_ahead: bool = True  # revalidate hot entries before they go stale (refresh.py)
-    warm_start_bytes: int = 14 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
+    warm_start_bytes: int = 16 * 1024 * 1024  # a joining runner's budget (warmstart.py); 0: off
     # The event floor (floor.py): nothing GitHub vouched for at or before this time (its
     # clock, Unix seconds) is served without revalidation. None: no floor.
     not_before: float | None = None
@@ -199,7 +199,7 @@ def _warm_start(name: str, value: object) -> int:
         return 0
     number = _byte_count(name, text)
     if number > MAX_BYTES:
-        raise ConfigError(name, value, f"at most {MAX_BYTES} bytes (one peer frame), or 0")
+        raise ConfigError(name, value, f"at most {MAX_BYTES} bytes (what one peer frame inflates to), or 0")
     return number
 
 

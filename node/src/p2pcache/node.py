@@ -111,6 +111,8 @@ class Node:
         raise_fd_limit()
         try:
             async with trio.open_nursery() as nursery:
+                if s.confirm_token and s.token:
+                    nursery.start_soon(self._confirm_token)
                 sealer = await self._sealer()
                 if sealer is not None:
                     await self._start_mesh(nursery, sealer)
@@ -168,7 +170,7 @@ class Node:
         mesh = Mesh(self.key_pair, listen, s.bootstrap, sealer, self.counters,
                     self._serve_peer, s.peer_timeout, s.namespace, s.peer_silence,
                     offer=self._offer_warm, offer_version=self._offer_version,
-                    on_server=self._joined if s.warm_start_bytes or s.confirm_token else None,
+                    on_server=self._warm_start if s.warm_start_bytes else None,
                     apply_drop=self._apply_peer_drop, revalidate_all=self.cache.revalidate_all,
                     ttl=s.ttl)
         ready = trio.Event()
@@ -382,26 +384,19 @@ class Node:
         drop, an entry added or replaced by one of another size (a 304 refresh is not)."""
         return self.cache.drops.seq, self.store.count, self.store.bytes
 
-    async def _joined(self, server: ID) -> None:
-        """As we join a server: take its hot entries (warmstart.py; best effort, a failed
-        or empty warm start only means the first asks go to the server as usual) while
-        GitHub confirms our token."""
+    async def _warm_start(self, server: ID) -> None:
+        """Take a server's hot entries as we join it (warmstart.py): best effort, a failed
+        or empty warm start only means the first asks go to the server as usual."""
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._confirm_token)
-                if self.settings.warm_start_bytes:
-                    await self._take_warm_start(server)
+            await self._take_warm_start(server)
         finally:
-            if self.settings.warm_start_bytes:
-                self.warm_start = "done"
+            self.warm_start = "done"
 
     async def _confirm_token(self) -> None:
-        """While the warm start lands, GitHub confirms the job's token (the free
-        /rate_limit that each caller's first shared answer waits for otherwise, access.py):
-        the job's first calls are then local hits at once. `actions start` asks for it
+        """As the node starts, GitHub confirms the job's token (the free /rate_limit that
+        each caller's first shared answer waits for otherwise, access.py): the job's first
+        calls need not wait for it, fleet or no fleet. `actions start` asks for it
         (P2P_CACHE_CONFIRM_TOKEN): a job's clients use the job's token."""
-        if self.settings.token is None or not self.settings.confirm_token:
-            return
         valid = await self.cache.confirm({"authorization": f"token {self.settings.token}"})
         if valid is False:
             log.warning("⚠️  GitHub refuses this node's token (401): its clients get "

@@ -52,6 +52,10 @@ INDEXES = "CREATE INDEX IF NOT EXISTS entries_path_nocase ON entries(path COLLAT
 _COLUMNS = "key, path, status, headers, body, fetched_at, vouched, asked_at"
 
 
+# Recency is written back at most once a minute per entry: SQLite rewrites a whole row to
+# change one column of it, so touching a 700 KB list page on every hit rewrote 700 KB into
+# the WAL each time (a job's 100 hits: its whole hot set, every flush). LRU needs no finer.
+TOUCH_EVERY = 60.0
 REOPEN_INTERVAL = 10.0  # seconds between attempts to open a store that could not be opened
 # Only these mean the file itself is bad; anything else (full, I/O, read-only, locked) may
 # pass, and the file must be kept.
@@ -195,11 +199,13 @@ class Store:
             if self._reader is None:
                 return None  # running uncached
             row = self._reader.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
+                f"SELECT {_COLUMNS}, accessed_at FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        with self._touch_lock:
-            self._touched[key] = time.time() if now is None else now
+        now = time.time() if now is None else now
+        if not now - TOUCH_EVERY < (row[8] or 0.0) <= now:
+            with self._touch_lock:
+                self._touched[key] = now
         return _entry(row)
 
     def head(self, key: str) -> Entry | None:

@@ -4,7 +4,8 @@ one peer round trip per request.
 
 The server offers what clients and peers asked of it recently (refresh.Asks holds each key
 with the request that refetches it), fresh now, within the byte budget the runner asked for
-(at most MAX_BYTES: one frame), choosing the entries that save the most requests per byte,
+(at most MAX_BYTES: what one frame inflates to, or one frame's body as it is, MAX_PLAIN_BYTES,
+for a runner that takes no zlib), choosing the entries that save the most requests per byte,
 asks / (size + ASK_COST), so one 700 KB list page does not crowd out thirty small entries.
 It ranks by the entries' stored sizes and reads only the chosen bodies: an offer holds at
 most MAX_BYTES of memory, however large the hot set. The runner takes each entry as it takes
@@ -35,9 +36,11 @@ from .invalidation import Drops
 from .refresh import Asks
 from .store import Store
 
-MAX_BYTES = MAX_FRAME_BYTES - 2 * 1024 * 1024  # one frame, with room for the metadata
+MAX_BYTES = MAX_FRAME_BYTES  # what a frame's body inflates to at most (protocol.decode_body)
+MAX_PLAIN_BYTES = MAX_FRAME_BYTES - 2 * 1024 * 1024  # a body sent as it is: one frame, with
+# room for the metadata; also the most an offer may weigh compressed
 MAX_ENTRIES = 2000
-DEFAULT_BYTES = MAX_BYTES  # what a runner asks for (--warm-start): one frame
+DEFAULT_BYTES = MAX_BYTES  # what a runner asks for (--warm-start)
 MAX_PATH = 8 * 1024
 ASK_COST = 2048  # bytes a request is worth when ranking (its headers and round trip)
 

@@ -20,9 +20,9 @@ from .. import targets
 from ..crypto import SealError
 from ..models import ApiRequest, ApiResponse
 from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_SKEW_MS, REQUEST,
-                        RESPONSE, FrameDecoder, FrameError, Message, StaleMessage, encode_body,
-                        open_frame, seal)
-from ..warmstart import OfferBudget, Shelf
+                        ENCODING, RESPONSE, FrameDecoder, FrameError, Message, StaleMessage,
+                        encode_body, open_frame, seal)
+from ..warmstart import MAX_BYTES, MAX_PLAIN_BYTES, OfferBudget, Shelf
 from .asking import (GRAPHQL_OP, GRAPHQL_REQUEST_HEADERS, MAX_PEER_GRAPHQL_BYTES, MAX_PEER_PATH,
                      PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT)
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
@@ -280,9 +280,15 @@ class Responder:
         if wait > 0 or shelved is not None:
             return shelved if wait == 0 else None, wait
         assert self.offer is not None
-        offered = await self.offer(budget)
-        self._warm_offers.settle(charged, len(offered.body))
+        zlib = isinstance(encodings, list) and ENCODING in encodings
+        offered = await self.offer(min(budget, MAX_BYTES if zlib else MAX_PLAIN_BYTES))
         answer = await trio.to_thread.run_sync(encode_body, offered, encodings)
+        if len(answer.body) > MAX_PLAIN_BYTES:  # did not compress into one frame: less of it
+            offered = await self.offer(MAX_PLAIN_BYTES)
+            answer = await trio.to_thread.run_sync(encode_body, offered, encodings)
+            if len(answer.body) > MAX_PLAIN_BYTES:
+                answer = offered
+        self._warm_offers.settle(charged, len(offered.body))
         self._warm_shelf.put(ask, version, trio.current_time(), answer)
         self.mesh.counters.warm_offers_built += 1
         return answer, 0.0
