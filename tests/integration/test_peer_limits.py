@@ -309,6 +309,36 @@ def test_warm_starts_are_one_per_peer_a_minute_and_bad_budgets_are_refused(nodes
     assert server.get("/-/healthz").status_code == 200
 
 
+def hot_server(nodes):
+    """A server with a full hot set, more than one offer holds: 100 list pages of issues
+    and pulls."""
+    server = nodes("server")
+    for i in range(50):
+        for kind in ("issues", "pulls"):
+            server.get(f"/repos/hot/r{i}/{kind}?per_page=100")
+    return server
+
+
+def warm_flood(server, warm: dict, count: int = 30) -> tuple[list[Message], float]:
+    """`count` fresh peer IDs asking `server` for a warm start at once: the answers as
+    sent, and the seconds they took."""
+    async def flood() -> list[Message]:
+        answers: list[Message] = []
+
+        async def fresh_id() -> None:
+            async with peer_host(server.multiaddr()) as host:
+                answers.append(await ask_whole(host, warm))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(fresh_id)
+        return answers
+
+    began = time.monotonic()
+    answers = trio.run(flood)
+    return answers, time.monotonic() - began
+
+
 def test_warm_offers_are_bounded_for_all_peers_together(nodes, fake):
     """Before: one warm start per peer ID a minute, and peer IDs are free: 30 fresh IDs got
     30 offers of 14.7 MB in 10 s (+6.6 s of server CPU). Now all peers together get 2 full
@@ -318,28 +348,9 @@ def test_warm_offers_are_bounded_for_all_peers_together(nodes, fake):
     from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL
     from p2pcache.warmstart import MAX_BYTES
 
-    server = nodes("server")
-    # A full hot set, more than one offer holds: 100 list pages of issues and pulls.
-    for i in range(50):
-        for kind in ("issues", "pulls"):
-            server.get(f"/repos/hot/r{i}/{kind}?per_page=100")
-    warm = {"op": "warm", "key": "warm", "max_bytes": 10**12}
-
-    async def flood() -> list[dict]:
-        answers: list[dict] = []
-
-        async def fresh_id() -> None:
-            async with peer_host(server.multiaddr()) as host:
-                answers.append(await ask(host, warm))
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(30):
-                nursery.start_soon(fresh_id)
-        return answers
-
-    began = time.monotonic()
-    answers = trio.run(flood)
-    took = time.monotonic() - began
+    server = hot_server(nodes)
+    whole, took = warm_flood(server, {"op": "warm", "key": "warm", "max_bytes": 10**12})
+    answers = [a.meta for a in whole]
     offers = [a for a in answers if "entries" in a]
     refused = [a for a in answers if "error" in a]
     print(f"30 fresh peer IDs in {took:.1f} s: {len(offers)} warm offers of "
@@ -375,27 +386,9 @@ def test_joiners_share_one_build_and_what_they_are_sent_stays_bounded(nodes, fak
     from p2pcache.mesh.answering import WARM_BURST, WARM_FLEET_INTERVAL
     from p2pcache.warmstart import MAX_BYTES
 
-    server = nodes("server")
-    for i in range(50):
-        for kind in ("issues", "pulls"):
-            server.get(f"/repos/hot/r{i}/{kind}?per_page=100")
-    warm = {"op": "warm", "key": "warm", "max_bytes": 10**12, "encodings": ["zlib"]}
-
-    async def flood() -> list[Message]:
-        answers: list[Message] = []
-
-        async def fresh_id() -> None:
-            async with peer_host(server.multiaddr()) as host:
-                answers.append(await ask_whole(host, warm))
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(30):
-                nursery.start_soon(fresh_id)
-        return answers
-
-    began = time.monotonic()
-    answers = trio.run(flood)
-    took = time.monotonic() - began
+    server = hot_server(nodes)
+    answers, took = warm_flood(server, {"op": "warm", "key": "warm", "max_bytes": 10**12,
+                                        "encodings": ["zlib"]})
     offers = [a for a in answers if "entries" in a.meta]
     sent = sum(len(a.body) for a in offers)
     stats = server.stats()
