@@ -167,9 +167,20 @@ class Cache:
             return self._counted(await self._shared(request, True, not_before))
         caller = self.callers.of(request.headers)
         place = access.place(request.target.path)
-        verdict = await self._verdict(request, caller, place)
+        ahead: list[_Outcome] = []
+        if self._ask_ahead(caller, place):
+            async with trio.open_nursery() as nursery:
+                async def shared_ahead() -> None:
+                    try:
+                        ahead.append(await self._shared(request))
+                    except Exception as exc:  # asked again below if it is given at all
+                        log.debug("asking ahead for %s failed: %s", request.target, exc)
+                nursery.start_soon(shared_ahead)
+                verdict = await self._verdict(request, caller, place)
+        else:
+            verdict = await self._verdict(request, caller, place)
         if verdict is Verdict.SHARED:
-            outcome = await self._shared(request)
+            outcome = ahead[0] if ahead else await self._shared(request)
             response = outcome.response
             if place.scope is Scope.REPOSITORY \
                     and access.depends_on_caller(request.target.path, response.body):
@@ -231,6 +242,20 @@ class Cache:
         verdict, _ = await self._checks.run(f"check {repo}{caller.key_suffix}",
                                             lambda: self._check(request, caller, place))
         return verdict  # type: ignore[return-value]
+
+    def _ask_ahead(self, caller: Caller, place: access.Place) -> bool:
+        """Whether to ask for the fleet's entry while GitHub is asked whether this caller
+        may have it (the repository's visibility, unknown yet: one more round trip before
+        the repository's first answer otherwise). Only for a caller whose token GitHub
+        confirmed, so a bad token never spends the fleet's budget; what the verdict then
+        refuses is the fleet's entry all the same, and is not given."""
+        now = self.clock()
+        repo = place.repo_key
+        return place.scope is Scope.REPOSITORY and repo is not None \
+            and not caller.anonymous and self.grants.valid(caller, now) is True \
+            and not self.grants.is_blind(repo, now) \
+            and self.grants.public_since(repo, now, self.ttl) is None \
+            and self.grants.granted(caller, repo, now) is None
 
     def _refuses_fleet(self, response: ApiResponse, repo: str | None = None) -> bool:
         """The fleet's token may not read this (not: GitHub is busy). A refused token, or a
