@@ -334,3 +334,29 @@ def test_an_answer_that_does_not_compress_into_a_frame_is_built_again_smaller():
         assert mesh.counters.warm_offers_built == 2
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("encodings", [None, "zlib", 7, [{"x": 1}, None, "zlib"], ["x"] * 5000])
+def test_whatever_a_peer_sends_as_encodings_the_answer_is_built_and_shelved(encodings):
+    """The shelf's key is made of the peer's `encodings`: anything a frame can carry is
+    taken, never trusted for more than a membership test."""
+    from types import SimpleNamespace
+
+    import trio
+
+    from p2pcache.mesh.answering import Responder
+    from p2pcache.warmstart import ask_key
+
+    async def offer(budget: int) -> Message:
+        return Message({"entries": [{"size": 4}]}, b"{}{}" * 512)
+
+    async def main() -> None:
+        mesh = SimpleNamespace(counters=Counters())
+        responder = Responder(mesh, None, offer)  # type: ignore[arg-type]
+        ask = ask_key(MAX_BYTES, encodings)
+        answer, wait = await responder._warm_answer("p", ask, MAX_BYTES, encodings)
+        assert wait == 0 and answer is not None
+        again, _ = await responder._warm_answer("q", ask, MAX_BYTES, encodings)
+        assert again is answer and mesh.counters.warm_offers_built == 1
+
+    trio.run(main)

@@ -101,6 +101,14 @@ class OfferBudget:
         return max(self.floor, min(1.0, size / self.full))
 
 
+def ask_key(budget: object, encodings: object) -> tuple[object, tuple[str, ...] | None]:
+    """What makes two warm asks the same to the Shelf: the byte budget and the encodings
+    named (a peer's list: only its strings count, the first 4)."""
+    named = tuple(e for e in encodings if isinstance(e, str))[:4] \
+        if isinstance(encodings, list) else None
+    return budget, named
+
+
 class Shelf:
     """The last warm offer as sent, kept `keep` seconds, so runners joining in a burst (a
     queue of jobs, a matrix) share one build: the server reads and compresses the hot set

@@ -22,7 +22,7 @@ from ..models import ApiRequest, ApiResponse
 from ..protocol import (MAX_FRAME_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_SKEW_MS, REQUEST,
                         ENCODING, RESPONSE, FrameDecoder, FrameError, Message, StaleMessage,
                         encode_body, open_frame, seal)
-from ..warmstart import MAX_BYTES, MAX_PLAIN_BYTES, OfferBudget, Shelf
+from ..warmstart import MAX_BYTES, MAX_PLAIN_BYTES, OfferBudget, Shelf, ask_key
 from .asking import (GRAPHQL_OP, GRAPHQL_REQUEST_HEADERS, MAX_PEER_GRAPHQL_BYTES, MAX_PEER_PATH,
                      PAUSED, PEER_REQUEST_HEADERS, TOO_LARGE, WARM_TIMEOUT)
 from .host import READ_CHUNK, probe, reason, remote_address, reset, short
@@ -251,8 +251,7 @@ class Responder:
                            meta: dict[str, object], key: str) -> None:
         peer = stream.muxed_conn.peer_id
         budget, encodings = meta.get("max_bytes"), meta.get("encodings")
-        ask = (budget, tuple(e for e in encodings if isinstance(e, str))[:4]
-               if isinstance(encodings, list) else None)
+        ask = ask_key(budget, encodings)
         answer: Message | None = None
         wait = 0.0
         if self.offer is not None and type(budget) is int:  # a bad ask spends nothing
