@@ -382,9 +382,7 @@ class Fleet:
         self.upstream = upstream
         self.ttl = ttl
         self.batch = batch
-        # A runner node as `actions start` runs it: GitHub confirms the job's token (the
-        # one the runner's client sends) as the node starts.
-        self.runner_env = {"P2P_CACHE_CONFIRM_TOKEN": "1", **(runner_env or {})}
+        self.runner_env = runner_env
         self.servers: list[NodeProcess] = []
         self.runners: list[NodeProcess] = []
         self._generation = 0

@@ -91,6 +91,21 @@ def test_a_confirmed_caller_waits_one_round_trip_not_two(store):
     trio.run(main)
 
 
+def test_a_client_without_a_token_is_answered_in_one_round_trip_too(store):
+    """The node's own clients often send no token (the node holds it): public data, read
+    with the fleet's token either way; a private repository stays GitHub's 404."""
+    async def main():
+        github = Routed()
+        cache = cache_with(store, github)
+        anonymous = ApiRequest("GET", parse("/repos/o/pub/pulls"), {})
+        response = await cache.get(anonymous)
+        assert response.status == 200 and github.most == 2
+        hidden = await cache.get(ApiRequest("GET", parse("/repos/o/priv/pulls"), {}))
+        assert hidden.status == 404 and b"secret" not in hidden.body
+
+    trio.run(main)
+
+
 def test_an_unconfirmed_token_never_spends_the_fleets_budget_ahead(store):
     async def main():
         github = Routed()

@@ -247,12 +247,13 @@ class Cache:
         """Whether to ask for the fleet's entry while GitHub is asked whether this caller
         may have it (the repository's visibility, unknown yet: one more round trip before
         the repository's first answer otherwise). Only for a caller whose token GitHub
-        confirmed, so a bad token never spends the fleet's budget; what the verdict then
-        refuses is the fleet's entry all the same, and is not given."""
+        confirmed, or one that sends none (the node's own clients, which read public data
+        with the fleet's token anyway), so a bad token never spends the fleet's budget;
+        what the verdict then refuses is the fleet's entry all the same, and not given."""
         now = self.clock()
         repo = place.repo_key
         return place.scope is Scope.REPOSITORY and repo is not None \
-            and not caller.anonymous and self.grants.valid(caller, now) is True \
+            and self.grants.valid(caller, now) is True \
             and not self.grants.is_blind(repo, now) \
             and self.grants.public_since(repo, now, self.ttl) is None \
             and self.grants.granted(caller, repo, now) is None
