@@ -703,3 +703,21 @@ class TestSuspicion:
         live.pinged(5)
         live.ponged(5.001)
         assert live.usable and not live.ping_due(6)
+
+
+def test_what_remains_of_a_window_never_goes_back_up_for_an_answer_that_came_late():
+    """Two answers in flight at once: the one GitHub counted first may arrive last."""
+    from p2pcache.policy import seen_rate_limits
+
+    def seen(remaining: int, reset: int) -> dict[str, str]:
+        return {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": str(remaining),
+                "x-ratelimit-used": str(5000 - remaining), "x-ratelimit-reset": str(reset),
+                "x-ratelimit-resource": "core"}
+
+    limits = seen_rate_limits({}, seen(4998, 100))
+    limits = seen_rate_limits(limits, seen(4999, 100))
+    assert limits["core"].remaining == 4998
+    limits = seen_rate_limits(limits, seen(4997, 100))
+    assert limits["core"].remaining == 4997
+    limits = seen_rate_limits(limits, seen(4999, 200))  # a new window: it starts again
+    assert limits["core"].remaining == 4999 and limits["core"].reset == 200

@@ -396,9 +396,16 @@ def resource_of(headers: dict[str, str]) -> str:
 def seen_rate_limits(limits: dict[str, RateLimit], headers: dict[str, str],
                      max_buckets: int = 32) -> dict[str, RateLimit]:
     """The picture after an answer: each X-RateLimit-Resource is a bucket of its own, so a
-    search or GraphQL answer never overwrites the REST `core` budget."""
+    search or GraphQL answer never overwrites the REST `core` budget. Within one window
+    (the same reset) what remains only goes down: of answers in flight at once, one counted
+    earlier may arrive later, and does not raise it back."""
     seen = RateLimit.from_headers(headers)
     if seen is None or (seen.resource not in limits and len(limits) >= max_buckets):
+        return limits
+    held = limits.get(seen.resource)
+    if held is not None and held.reset is not None and held.reset == seen.reset \
+            and held.remaining is not None and seen.remaining is not None \
+            and seen.remaining > held.remaining:
         return limits
     return {**limits, seen.resource: seen}
 
