@@ -168,16 +168,9 @@ class Cache:
         caller = self.callers.of(request.headers)
         place = access.place(request.target.path)
         ahead: list[_Outcome] = []
-        if self._ask_ahead(caller, place):
-            async with trio.open_nursery() as nursery:
-                async def shared_ahead() -> None:
-                    try:
-                        ahead.append(await self._shared(request))
-                    except Exception as exc:  # asked again below if it is given at all
-                        log.debug("asking ahead for %s failed: %s", request.target, exc)
-                nursery.start_soon(shared_ahead)
-                verdict = await self._verdict(request, caller, place)
-        else:
+        async with trio.open_nursery() as nursery:
+            if self._ask_ahead(caller, place):
+                nursery.start_soon(self._shared_ahead, request, ahead)
             verdict = await self._verdict(request, caller, place)
         if verdict is Verdict.SHARED:
             outcome = ahead[0] if ahead else await self._shared(request)
@@ -243,6 +236,12 @@ class Cache:
                                             lambda: self._check(request, caller, place))
         return verdict  # type: ignore[return-value]
 
+    async def _shared_ahead(self, request: ApiRequest, into: list[_Outcome]) -> None:
+        try:
+            into.append(await self._shared(request))
+        except Exception as exc:  # asked again after the verdict if it is given at all
+            log.debug("asking ahead for %s failed: %s", request.target, exc)
+
     def _ask_ahead(self, caller: Caller, place: access.Place) -> bool:
         """Whether to ask for the fleet's entry while GitHub is asked whether this caller
         may have it (the repository's visibility, unknown yet: one more round trip before
@@ -284,8 +283,8 @@ class Cache:
         return Verdict.SHARED if valid is not False else Verdict.REFUSED
 
     async def confirm(self, credentials: dict[str, str]) -> bool | None:
-        """Have GitHub confirm a credential before its first request comes (a runner's own
-        token, as it joins): True, False (refused), None (anonymous, or GitHub unsure)."""
+        """Have GitHub confirm a credential before its first request comes (a job node's own
+        token, as it starts): True, False (refused), None (anonymous, or GitHub unsure)."""
         caller = self.callers.of(credentials)
         if caller.anonymous:
             return None
