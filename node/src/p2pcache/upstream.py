@@ -8,6 +8,7 @@ and a canonical Target (targets.py), so the token only ever goes to the configur
 from __future__ import annotations
 
 import enum
+from http.cookiejar import CookieJar
 
 import httpx
 
@@ -39,6 +40,17 @@ class UpstreamError(Exception):
     """GitHub could not be reached at all (DNS, connect, timeout), or answered too much."""
 
 
+class _NoCookies(CookieJar):
+    """Keeps none. httpx holds a client's cookies and sends them with every later request:
+    a Set-Cookie in one caller's answer would go to GitHub with the next caller's token."""
+
+    def set_cookie(self, cookie) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def extract_cookies(self, response, request) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 class Upstream:
     def __init__(self, base_url: str, token: str | None, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -49,7 +61,7 @@ class Upstream:
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"user-agent": f"p2pcache/{__version__}"},
-            follow_redirects=False, transport=transport,
+            follow_redirects=False, transport=transport, cookies=_NoCookies(),
         )
 
     def authorization(self, request: ApiRequest | None, credentials: Credentials) -> str | None:
