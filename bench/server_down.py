@@ -10,8 +10,8 @@ Per round and case: a fresh simulated Actions job (RUNNER_TEMP, GITHUB_ENV, ...)
 `p2pcache actions start` with the action's defaults (base-URL mode) and `actions summary`
 at the end; between them the job's 100 GETs (bench/fleet.py's endpoints, `--concurrency`
 in flight from one keep-alive client) go to the node, and the same 100 GETs go straight to
-the fake (80 ms a request, like fleet.py) with the token, alternating, so both meet the
-same load. The cases:
+the fake (80 ms a request, like fleet.py) with the token, one after the other, which goes
+first alternating round by round, so both meet the same load. The cases:
 
   refused     nothing listens at the server's address
   silent      something accepts TCP there and never says a word (the dial hangs)
@@ -114,8 +114,8 @@ def job_paths(paths: list[str], job: int) -> list[str]:
     return [f"{p}{'&' if '?' in p else '?'}job={job}" for p in paths]
 
 
-def down_round(fake: FakeGitHub, case: str, paths: list[str],
-               concurrency: int) -> dict[str, float]:
+def down_round(fake: FakeGitHub, case: str, paths: list[str], concurrency: int,
+               node_first: bool = False) -> dict[str, float]:
     listener = hole = None
     peer = ghost_peer()
     if case == "refused":
@@ -131,9 +131,13 @@ def down_round(fake: FakeGitHub, case: str, paths: list[str],
     job = Job(fake, bootstrap)
     try:
         start_s, _ = job.start()
-        direct_s, direct_calls, _ = gets(fake.url, paths, concurrency,
-                                         {"authorization": f"token {FLEET_TOKEN}"})
-        node_s, node_calls, sources = gets(job.base, paths, concurrency)
+        token = {"authorization": f"token {FLEET_TOKEN}"}
+        if node_first:  # (rounds alternate which goes first: neither gains from its turn)
+            node_s, node_calls, sources = gets(job.base, paths, concurrency)
+            direct_s, direct_calls, _ = gets(fake.url, paths, concurrency, token)
+        else:
+            direct_s, direct_calls, _ = gets(fake.url, paths, concurrency, token)
+            node_s, node_calls, sources = gets(job.base, paths, concurrency)
         if set(sources) != {"miss"}:
             raise RuntimeError(f"answers other than direct ones: {set(sources)}")
     finally:
@@ -226,8 +230,8 @@ def main() -> int:
                         server.stop()
                         server.http.close()
                 continue
-            results = [down_round(fake, case, job_paths(paths, next(jobs)), args.concurrency)
-                       for _ in range(args.rounds)]
+            results = [down_round(fake, case, job_paths(paths, next(jobs)), args.concurrency,
+                                  node_first=n % 2 == 1) for n in range(args.rounds)]
             rows.append(median_row(case, args.concurrency, results))
             print(json.dumps(rows[-1]), flush=True)
     finally:

@@ -286,6 +286,11 @@ class _Credential:
     authenticated: bool
     label: str               # what GitHub names in "rate limit exceeded for ..."
     login: str | None = None
+    # What GitHub says about the token with every answer to it: X-OAuth-Scopes (classic and
+    # OAuth tokens; none for installation tokens and fine-grained PATs) and
+    # github-authentication-token-expiration (tokens that expire).
+    scopes: str | None = None
+    expires: str | None = None
 
 
 @dataclass
@@ -381,6 +386,10 @@ class FakeGitHub:
         self.tokens = frozenset(tokens or ())
         # A token's login: given (a dict), else derived from the token.
         self.logins: dict[str, str] = dict(tokens) if isinstance(tokens, dict) else {}
+        # A token's OAuth scopes (None: the header is not sent) and expiry, where set
+        # (set_scopes, set_expiration); by default a classic token has "repo, read:org".
+        self.scopes: dict[str, str | None] = {}
+        self.expirations: dict[str, str] = {}
         self.rate_limit = int(rate_limit)
         self.anon_rate_limit = int(anon_rate_limit)
         self.max_concurrent = int(max_concurrent)
@@ -573,6 +582,15 @@ class FakeGitHub:
             if login:
                 self.logins[token] = login
 
+    def set_scopes(self, token: str, scopes: str | None) -> None:
+        with self._lock:
+            self.scopes[token] = scopes
+
+    def set_expiration(self, token: str, when: str) -> None:
+        """As GitHub writes it: "2027-01-31 12:00:00 UTC"."""
+        with self._lock:
+            self.expirations[token] = when
+
     def login_of(self, token: str) -> str:
         return self.logins.get(token) or "user-" + hashlib.sha256(token.encode()).hexdigest()[:8]
 
@@ -692,8 +710,10 @@ class FakeGitHub:
         value = value.strip()
         if scheme.lower() in ("token", "bearer") and value in self.tokens:
             login = self.login_of(value)
+            default = None if value.startswith(("ghs_", "github_pat_")) else "repo, read:org"
             return _Credential(self._token_key(value), True,
-                               f"user ID {_num('user:' + login, 10**8)}", login)
+                               f"user ID {_num('user:' + login, 10**8)}", login,
+                               self.scopes.get(value, default), self.expirations.get(value))
         return None
 
     def _bucket(self, cred: _Credential, resource: str, now: float) -> _Bucket:
@@ -850,6 +870,15 @@ class FakeGitHub:
         h["X-RateLimit-Reset"] = str(bucket.reset_at)
         h["X-RateLimit-Used"] = str(bucket.used)
         h["X-RateLimit-Resource"] = reply.resource
+        if cred is not None and cred.authenticated:
+            # About the token that asked, on every answer to it (docs: "Scopes for OAuth
+            # apps"): its scopes, what this endpoint accepts, when it expires.
+            if cred.scopes is not None:
+                h["X-OAuth-Scopes"] = cred.scopes
+                h["X-Accepted-OAuth-Scopes"] = "repo" if req.norm.startswith(
+                    ("/repos/", "/repositories/")) else ""
+            if cred.expires is not None:
+                h["github-authentication-token-expiration"] = cred.expires
         h.update(reply.headers)
         h["X-GitHub-Request-Id"] = rid
         return h

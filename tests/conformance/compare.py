@@ -20,7 +20,8 @@ OPS = ("get_repo", "paginate", "lazy_load", "conditional", "write_read", "head",
 # Headers whose values must be the same through the node as straight from GitHub.
 SAME_VALUE = ("content-type", "x-github-media-type", "x-github-api-version-selected",
               "x-ratelimit-limit", "x-ratelimit-resource", "cache-control", "vary", "server",
-              "link")
+              "link", "x-oauth-scopes", "x-accepted-oauth-scopes",
+              "github-authentication-token-expiration")
 # Headers that must be there (or not) in both; their values legitimately differ.
 SAME_PRESENCE = ("etag", "last-modified", "x-github-request-id", "date", "content-length",
                  "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-used", "location")

@@ -73,6 +73,11 @@ class Conformance:
         # Who sees what: the fleet's token is admin of the repository the clients use and
         # alone reads a private one; clients see what their own token does (issue 19).
         self.fake.set_permission(clients.FULL, FLEET_TOKEN, "admin")
+        # What GitHub says about a token rides on every answer to it: the client must read
+        # its own token's scopes and expiry, never the fleet's (whose token fetched entries).
+        self.fake.set_scopes(FLEET_TOKEN, "admin:org, repo, workflow")
+        self.fake.set_expiration(FLEET_TOKEN, "2027-03-01 00:00:00 UTC")
+        self.fake.set_scopes(CLIENT_TOKEN, "public_repo, read:org")
         self.fake.make_private(f"{clients.OWNER}/{clients.FLEET_ONLY}", readers=[FLEET_TOKEN])
         self._runs: dict[str, Runs] = {}
 

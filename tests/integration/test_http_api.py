@@ -240,14 +240,19 @@ def test_unix_socket_serves_the_same_api_to_the_upstreams_host_name(nodes, fake,
 
 def test_answers_keep_the_headers_clients_use(nodes, fake):
     node = nodes("solo")
-    direct = httpx.get(fake.url + "/repos/octo/headers/commits",
-                       headers={"authorization": f"token {FLEET_TOKEN}"})
+    # This client sends no token: GitHub's answer is the anonymous one (Cache-Control
+    # `public`), though the node fetched it with its own (`private`).
+    direct = httpx.get(fake.url + "/repos/octo/headers/commits")
+    fetched = httpx.get(fake.url + "/repos/octo/headers/commits",
+                        headers={"authorization": f"token {FLEET_TOKEN}"})
+    assert fetched.headers["cache-control"].startswith("private")
     miss = node.get("/repos/octo/headers/commits")
     hit = node.get("/repos/octo/headers/commits")
     for name in ("cache-control", "vary", "server", "x-github-media-type", "last-modified",
                  "etag", "content-type"):
-        if name in direct.headers:
-            assert miss.headers[name] == hit.headers[name] == direct.headers[name], name
+        assert name in direct.headers
+        assert miss.headers[name] == hit.headers[name] == direct.headers[name], name
+    assert "x-oauth-scopes" in fetched.headers and "x-oauth-scopes" not in hit.headers
     assert miss.headers["x-github-request-id"] and "date" in hit.headers
     assert hit.headers["x-github-request-id"] == miss.headers["x-github-request-id"]
     assert miss.headers["x-github-request-id"] != direct.headers["x-github-request-id"]

@@ -78,6 +78,37 @@ def test_identity_paths_answer_the_caller_never_the_fleet(fleet, fake):
     assert ("/user", "fleet-bot") not in log_of(fake)
 
 
+def test_an_answer_tells_each_caller_about_its_own_token_never_the_fleets(fleet, fake):
+    """GitHub sends, with every answer to a token, what that token may do (X-OAuth-Scopes,
+    beside what the endpoint accepts) and when it expires; clients read them (gh's hint on a
+    missing scope, tools checking `public_repo` on /users/NAME). The fleet's entries are
+    fetched with the fleet's token: each caller must still see its own, as direct, and a
+    peer none of the fleet's."""
+    server, runner = fleet
+    fake.set_scopes(FLEET_TOKEN, "admin:org, repo, workflow")
+    fake.set_expiration(FLEET_TOKEN, "2027-03-01 00:00:00 UTC")
+    fake.set_scopes(OTHER, "public_repo")
+    fake.set_expiration(OTHER, "2026-12-31 23:59:59 UTC")
+    names = ("x-oauth-scopes", "x-accepted-oauth-scopes", "github-authentication-token-expiration",
+             "cache-control")  # (GitHub's answer to a token is private, to anonymous public)
+    callers = {"other": auth(OTHER), "job": auth(JOB), "anonymous": {}}
+    for path in ("/repos/o/shared/issues/1", "/users/octocat", "/licenses/mit"):
+        runner.get(path)  # the fleet fetches it, with its token
+        for who, headers in callers.items():
+            for _ in range(2):  # the first answer (a miss or a peer's), then a local hit
+                through = runner.get(path, headers=headers)
+                straight = direct(fake, path, headers)
+                assert through.status_code == straight.status_code == 200
+                for name in names:
+                    assert through.headers.get(name) == straight.headers.get(name), (
+                        path, who, name, through.headers.get("x-p2p-cache"))
+    assert runner.get("/licenses/mit", headers=auth(OTHER)).headers["x-oauth-scopes"] \
+        == "public_repo"
+    # The server fetched them with the fleet's token; what it stored holds nothing of it.
+    assert "admin:org" not in server.get("/licenses/mit").headers.get("x-oauth-scopes", "")
+    assert runner.stats()["peer_hits"] >= 1
+
+
 def test_an_expired_token_gets_401_as_direct(fleet, fake):
     """A job whose token GitHub refuses must fail as it would direct, not go green on the
     fleet's answers: repository content, a shared path and an identity path alike."""

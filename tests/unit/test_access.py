@@ -168,6 +168,24 @@ def test_budgets_are_each_callers_own():
     assert budgets.of(me) == {}, "bounded: the oldest caller is forgotten"
 
 
+def test_each_caller_is_told_about_its_own_credential_and_the_anonymous_of_none():
+    budgets = access.Budgets(max_callers=2)
+    me, other = Caller("a" * 32), Caller("b" * 32)
+    budgets.seen(me, {"x-oauth-scopes": "repo", "x-accepted-oauth-scopes": "",
+                      "github-authentication-token-expiration": "2027-01-01 00:00:00 UTC",
+                      "etag": '"e"'})
+    assert budgets.credential(me) == {"x-oauth-scopes": "repo",
+                                      "github-authentication-token-expiration":
+                                      "2027-01-01 00:00:00 UTC"}
+    assert budgets.credential(other) == {} and budgets.credential(ANONYMOUS) == {}
+    budgets.seen(me, {}, status=502)  # a proxy's error page says nothing about the token
+    assert budgets.credential(me)["x-oauth-scopes"] == "repo"
+    budgets.seen(me, {}, status=401)  # GitHub refuses it now: nothing to show
+    assert budgets.credential(me) == {}
+    budgets.seen(ANONYMOUS, {"x-oauth-scopes": "forged"})
+    assert budgets.credential(ANONYMOUS) == {}
+
+
 Caller = access.Caller
 
 

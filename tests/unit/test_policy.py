@@ -17,6 +17,7 @@ from p2pcache.policy import (
     conditional_headers,
     decide,
     entry_from,
+    for_caller,
     invalidated_paths,
     is_cacheable_request,
     is_cacheable_response,
@@ -203,6 +204,36 @@ class TestEntries:
                    "x-ratelimit-remaining": "5", "set-cookie": "a=b", "link": "<x>"}
         assert stored_headers(headers) == {"content-type": "application/json", "etag": '"e"',
                                            "link": "<x>"}
+
+    def test_what_describes_the_fetching_token_is_never_stored(self):
+        headers = {"etag": '"e"', "x-oauth-scopes": "admin:org, repo", "x-oauth-client-id": "c",
+                   "github-authentication-token-expiration": "2027-01-01 00:00:00 UTC",
+                   "x-github-sso": "required; url=https://github.com/orgs/o/sso",
+                   "x-accepted-oauth-scopes": "repo"}
+        assert stored_headers(headers) == {"etag": '"e"', "x-accepted-oauth-scopes": "repo"}
+
+    def test_an_answer_shows_its_callers_credential(self):
+        entry = {"etag": '"e"', "x-accepted-oauth-scopes": "repo",
+                 "x-oauth-scopes": "admin:org, repo"}  # (an older version stored it)
+        mine = {"x-oauth-scopes": "public_repo"}
+        assert for_caller(entry, mine, True) == {
+            "etag": '"e"', "x-accepted-oauth-scopes": "repo", "x-oauth-scopes": "public_repo"}
+        # A token without OAuth scopes (an installation token), or none at all: GitHub sends
+        # neither header.
+        assert for_caller(entry, {}, False) == {"etag": '"e"'}
+        assert for_caller(entry, {"github-authentication-token-expiration": "x"}, True) == {
+            "etag": '"e"', "github-authentication-token-expiration": "x"}
+
+    def test_github_marks_an_answer_to_a_token_private_and_to_anonymous_public(self):
+        fetched = {"cache-control": "private, max-age=60, s-maxage=60"}
+        assert for_caller(fetched, {}, False)["cache-control"] == "public, max-age=60, s-maxage=60"
+        assert for_caller(fetched, {}, True) == fetched
+        anonymous = {"cache-control": "public, max-age=60, s-maxage=60"}
+        assert for_caller(anonymous, {}, True)["cache-control"] == \
+            "private, max-age=60, s-maxage=60"
+        for other in ("no-cache", "max-age=0, private", ""):
+            assert for_caller({"cache-control": other}, {}, False)["cache-control"] == other
+        assert "cache-control" not in for_caller({}, {}, True)
 
     def test_entry_from(self):
         r = req("/repos/o/r/issues?page=2")

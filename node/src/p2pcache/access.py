@@ -25,7 +25,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .policy import RateLimit, seen_rate_limits
+from .policy import RateLimit, credential_headers, seen_rate_limits
 
 class Scope(enum.Enum):
     SHARED = "shared"
@@ -266,19 +266,31 @@ def fleet_cannot_see(status: int, rate_limited: bool) -> bool:
 
 
 class Budgets:
-    """Each caller's rate limits as its own answers last showed them, so an answer from its
-    own entry tells it its own budget (GitHub's headers), never the fleet's. Bounded."""
+    """Each caller's rate limits, and what GitHub says about its credential (its OAuth
+    scopes, its expiry: policy.CREDENTIAL_HEADERS), as its own answers last showed them: an
+    answer tells a caller its own budget (from its own entry) and its own credential (from
+    any entry), never the fleet's. Bounded."""
 
     def __init__(self, max_callers: int = 10_000) -> None:
         self.max_callers = max_callers
-        self._seen: OrderedDict[str | None, dict[str, RateLimit]] = OrderedDict()
+        self._seen: OrderedDict[str | None, tuple[dict[str, RateLimit], dict[str, str]]] = \
+            OrderedDict()
 
-    def seen(self, caller: Caller, headers: dict[str, str]) -> None:
-        limits = seen_rate_limits(self._seen.get(caller.digest, {}), headers, max_buckets=8)
-        self._seen[caller.digest] = limits
+    def seen(self, caller: Caller, headers: dict[str, str], status: int = 200) -> None:
+        limits, credential = self._seen.get(caller.digest, ({}, {}))
+        limits = seen_rate_limits(limits, headers, max_buckets=8)
+        if status < 500:  # (a proxy's 502 says nothing about the token)
+            credential = credential_headers(headers)
+        self._seen[caller.digest] = limits, credential
         self._seen.move_to_end(caller.digest)
         while len(self._seen) > self.max_callers:
             self._seen.popitem(last=False)
 
     def of(self, caller: Caller) -> dict[str, RateLimit]:
-        return self._seen.get(caller.digest, {})
+        return self._seen.get(caller.digest, ({}, {}))[0]
+
+    def credential(self, caller: Caller) -> dict[str, str]:
+        """None of it for an anonymous caller: GitHub sends it only with a token's answers."""
+        if caller.anonymous:
+            return {}
+        return self._seen.get(caller.digest, ({}, {}))[1]

@@ -183,8 +183,8 @@ class Cache:
                 # who may read it: that resource does not exist.)
                 verdict = Verdict.FLEET_BLIND
             else:
-                return self._counted(outcome)
-        return self._counted(await self._own(request, caller, _REASONS[verdict]))
+                return self._to_client(outcome, caller)
+        return self._to_client(await self._own(request, caller, _REASONS[verdict]), caller)
 
     def _counted(self, outcome: _Outcome) -> ApiResponse:
         """Each answer to a client or a peer falls in one bucket, once."""
@@ -192,6 +192,15 @@ class Cache:
         setattr(self.counters, outcome.counted_as,
                 getattr(self.counters, outcome.counted_as) + 1)
         return outcome.response
+
+    def _to_client(self, outcome: _Outcome, caller: Caller) -> ApiResponse:
+        """A client's answer, counted, telling it what GitHub says about its own credential
+        (its scopes, its expiry), never about the token that fetched the entry."""
+        response = self._counted(outcome)
+        if response.generated:
+            return response
+        return dataclasses.replace(response, headers=policy.for_caller(
+            response.headers, self._budgets.credential(caller), not caller.anonymous))
 
     # -- who may see what (access.py decides; this asks GitHub what it must know) ---------
 
@@ -388,7 +397,7 @@ class Cache:
             unreachable.own = True
             return _Outcome(unreachable, "misses")
         now = self.clock()
-        self._budgets.seen(caller, response.headers)
+        self._budgets.seen(caller, response.headers, response.status)
         if response.status == 304 and entry is not None:
             self.counters.not_modified += 1
             entry = policy.refreshed(entry, response, now)
@@ -451,7 +460,7 @@ class Cache:
             outcome = self._graphql_counted(query, await self._shared(query))
             body = outcome.response.body
             if not graphql.spent_budget(body) and not graphql.shows_drafts(read, body):
-                return self._counted(outcome)
+                return self._to_client(outcome, caller)
         self.counters.graphql_own += 1  # the caller may not share it: its own answer
         return await self._graphql_as_sent(request, read)
 
@@ -826,7 +835,8 @@ class Cache:
         """An answer from an entry; `moment` is the GitHub answer that just vouched for it,
         whose request id and date the client should see (octokit reports the id). It shows
         the budget it spends, as last seen: the fleet's, or a caller's own for its own."""
-        headers = dict(entry.headers)
+        # (An entry an older version stored may hold the fetching token's credential headers.)
+        headers = {k: v for k, v in entry.headers.items() if k not in policy.CREDENTIAL_HEADERS}
         if moment:
             headers.update(policy.moment_headers(moment))
         limits = self.rate_limits if own is None else self._budgets.of(own)

@@ -27,6 +27,15 @@ TRANSFER_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length",
     "te", "trailer", "upgrade", "proxy-connection", "proxy-authenticate", "set-cookie",
     "date", "age", "strict-transport-security"})
+# Response headers about the credential that asked, not the resource: GitHub sends them with
+# every answer to a token (its OAuth scopes and app, when it expires, its SSO state). Never
+# stored with an entry; an answer shows its own caller's (for_caller), as GitHub would.
+CREDENTIAL_HEADERS = frozenset({
+    "x-oauth-scopes", "x-oauth-client-id", "github-authentication-token-expiration",
+    "x-github-sso"})
+# What the endpoint accepts: the resource's, kept with it, but GitHub shows it only beside a
+# token's X-OAuth-Scopes.
+ACCEPTED_SCOPES = "x-accepted-oauth-scopes"
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-used",
                       "x-ratelimit-reset", "x-ratelimit-resource")
 # Request headers that change what GitHub answers, and so belong in the key.
@@ -172,11 +181,31 @@ def stored_headers(headers: dict[str, str]) -> dict[str, str]:
     """Every header that describes the resource is replayed with it (ETag, Link,
     Cache-Control, Vary, X-GitHub-Media-Type, Server ...), and its rate-limit resource,
     so a hit shows the budget of the right bucket."""
-    stored = {k: v for k, v in headers.items()
-              if k not in TRANSFER_HEADERS and k not in RATE_LIMIT_HEADERS}
+    stored = {k: v for k, v in headers.items() if k not in TRANSFER_HEADERS
+              and k not in RATE_LIMIT_HEADERS and k not in CREDENTIAL_HEADERS}
     if "x-ratelimit-resource" in headers:
         stored["x-ratelimit-resource"] = headers["x-ratelimit-resource"]
     return stored
+
+
+def credential_headers(headers: dict[str, str]) -> dict[str, str]:
+    """What an answer to a caller's own request says about its credential."""
+    return {k: v for k, v in headers.items() if k in CREDENTIAL_HEADERS}
+
+
+def for_caller(headers: dict[str, str], credential: dict[str, str],
+               authenticated: bool) -> dict[str, str]:
+    """An answer's headers as GitHub sends them to this caller, whose own answers carry
+    `credential` (credential_headers): its own scopes and expiry, never those of the token
+    that fetched the entry; and GitHub's `private` answer to a token, `public` to anonymous."""
+    out = {k: v for k, v in headers.items() if k not in CREDENTIAL_HEADERS}
+    if "x-oauth-scopes" not in credential:
+        out.pop(ACCEPTED_SCOPES, None)
+    out.update(credential)
+    scope, comma, rest = out.get("cache-control", "").partition(",")
+    if scope.strip() in ("public", "private"):
+        out["cache-control"] = ("private" if authenticated else "public") + comma + rest
+    return out
 
 
 def moment_headers(headers: dict[str, str]) -> dict[str, str]:
