@@ -33,6 +33,7 @@ bench: $(PY)
 	$(PY) -m pip install --quiet -e 'node[test,bench,mcp]'
 	$(PY) bench/latency.py
 	$(PY) bench/fleet.py
+	$(PY) bench/client_floor.py
 	$(PY) bench/consistency.py
 	$(PY) bench/scale.py
 	$(PY) bench/runner_deps.py

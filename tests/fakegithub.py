@@ -187,9 +187,12 @@ def _parent(path: str) -> str | None:
     return path.rsplit("/", 1)[0]
 
 
-def _etag(body: bytes) -> str:
-    # GitHub's ETags are weak and quoted; the opaque part is a content hash.
-    return 'W/"%s"' % hashlib.sha256(body).hexdigest()
+def _etag(body: bytes, credential: str = "") -> str:
+    # GitHub's ETags are weak and quoted, and specific to the token that asked (GitHub
+    # support, 2024: "It's currently expected for ETags to be auth token specific"): the same
+    # body asked with another token has another ETag, and If-None-Match with the first
+    # token's ETag gets that other token a 200, not a 304. Anonymous: the content alone.
+    return 'W/"%s"' % hashlib.sha256(body + credential.encode()).hexdigest()
 
 
 def _opaque(tag: str) -> str:
@@ -805,7 +808,8 @@ class FakeGitHub:
             reply.resource = resource
             reply.encode()
             # GraphQL has no validators: no ETag, no 304.
-            etag = (_etag(reply.body) if reply.body and 200 <= reply.status < 300
+            etag = (_etag(reply.body, cred.key if cred and cred.authenticated else "")
+                    if reply.body and 200 <= reply.status < 300
                     and req.norm != "/graphql" else None)
 
             # Conditional GET: only a 200 can turn into a 304.  If-None-Match

@@ -133,6 +133,22 @@ def test_etag_304_spends_nothing(client):
     assert s["requests"] == 6 and s["not_modified"] == 4 and s["units"] == 2
 
 
+def test_an_etag_belongs_to_the_token_that_asked(fake, client):
+    """As GitHub: the same body has another ETag for another token (or none), and one
+    token's ETag gets another token a 200."""
+    fake.add_token("ghp_other")
+    other = {"Authorization": "token ghp_other"}
+    mine = client.get("/repos/o/r/issues/1", headers=AUTH)
+    theirs = client.get("/repos/o/r/issues/1", headers=other)
+    anonymous = client.get("/repos/o/r/issues/1")
+    assert mine.content == theirs.content == anonymous.content
+    assert len({mine.headers["ETag"], theirs.headers["ETag"], anonymous.headers["ETag"]}) == 3
+    crossed = client.get("/repos/o/r/issues/1", headers={**other, "If-None-Match": mine.headers["ETag"]})
+    assert crossed.status_code == 200 and crossed.headers["ETag"] == theirs.headers["ETag"]
+    same = client.get("/repos/o/r/issues/1", headers={**AUTH, "If-None-Match": mine.headers["ETag"]})
+    assert same.status_code == 304
+
+
 def test_if_modified_since(client):
     r = client.get("/repos/o/r")
     lm = r.headers["Last-Modified"]

@@ -184,6 +184,13 @@ def test_each_caller_is_told_about_its_own_credential_and_the_anonymous_of_none(
     assert budgets.credential(me) == {}
     budgets.seen(ANONYMOUS, {"x-oauth-scopes": "forged"})
     assert budgets.credential(ANONYMOUS) == {}
+    # Kept per caller, so bounded: a 16 KiB field (the most one may be) is not remembered.
+    budgets.seen(me, {"x-oauth-scopes": "repo, " * 2800, "x-oauth-client-id": "Iv1.abc"})
+    assert budgets.credential(me) == {"x-oauth-client-id": "Iv1.abc"}
+    # X-GitHub-SSO speaks of one answer (this organization, this list): never replayed.
+    budgets.seen(me, {"x-oauth-scopes": "repo",
+                      "x-github-sso": "required; url=https://github.com/orgs/o/sso"})
+    assert budgets.credential(me) == {"x-oauth-scopes": "repo"}
 
 
 Caller = access.Caller

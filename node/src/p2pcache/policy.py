@@ -27,12 +27,13 @@ TRANSFER_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length",
     "te", "trailer", "upgrade", "proxy-connection", "proxy-authenticate", "set-cookie",
     "date", "age", "strict-transport-security"})
-# Response headers about the credential that asked, not the resource: GitHub sends them with
-# every answer to a token (its OAuth scopes and app, when it expires, its SSO state). Never
-# stored with an entry; an answer shows its own caller's (for_caller), as GitHub would.
-CREDENTIAL_HEADERS = frozenset({
-    "x-oauth-scopes", "x-oauth-client-id", "github-authentication-token-expiration",
-    "x-github-sso"})
+# Response headers about the credential that asked, not the resource: GitHub sends these with
+# every answer to a token (its OAuth scopes and app, when it expires); an answer shows its
+# own caller's (for_caller), as GitHub would. X-GitHub-SSO too is about the token, but about
+# one answer (this organization needs SSO; this list left some out): never replayed.
+TOKEN_FACTS = ("x-oauth-scopes", "x-oauth-client-id", "github-authentication-token-expiration")
+CREDENTIAL_HEADERS = frozenset({*TOKEN_FACTS, "x-github-sso"})  # never stored with an entry
+MAX_CREDENTIAL_FIELD = 1024
 # What the endpoint accepts: the resource's, kept with it, but GitHub shows it only beside a
 # token's X-OAuth-Scopes.
 ACCEPTED_SCOPES = "x-accepted-oauth-scopes"
@@ -189,8 +190,11 @@ def stored_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def credential_headers(headers: dict[str, str]) -> dict[str, str]:
-    """What an answer to a caller's own request says about its credential."""
-    return {k: v for k, v in headers.items() if k in CREDENTIAL_HEADERS}
+    """What an answer to a caller's own request says about its credential, kept for each
+    caller: so within a bound (GitHub's scopes run to a few hundred bytes; a field may be
+    16 KiB where it enters, and the node remembers 10,000 callers)."""
+    return {k: headers[k] for k in TOKEN_FACTS
+            if k in headers and len(headers[k]) <= MAX_CREDENTIAL_FIELD}
 
 
 def for_caller(headers: dict[str, str], credential: dict[str, str],
