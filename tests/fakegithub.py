@@ -407,6 +407,7 @@ class FakeGitHub:
         # lower-case) -> credential keys that may read them; (repository, credential key)
         # -> "admin" | "push" (default "pull").
         self._private: dict[str, set[str]] = {}
+        self._sso: dict[str, set[str]] = {}  # organization -> tokens authorized for its SSO
         self._permissions: dict[tuple[str, str], str] = {}
         # Requests being answered now, per credential key: outside _reset_state,
         # since a reset while requests are in flight must not lose count of them.
@@ -562,6 +563,28 @@ class FakeGitHub:
         """Make repository ``owner/name`` private: only ``readers`` (tokens) see it."""
         with self._lock:
             self._private[full.lower()] = {self._token_key(t) for t in readers}
+
+    def require_sso(self, org: str, authorized: list[str] | tuple[str, ...] = ()) -> None:
+        """Organization ``org`` enforces SAML SSO: its private repositories answer a token
+        not authorized for it 403 with X-GitHub-SSO naming where to authorize it."""
+        with self._lock:
+            self._sso[org.lower()] = {self._token_key(t) for t in authorized}
+
+    def _sso_refusal(self, canonical: str, cred: _Credential) -> _Reply | None:
+        parts = canonical.strip("/").split("/")
+        if parts[0] != "repos" or len(parts) < 3 or not cred.authenticated:
+            return None
+        authorized = self._sso.get(parts[1].lower())
+        if authorized is None or cred.key in authorized \
+                or f"{parts[1]}/{parts[2]}".lower() not in self._private:
+            return None
+        reply = _error(403, "Resource protected by organization SAML enforcement. You must "
+                       "grant your Personal Access token access to this organization.",
+                       "https://docs.github.com/articles/authenticating-to-a-github-"
+                       "organization-with-saml-single-sign-on/")
+        reply.headers["X-GitHub-SSO"] = (f"required; url=https://github.com/orgs/{parts[1]}/"
+                                         f"sso?authorization_request={cred.key[:20]}")
+        return reply
 
     def make_public(self, full: str) -> None:
         with self._lock:
@@ -794,6 +817,9 @@ class FakeGitHub:
                                   " (But here's the good news: Authenticated requests"
                                   " get a higher rate limit. Check out the documentation"
                                   " for more details.)"), DOCS_RATE_LIMIT)
+            elif canonical is not None and self._sso and \
+                    (sso := self._sso_refusal(canonical, cred)) is not None:
+                reply = sso
             elif canonical is None or _is_missing(canonical.strip("/").split("/")) \
                     or self._hidden(canonical, cred):
                 reply = _error(404, "Not Found")

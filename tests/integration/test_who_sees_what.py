@@ -109,6 +109,26 @@ def test_an_answer_tells_each_caller_about_its_own_token_never_the_fleets(fleet,
     assert runner.stats()["peer_hits"] >= 1
 
 
+def test_a_token_not_authorized_for_an_organizations_sso_gets_githubs_403(fleet, fake):
+    """An organization enforcing SAML SSO: the fleet's token is authorized, the job's is
+    not. The job must get GitHub's 403 and its X-GitHub-SSO (gh prints where to authorize
+    the token), never the fleet's entry."""
+    _, runner = fleet
+    fake.make_private("sso-org/app", readers=[FLEET_TOKEN, OTHER])
+    fake.require_sso("sso-org", authorized=[FLEET_TOKEN])
+    path = "/repos/sso-org/app/issues/1"
+    assert runner.get(path).status_code == 404  # anonymous: GitHub's 404
+    fleet_view = direct(fake, path, auth(FLEET_TOKEN))
+    assert fleet_view.status_code == 200
+    for _ in range(2):
+        through = runner.get(path, headers=auth(OTHER))
+        straight = direct(fake, path, auth(OTHER))
+        assert through.status_code == straight.status_code == 403
+        assert through.json()["message"] == straight.json()["message"]
+        assert through.headers["x-github-sso"] == straight.headers["x-github-sso"]
+        assert through.headers["x-oauth-scopes"] == straight.headers["x-oauth-scopes"]
+
+
 def test_an_expired_token_gets_401_as_direct(fleet, fake):
     """A job whose token GitHub refuses must fail as it would direct, not go green on the
     fleet's answers: repository content, a shared path and an identity path alike."""

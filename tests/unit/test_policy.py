@@ -224,6 +224,12 @@ class TestEntries:
         assert for_caller(entry, {"github-authentication-token-expiration": "x"}, True) == {
             "etag": '"e"', "github-authentication-token-expiration": "x"}
 
+    def test_sso_state_reaches_a_caller_only_on_its_own_answer(self):
+        sso = {"x-github-sso": "required; url=https://github.com/orgs/o/sso?x=1",
+               "x-oauth-scopes": "repo"}
+        assert for_caller(sso, {}, True, own=True) == {"x-github-sso": sso["x-github-sso"]}
+        assert for_caller(sso, {"x-oauth-scopes": "gist"}, True) == {"x-oauth-scopes": "gist"}
+
     def test_github_marks_an_answer_to_a_token_private_and_to_anonymous_public(self):
         fetched = {"cache-control": "private, max-age=60, s-maxage=60"}
         assert for_caller(fetched, {}, False)["cache-control"] == "public, max-age=60, s-maxage=60"

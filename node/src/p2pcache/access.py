@@ -267,7 +267,7 @@ def fleet_cannot_see(status: int, rate_limited: bool) -> bool:
 
 class Budgets:
     """Each caller's rate limits, and what GitHub says about its credential (its OAuth
-    scopes, its expiry: policy.CREDENTIAL_HEADERS), as its own answers last showed them: an
+    scopes, its expiry: policy.TOKEN_FACTS), as its own answers last showed them: an
     answer tells a caller its own budget (from its own entry) and its own credential (from
     any entry), never the fleet's. Bounded."""
 

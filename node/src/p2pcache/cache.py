@@ -200,7 +200,8 @@ class Cache:
         if response.generated:
             return response
         return dataclasses.replace(response, headers=policy.for_caller(
-            response.headers, self._budgets.credential(caller), not caller.anonymous))
+            response.headers, self._budgets.credential(caller), not caller.anonymous,
+            response.own))
 
     # -- who may see what (access.py decides; this asks GitHub what it must know) ---------
 

@@ -197,12 +197,14 @@ def credential_headers(headers: dict[str, str]) -> dict[str, str]:
             if k in headers and len(headers[k]) <= MAX_CREDENTIAL_FIELD}
 
 
-def for_caller(headers: dict[str, str], credential: dict[str, str],
-               authenticated: bool) -> dict[str, str]:
+def for_caller(headers: dict[str, str], credential: dict[str, str], authenticated: bool,
+               own: bool = False) -> dict[str, str]:
     """An answer's headers as GitHub sends them to this caller, whose own answers carry
     `credential` (credential_headers): its own scopes and expiry, never those of the token
-    that fetched the entry; and GitHub's `private` answer to a token, `public` to anonymous."""
-    out = {k: v for k, v in headers.items() if k not in CREDENTIAL_HEADERS}
+    that fetched the entry; and GitHub's `private` answer to a token, `public` to anonymous.
+    GitHub's answer to the caller's `own` request keeps its X-GitHub-SSO (gh shows its URL)."""
+    out = {k: v for k, v in headers.items()
+           if k not in (TOKEN_FACTS if own else CREDENTIAL_HEADERS)}
     if "x-oauth-scopes" not in credential:
         out.pop(ACCEPTED_SCOPES, None)
     out.update(credential)
