@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import statistics
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from conftest import FLEET_TOKEN, NodeProcess, free_port  # noqa: E402
 from fakegithub import FakeGitHub  # noqa: E402
+import figures  # noqa: E402
 from fleet import ACCEPT, endpoints  # noqa: E402
 
 
@@ -136,10 +136,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.out) / "client_floor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(result, indent=2, sort_keys=True))
+    figures.write(args.out, "client_floor.json", result)
     return 0
 
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import FLEET_TOKEN, NAMESPACE, NodeProcess, free_port  # noqa: E402
 from fakegithub import FakeGitHub  # noqa: E402
+import figures  # noqa: E402
 from fleet import endpoints  # noqa: E402
 from outages import Blackhole, SilentListener, blackhole_missing  # noqa: E402
 
@@ -241,10 +242,7 @@ def main() -> int:
               "load_average_1m_after": round(os.getloadavg()[0], 2),
               "cpus": os.cpu_count(),
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = Path(args.out) / "server_down.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(result, indent=2, sort_keys=True))
+    figures.write(args.out, "server_down.json", result)
     return 0
 
 

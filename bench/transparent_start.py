@@ -18,7 +18,6 @@ hosted runner's).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "transparent"))
+import figures  # noqa: E402  (bench/, the script's own directory)
 import runnerlab  # noqa: E402
 
 TEMP = "/home/runner/work/_temp"
@@ -120,10 +120,7 @@ def main() -> int:
     result["server_up_connected_at_ready"] = f"{sum(connected)}/{len(connected)}"
     result.update(rounds=args.rounds, load_average_1m=round(os.getloadavg()[0], 2),
                   measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    out = Path(args.out) / "transparent_start.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(result, indent=2, sort_keys=True))
+    figures.write(args.out, "transparent_start.json", result)
     return 0
 
 
